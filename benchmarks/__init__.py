@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy and speed of crossfire on the bundled and real scenes."""

@@ -1,0 +1,76 @@
+"""Fixes that let nerfstudio 1.1.5 run offline and under torch >= 2.6.
+
+Two ecosystem problems shape this module:
+
+* nerfacto builds torchmetrics' LPIPS in ``populate_modules``; its AlexNet backbone is downloaded
+  from download.pytorch.org unless already cached. Offline, model construction would fail.
+* torch >= 2.6 loads checkpoints with ``weights_only=True``; nerfacto checkpoints hold numpy scalars
+  (scheduler state), so ``eval_setup``, ``ns-viewer``, ``ns-eval`` and resuming all fail
+  (nerfstudio #3683, PR #3702).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
+_lpips_notice_printed = False
+
+
+def allow_nerfstudio_checkpoints() -> None:
+    """Allow-list the numpy types nerfstudio's scheduler state puts into checkpoints."""
+    safe = [np.core.multiarray.scalar, np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType]
+    safe += [np.dtypes.Int64DType, np.ndarray, np.core.multiarray._reconstruct]
+    torch.serialization.add_safe_globals(safe)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
+    """Load one of our own checkpoints (trusted) whatever torch's ``weights_only`` default is."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def alexnet_weights_cached() -> bool:
+    """True when torchvision's AlexNet weights are already in the torch hub cache (no download needed)."""
+    return (Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS).is_file()
+
+
+class UnavailableLPIPS(nn.Module):
+    """Stand-in for LPIPS when its backbone cannot be loaded offline: reports NaN, downloads nothing."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return torch.tensor(float("nan"))
+
+
+@contextlib.contextmanager
+def offline_lpips() -> Iterator[None]:
+    """Within the block, LPIPS is built only if its weights are cached; otherwise a NaN stand-in is used."""
+    global _lpips_notice_printed
+    if alexnet_weights_cached():
+        yield
+        return
+    import torchmetrics.image.lpip as lpip_module
+
+    original = lpip_module.LearnedPerceptualImagePatchSimilarity
+    lpip_module.LearnedPerceptualImagePatchSimilarity = UnavailableLPIPS  # type: ignore[misc]
+    if not _lpips_notice_printed:
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        CONSOLE.print(
+            "[yellow]crossfire: LPIPS metric skipped (its AlexNet backbone is not in the torch hub cache "
+            f"and nothing is downloaded); eval reports lpips = nan. Put {ALEXNET_WEIGHTS} in "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints'} to enable it."
+        )
+        _lpips_notice_printed = True
+    try:
+        yield
+    finally:
+        lpip_module.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]

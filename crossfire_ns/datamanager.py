@@ -1,0 +1,123 @@
+"""Ray batches grouped by image, plus the images themselves for the CNN.
+
+The metric-learning loss needs several rays from the same image (in-image negatives) and the image to
+run the encoder on, so each step samples ``images_per_batch`` images and ``num_rays // images_per_batch``
+random pixels in each, in image-major order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple, Type, Union
+
+import torch
+from jaxtyping import Int
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
+from torch import Tensor
+
+
+def sample_grouped_pixels(
+    num_images: int,
+    image_height: int,
+    image_width: int,
+    images_per_batch: int,
+    rays_per_image: int,
+    mask: Optional[Tensor] = None,
+    device: Union[torch.device, str] = "cpu",
+    generator: Optional[torch.Generator] = None,
+) -> Int[Tensor, "N 3"]:
+    """(image position, y, x) for ``images_per_batch`` distinct images x ``rays_per_image`` pixels each.
+
+    Rows are image-major: rows ``[g * R, (g + 1) * R)`` all come from the g-th chosen image. With a mask
+    (N, H, W, 1), pixels are drawn only where it is set.
+    """
+    if images_per_batch > num_images:
+        images_per_batch = num_images
+    chosen = torch.randperm(num_images, generator=generator)[:images_per_batch]
+    rows = []
+    for image in chosen.tolist():
+        if mask is not None:
+            valid = torch.nonzero(mask[image, ..., 0].cpu(), as_tuple=False)
+            pick = torch.randint(len(valid), (rays_per_image,), generator=generator)
+            yx = valid[pick]
+        else:
+            y = torch.randint(image_height, (rays_per_image,), generator=generator)
+            x = torch.randint(image_width, (rays_per_image,), generator=generator)
+            yx = torch.stack([y, x], dim=-1)
+        rows.append(torch.cat([torch.full((rays_per_image, 1), image, dtype=torch.long), yx], dim=-1))
+    return torch.cat(rows).to(device)
+
+
+@dataclass
+class ImageGroupedPixelSamplerConfig(PixelSamplerConfig):
+    """Pixel sampler that returns rays grouped by image."""
+
+    _target: Type = field(default_factory=lambda: ImageGroupedPixelSampler)
+    images_per_batch: int = 4
+    """Distinct images per batch; rays are split evenly among them (in-image negatives for the loss)."""
+
+
+class ImageGroupedPixelSampler(PixelSampler):
+    """Samples ``images_per_batch`` images x equal numbers of random pixels, image-major."""
+
+    config: ImageGroupedPixelSamplerConfig
+
+    def rays_per_image(self, num_images: int) -> int:
+        return self.num_rays_per_batch // min(self.config.images_per_batch, num_images)
+
+    def sample_method(
+        self,
+        batch_size: int,
+        num_images: int,
+        image_height: int,
+        image_width: int,
+        mask: Optional[Tensor] = None,
+        device: Union[torch.device, str] = "cpu",
+    ) -> Int[Tensor, "batch_size 3"]:
+        groups = min(self.config.images_per_batch, num_images)
+        if batch_size % groups:
+            raise ValueError(
+                f"train_num_rays_per_batch={batch_size} is not a multiple of images_per_batch={groups}: "
+                "set --pipeline.datamanager.train-num-rays-per-batch to a multiple of it."
+            )
+        use_mask = mask if isinstance(mask, Tensor) and not self.config.ignore_mask else None
+        return sample_grouped_pixels(
+            num_images, image_height, image_width, groups, batch_size // groups, mask=use_mask, device=device
+        )
+
+
+@dataclass
+class CrossfireDataManagerConfig(VanillaDataManagerConfig):
+    """Vanilla data manager with image-grouped rays and the sampled images attached for the CNN."""
+
+    _target: Type = field(default_factory=lambda: CrossfireDataManager)
+    pixel_sampler: PixelSamplerConfig = field(default_factory=ImageGroupedPixelSamplerConfig)
+    """Pixel sampler; the default groups rays by image, which the descriptor loss needs."""
+
+
+class CrossfireDataManager(VanillaDataManager[InputDataset]):
+    """Adds ``batch["group_images"]`` (G, H, W, 3) and ``batch["rays_per_image"]`` to training batches."""
+
+    config: CrossfireDataManagerConfig
+
+    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+        self.train_count += 1
+        image_batch = next(self.iter_train_image_dataloader)
+        assert self.train_pixel_sampler is not None
+        if not isinstance(image_batch["image"], Tensor):
+            raise ValueError(
+                f"crossfire needs all training images at one resolution ({self.config.data}); "
+                "resize them, or pass --pipeline.datamanager.dataparser.downscale-factor consistently."
+            )
+        batch = self.train_pixel_sampler.sample(image_batch)
+        ray_bundle = self.train_ray_generator(batch["indices"])
+        if isinstance(self.train_pixel_sampler, ImageGroupedPixelSampler):
+            rays_per_image = self.train_pixel_sampler.rays_per_image(len(image_batch["image_idx"]))
+            group_ids = batch["indices"][::rays_per_image, 0].cpu()
+            positions = (image_batch["image_idx"].cpu()[None, :] == group_ids[:, None]).float().argmax(dim=1)
+            batch["group_images"] = image_batch["image"][positions]
+            batch["rays_per_image"] = rays_per_image
+        return ray_bundle, batch

@@ -1,0 +1,96 @@
+"""The scene-specific CNN: dense, L2-normalised D-dim features at full image resolution.
+
+A small U-Net trained from scratch (nothing pretrained is downloaded). Photometric augmentation of its
+input during training (kornia) makes query features robust to lighting changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Tuple, Type
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.configs.base_config import InstantiateConfig
+from torch import Tensor, nn
+
+
+def _conv_block(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1),
+        nn.GroupNorm(min(8, out_ch), out_ch),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1),
+        nn.ReLU(inplace=True),
+    )
+
+
+@dataclass
+class FeatureEncoderConfig(InstantiateConfig):
+    """Configuration of the dense feature CNN."""
+
+    _target: Type = field(default_factory=lambda: FeatureEncoder)
+    channels: Tuple[int, ...] = (16, 32, 64, 64)
+    """Channels per level; each level after the first halves the resolution (wider receptive field)."""
+    output_stride: int = 1
+    """1: features at image resolution; 2: at half resolution (4x cheaper), looked up bilinearly."""
+    augment: bool = True
+    """Photometric augmentation of training inputs (brightness, contrast, gamma, colour, blur, noise)."""
+
+
+class FeatureEncoder(nn.Module):
+    """Image (B,3,H,W) in [0,1] to features (B,D,H/s,W/s) for output stride s, unit norm along D."""
+
+    config: FeatureEncoderConfig
+
+    def __init__(self, config: FeatureEncoderConfig, descriptor_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        chs = config.channels
+        self.down = nn.ModuleList(
+            [_conv_block(3, chs[0], stride=config.output_stride)]
+            + [_conv_block(chs[i - 1], chs[i], stride=2) for i in range(1, len(chs))]
+        )
+        self.up = nn.ModuleList([_conv_block(chs[i + 1] + chs[i], chs[i]) for i in reversed(range(len(chs) - 1))])
+        self.head = nn.Conv2d(chs[0], descriptor_dim, 1)
+        self.augmentation = nn.Sequential(
+            K.ColorJiggle(brightness=0.4, contrast=0.4, saturation=0.3, hue=0.05, p=0.9),
+            K.RandomGamma(gamma=(0.6, 1.6), p=0.5),
+            K.RandomGaussianBlur((5, 5), (0.1, 1.2), p=0.3),
+            K.RandomGaussianNoise(std=0.02, p=0.3),
+        )
+
+    def forward(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B D H W"]:
+        skips = []
+        x = images
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return F.normalize(self.head(x), dim=1)
+
+    def augment(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 3 H W"]:
+        """Random photometric changes (training only): the map must not depend on the lighting."""
+        if not self.config.augment:
+            return images
+        return self.augmentation(images).clamp(0.0, 1.0)
+
+
+def sample_features(
+    features: Float[Tensor, "B D h w"], pixels: Float[Tensor, "B R 2"], image_size: Tuple[int, int]
+) -> Float[Tensor, "B R D"]:
+    """Bilinear lookup of dense features at continuous image pixel coordinates (x, y), pixel centres at +0.5.
+
+    ``image_size`` is (H, W) of the image the features were computed from, so features at any stride
+    covering the same extent are looked up at the same place. The result is re-normalised, since
+    interpolating unit vectors shortens them.
+    """
+    height, width = image_size
+    scale = torch.tensor([2.0 / width, 2.0 / height], device=pixels.device, dtype=pixels.dtype)
+    grid = pixels * scale - 1.0  # align_corners=False: -1 and 1 are the outer image edges
+    sampled = F.grid_sample(features, grid.unsqueeze(1), mode="bilinear", align_corners=False, padding_mode="border")
+    return F.normalize(sampled.squeeze(2).transpose(1, 2), dim=-1)

@@ -1,0 +1,56 @@
+"""The self-supervised metric-learning loss, as pure functions.
+
+For rays sampled from one image, the rendered descriptor ``d_i`` and the encoder feature ``f_i`` at the
+same pixel are a positive pair; features ``f_j`` at other pixels of the same image are negatives, except
+those whose rendered 3D points lie within ``radius`` of point ``i``: they are the same place, not a negative.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+
+def near_point_mask(points: Float[Tensor, "B R 3"], radius: float) -> torch.Tensor:
+    """(B, R, R) bool: pairs (i, j), i != j, whose 3D points are closer than ``radius`` (not negatives)."""
+    dist = torch.cdist(points, points)
+    eye = torch.eye(points.shape[1], dtype=torch.bool, device=points.device)
+    return (dist < radius) & ~eye
+
+
+def masked_info_nce(
+    rendered: Float[Tensor, "B R D"],
+    encoded: Float[Tensor, "B R D"],
+    points: Float[Tensor, "B R 3"],
+    radius: float,
+    temperature: float,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """Symmetric InfoNCE between rendered descriptors and encoder features of the same image.
+
+    Args:
+        rendered: L2-normalised descriptors rendered from the field, grouped by image.
+        encoded: L2-normalised CNN features sampled at the same pixels.
+        points: rendered 3D points of the rays (no gradient needed), used to drop false negatives.
+        radius: pairs closer than this (scene units) are neither positive nor negative.
+        temperature: softmax temperature on cosine similarities.
+
+    Returns:
+        The loss, and stats: ``match_accuracy`` (share of rows whose best match is the positive) and
+        ``excluded_fraction`` (share of off-diagonal pairs masked as near points).
+    """
+    num_rays = rendered.shape[1]
+    logits = torch.einsum("brd,bsd->brs", rendered, encoded) / temperature
+    excluded = near_point_mask(points.detach(), radius)
+    logits = logits.masked_fill(excluded, float("-inf"))
+    target = torch.arange(num_rays, device=rendered.device).repeat(rendered.shape[0])
+    loss_rows = F.cross_entropy(logits.reshape(-1, num_rays), target)
+    loss_cols = F.cross_entropy(logits.transpose(1, 2).reshape(-1, num_rays), target)
+    with torch.no_grad():
+        accuracy = (logits.argmax(dim=-1).reshape(-1) == target).float().mean()
+        pairs = max(num_rays * (num_rays - 1), 1)
+        excluded_fraction = excluded.float().sum() / (pairs * rendered.shape[0])
+    return 0.5 * (loss_rows + loss_cols), {"match_accuracy": accuracy, "excluded_fraction": excluded_fraction}

@@ -1,0 +1,169 @@
+"""CrossfireModel: nerfacto plus a position-only descriptor field and a jointly trained feature CNN.
+
+The descriptor of a ray is rendered with nerfacto's own volume-rendering weights (top-k samples by
+weight, detached by default) and L2-normalised. During training, a symmetric InfoNCE loss pulls the
+rendered descriptor and the CNN feature at the same pixel together and pushes the other pixels of the
+same image away, except those whose rendered 3D points are near (they are the same place).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.model_components.renderers import DepthRenderer
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from torch import Tensor
+from torch.nn import Parameter
+
+from crossfire_ns.compat import offline_lpips
+from crossfire_ns.descriptor_field import DescriptorField
+from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
+from crossfire_ns.losses import masked_info_nce
+
+
+class _SampleCapturingDepthRenderer(DepthRenderer):
+    """nerfacto's expected-depth renderer that also keeps the final samples and weights it was given.
+
+    nerfacto's ``get_outputs`` does not return its field samples at eval time; capturing them here lets
+    the descriptor reuse the exact samples and weights of the colour without copying nerfacto's code.
+    """
+
+    def forward(self, weights, ray_samples, ray_indices=None, num_rays=None):  # type: ignore[override]
+        self.captured: Optional[Tuple[Tensor, RaySamples]] = (weights, ray_samples)
+        return super().forward(weights, ray_samples, ray_indices=ray_indices, num_rays=num_rays)
+
+
+@dataclass
+class CrossfireModelConfig(NerfactoModelConfig):
+    """nerfacto + descriptor field + feature CNN."""
+
+    _target: Type = field(default_factory=lambda: CrossfireModel)
+    descriptor_dim: int = 32
+    """Dimension D of descriptors (field) and features (CNN)."""
+    descriptor_num_levels: int = 12
+    """Hash-grid levels of the descriptor field."""
+    descriptor_log2_hashmap_size: int = 17
+    """log2 of the descriptor hash table size per level."""
+    descriptor_max_res: int = 1024
+    """Finest hash-grid resolution of the descriptor field."""
+    descriptor_hidden_dim: int = 64
+    """Width of the descriptor MLP."""
+    descriptor_num_layers: int = 2
+    """Layers of the descriptor MLP."""
+    num_descriptor_samples: int = 8
+    """Samples per ray (top-k by weight) at which descriptors are evaluated; the rest carry little weight."""
+    detach_descriptor_weights: bool = True
+    """Render descriptors with detached weights, so the descriptor loss cannot bend the geometry."""
+    encoder: FeatureEncoderConfig = field(default_factory=FeatureEncoderConfig)
+    """The feature CNN."""
+    descriptor_loss_mult: float = 1.0
+    """Weight of the descriptor (metric-learning) loss."""
+    descriptor_loss_start_step: int = 500
+    """Warm-up: the descriptor loss starts at this step, once rendered depth means something."""
+    descriptor_temperature: float = 0.1
+    """InfoNCE temperature on cosine similarities."""
+    negative_radius: float = 0.03
+    """Pixels whose rendered 3D points lie closer than this (normalised scene units) are not negatives."""
+
+
+class CrossfireModel(NerfactoModel):
+    """nerfacto with a rendered descriptor output and the CNN that matches it."""
+
+    config: CrossfireModelConfig
+
+    def populate_modules(self):
+        with offline_lpips():
+            super().populate_modules()
+        self.renderer_expected_depth = _SampleCapturingDepthRenderer(method="expected")
+        self.descriptor_field = DescriptorField(
+            self.scene_box.aabb,
+            descriptor_dim=self.config.descriptor_dim,
+            num_levels=self.config.descriptor_num_levels,
+            log2_hashmap_size=self.config.descriptor_log2_hashmap_size,
+            max_res=self.config.descriptor_max_res,
+            hidden_dim=self.config.descriptor_hidden_dim,
+            num_layers=self.config.descriptor_num_layers,
+            spatial_distortion=self.field.spatial_distortion,
+            implementation=self.config.implementation,
+        )
+        self.encoder: FeatureEncoder = self.config.encoder.setup(descriptor_dim=self.config.descriptor_dim)
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        groups = super().get_param_groups()
+        groups["descriptor_field"] = list(self.descriptor_field.parameters())
+        groups["encoder"] = list(self.encoder.parameters())
+        return groups
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+
+        def set_step(step: int) -> None:
+            self.step = step
+
+        callbacks.append(
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], set_step, update_every_num_iters=1)
+        )
+        return callbacks
+
+    def render_descriptors(self, ray_samples: RaySamples, weights: Tensor) -> Tensor:
+        """Volume-render L2-normalised descriptors from the top-k samples by weight."""
+        if self.config.detach_descriptor_weights:
+            weights = weights.detach()
+        k = min(self.config.num_descriptor_samples, weights.shape[-2])
+        top_weights, index = torch.topk(weights[..., 0], k, dim=-1)
+        positions = ray_samples.frustums.get_positions().detach()
+        positions = torch.gather(positions, -2, index[..., None].expand(*index.shape, 3))
+        descriptors = self.descriptor_field(positions)
+        return F.normalize((top_weights[..., None] * descriptors).sum(dim=-2), dim=-1)
+
+    def get_outputs(self, ray_bundle: RayBundle):
+        outputs = super().get_outputs(ray_bundle)
+        weights, ray_samples = self.renderer_expected_depth.captured
+        self.renderer_expected_depth.captured = None
+        outputs["descriptor"] = self.render_descriptors(ray_samples, weights)
+        if self.training:
+            outputs["ray_points"] = (ray_bundle.origins + ray_bundle.directions * outputs["expected_depth"]).detach()
+        return outputs
+
+    def encode_images(self, images: Tensor, augment: bool = False) -> Tensor:
+        """(B, H, W, 3|4) images in [0, 1] to dense features (B, D, H/s, W/s); RGBA is composited on white."""
+        if images.shape[-1] == 4:
+            images = images[..., :3] * images[..., 3:] + (1.0 - images[..., 3:])
+        chw = images.permute(0, 3, 1, 2).float().to(self.device)
+        if augment:
+            chw = self.encoder.augment(chw)
+        return self.encoder(chw)
+
+    def descriptor_loss_active(self, batch: Dict) -> bool:
+        return self.training and "group_images" in batch and self.step >= self.config.descriptor_loss_start_step
+
+    def get_metrics_dict(self, outputs, batch):
+        metrics_dict = super().get_metrics_dict(outputs, batch)
+        if self.descriptor_loss_active(batch):
+            rays_per_image = int(batch["rays_per_image"])
+            groups = batch["group_images"].shape[0]
+            features = self.encode_images(batch["group_images"], augment=True)
+            yx = batch["indices"][:, 1:].to(self.device).float().view(groups, rays_per_image, 2)
+            image_size = tuple(batch["group_images"].shape[1:3])
+            encoded = sample_features(features, yx.flip(-1) + 0.5, image_size)
+            rendered = outputs["descriptor"].view(groups, rays_per_image, -1)
+            points = outputs["ray_points"].view(groups, rays_per_image, 3)
+            loss, stats = masked_info_nce(
+                rendered, encoded, points, self.config.negative_radius, self.config.descriptor_temperature
+            )
+            metrics_dict["descriptor_loss"] = loss
+            metrics_dict.update({f"descriptor_{k}": v for k, v in stats.items()})
+        return metrics_dict
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None):
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        if metrics_dict is not None and "descriptor_loss" in metrics_dict:
+            loss_dict["descriptor_loss"] = self.config.descriptor_loss_mult * metrics_dict["descriptor_loss"]
+        return loss_dict

@@ -1,0 +1,1 @@
+"""nerfstudio method specifications of crossfire (imported by every ns-* command: keep it light)."""

@@ -1,0 +1,47 @@
+"""The feature CNN: shapes, normalisation, sampling convention, augmentation."""
+
+import torch
+import torch.nn.functional as F
+
+from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
+
+
+def test_output_shape_and_unit_norm():
+    for stride in (1, 2):
+        encoder = FeatureEncoder(FeatureEncoderConfig(output_stride=stride), descriptor_dim=12)
+        features = encoder(torch.rand(2, 3, 30, 44))
+        assert features.shape == (2, 12, 30 // stride, 44 // stride)
+        assert torch.allclose(features.norm(dim=1), torch.ones(1), atol=1e-5)
+
+
+def test_sample_features_hits_pixel_centres_exactly():
+    torch.manual_seed(0)
+    feats = F.normalize(torch.randn(1, 5, 6, 7), dim=1)
+    ys, xs = torch.tensor([0, 2, 5]), torch.tensor([0, 4, 6])
+    pixels = torch.stack([xs + 0.5, ys + 0.5], dim=-1)[None].float()
+    sampled = sample_features(feats, pixels, (6, 7))
+    assert torch.allclose(sampled[0], feats[0, :, ys, xs].T, atol=1e-5)
+
+
+def test_sample_features_is_stride_independent_for_smooth_maps():
+    # A linear ramp in x at two resolutions covering the same image extent gives the same lookups.
+    width = 16
+    xs = (torch.arange(width) + 0.5) / width
+    full = torch.stack([xs, torch.ones_like(xs)])[None, :, None, :].expand(1, 2, 4, width)
+    half = F.avg_pool2d(full, 2)
+    pixels = torch.tensor([[[4.0, 2.0], [9.0, 1.0], [12.0, 3.0]]])
+    assert torch.allclose(
+        sample_features(full, pixels, (4, width)), sample_features(half, pixels, (4, width)), atol=1e-4
+    )
+
+
+def test_augmentation_changes_images_but_keeps_range():
+    torch.manual_seed(1)
+    encoder = FeatureEncoder(FeatureEncoderConfig(), descriptor_dim=4)
+    images = torch.rand(4, 3, 16, 16)
+    augmented = encoder.augment(images)
+    assert augmented.shape == images.shape
+    assert augmented.min() >= 0 and augmented.max() <= 1
+    assert (augmented - images).abs().mean() > 1e-3
+    no_aug = FeatureEncoder(FeatureEncoderConfig(augment=False), descriptor_dim=4)
+    assert torch.equal(no_aug.augment(images), images)

@@ -1,0 +1,70 @@
+"""The metric-learning loss on hand-made embeddings."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from crossfire_ns.losses import masked_info_nce, near_point_mask
+
+
+def _one_hot(n: int, d: int) -> torch.Tensor:
+    return F.one_hot(torch.arange(n), d).float()[None]
+
+
+def test_perfect_pairs_give_low_loss_and_full_accuracy():
+    emb = _one_hot(4, 8)
+    points = torch.arange(4).float()[None, :, None].expand(1, 4, 3) * 10
+    loss, stats = masked_info_nce(emb, emb, points, radius=0.1, temperature=0.1)
+    # Each row: exp(10) vs 3 * exp(0) -> loss = log(1 + 3 e^-10).
+    assert math.isclose(loss.item(), math.log(1 + 3 * math.exp(-10)), abs_tol=1e-6)
+    assert stats["match_accuracy"].item() == 1.0
+
+
+def test_known_value_for_uniform_similarities():
+    # All embeddings identical: every logit equal, loss = log(R).
+    emb = torch.ones(1, 5, 4) / 2.0
+    points = torch.arange(5).float()[None, :, None].expand(1, 5, 3) * 10
+    loss, _ = masked_info_nce(emb, emb, points, radius=0.1, temperature=0.5)
+    assert math.isclose(loss.item(), math.log(5), rel_tol=1e-5)
+
+
+def test_near_points_are_not_negatives():
+    # Rays 0 and 1 hit the same 3D point; their features are identical, so without the mask
+    # they are hard negatives of each other. With the mask, the loss drops to that of 2 distinct rays.
+    emb = F.normalize(torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]]), dim=-1)
+    far = torch.tensor([[[0.0, 0, 0], [5.0, 0, 0], [10.0, 0, 0]]])
+    near = torch.tensor([[[0.0, 0, 0], [0.01, 0, 0], [10.0, 0, 0]]])
+    loss_far, _ = masked_info_nce(emb, emb, far, radius=0.1, temperature=0.1)
+    loss_near, stats = masked_info_nce(emb, emb, near, radius=0.1, temperature=0.1)
+    assert loss_near < loss_far - 0.3
+    expected_row = math.log(1 + math.exp(-10))  # row 0 and 1 keep only ray 2 as negative
+    expected = (2 * expected_row + math.log(1 + 2 * math.exp(-10))) / 3
+    assert math.isclose(loss_near.item(), expected, abs_tol=1e-6)
+    assert math.isclose(stats["excluded_fraction"].item(), 2 / 6, rel_tol=1e-6)
+
+
+def test_near_point_mask_excludes_diagonal_and_only_close_pairs():
+    points = torch.tensor([[[0.0, 0, 0], [0.05, 0, 0], [1.0, 0, 0]]])
+    mask = near_point_mask(points, radius=0.1)
+    assert mask.tolist() == [[[False, True, False], [True, False, False], [False, False, False]]]
+
+
+def test_groups_do_not_see_each_other():
+    # Two images; swapping the second image's features must not change the first image's loss terms.
+    torch.manual_seed(0)
+    a = F.normalize(torch.randn(2, 6, 8), dim=-1)
+    b = F.normalize(torch.randn(2, 6, 8), dim=-1)
+    points = torch.randn(2, 6, 3) * 10
+    loss1, _ = masked_info_nce(a[:1], b[:1], points[:1], 0.1, 0.1)
+    loss2, _ = masked_info_nce(a[1:], b[1:], points[1:], 0.1, 0.1)
+    both, _ = masked_info_nce(a, b, points, 0.1, 0.1)
+    assert math.isclose(both.item(), (loss1.item() + loss2.item()) / 2, rel_tol=1e-5)
+
+
+def test_loss_has_gradients_for_both_sides():
+    rendered = F.normalize(torch.randn(1, 4, 8), dim=-1).requires_grad_()
+    encoded = F.normalize(torch.randn(1, 4, 8), dim=-1).requires_grad_()
+    loss, _ = masked_info_nce(rendered, encoded, torch.randn(1, 4, 3) * 10, 0.1, 0.1)
+    loss.backward()
+    assert rendered.grad.abs().sum() > 0 and encoded.grad.abs().sum() > 0

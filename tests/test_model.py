@@ -1,0 +1,115 @@
+"""CrossfireModel: offline construction, descriptor rendering, parameter groups, checkpoint loading."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import Frustums, RayBundle, RaySamples
+from nerfstudio.data.scene_box import SceneBox
+
+from crossfire_ns import compat
+from crossfire_ns.model import CrossfireModelConfig
+
+
+@pytest.fixture
+def model(no_network, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    config = CrossfireModelConfig(
+        implementation="torch", num_levels=4, log2_hashmap_size=12, descriptor_dim=8, num_descriptor_samples=3
+    )
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    return config.setup(scene_box=box, num_train_data=3, metadata={}, device="cpu")
+
+
+def test_builds_offline_without_lpips_weights(model):
+    assert isinstance(model.lpips, compat.UnavailableLPIPS)
+    assert torch.isnan(model.lpips(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)))
+
+
+def test_param_groups_are_separate(model):
+    groups = model.get_param_groups()
+    assert {"proposal_networks", "fields", "descriptor_field", "encoder"} <= set(groups)
+    ids = {name: {id(p) for p in params} for name, params in groups.items()}
+    assert not ids["descriptor_field"] & ids["fields"]
+    assert not ids["encoder"] & ids["descriptor_field"]
+
+
+def _samples(num_rays: int, num_samples: int) -> RaySamples:
+    starts = torch.linspace(0.1, 1.0, num_samples)[None, :, None].expand(num_rays, num_samples, 1)
+    frustums = Frustums(
+        origins=torch.zeros(num_rays, num_samples, 3),
+        directions=F.normalize(torch.randn(num_rays, 1, 3), dim=-1).expand(num_rays, num_samples, 3),
+        starts=starts,
+        ends=starts + 0.05,
+        pixel_area=torch.ones(num_rays, num_samples, 1),
+    )
+    return RaySamples(frustums=frustums)
+
+
+def test_rendered_descriptor_is_unit_and_follows_the_dominant_sample(model):
+    torch.manual_seed(0)
+    samples = _samples(5, 6)
+    weights = torch.full((5, 6, 1), 1e-4)
+    weights[:, 2] = 0.99
+    rendered = model.render_descriptors(samples, weights)
+    assert rendered.shape == (5, 8)
+    assert torch.allclose(rendered.norm(dim=-1), torch.ones(5), atol=1e-5)
+    dominant = F.normalize(model.descriptor_field(samples.frustums.get_positions()[:, 2]), dim=-1)
+    assert torch.allclose(rendered, dominant, atol=1e-2)
+
+
+def test_descriptor_depends_on_position_only(model):
+    samples = _samples(4, 5)
+    weights = torch.softmax(torch.randn(4, 5, 1), dim=1)
+    other = _samples(4, 5)  # other directions, same distances: positions differ
+    assert not torch.allclose(model.render_descriptors(samples, weights), model.render_descriptors(other, weights))
+    # Same positions reached with another sampling order give the same descriptor (no view dependence).
+    flipped = RaySamples(
+        frustums=Frustums(
+            origins=samples.frustums.origins.flip(1),
+            directions=samples.frustums.directions.flip(1),
+            starts=samples.frustums.starts.flip(1),
+            ends=samples.frustums.ends.flip(1),
+            pixel_area=samples.frustums.pixel_area,
+        )
+    )
+    assert torch.allclose(
+        model.render_descriptors(samples, weights), model.render_descriptors(flipped, weights.flip(1)), atol=1e-5
+    )
+
+
+def test_weights_detached_by_default(model):
+    samples = _samples(3, 4)
+    weights = torch.softmax(torch.randn(3, 4, 1), dim=1).requires_grad_()
+    model.render_descriptors(samples, weights).sum().backward()
+    assert weights.grad is None
+    model.config.detach_descriptor_weights = False
+    model.render_descriptors(samples, weights).pow(2).sum().backward()
+    assert weights.grad is not None
+
+
+def test_get_outputs_in_eval_returns_descriptor(model):
+    model.eval()
+    bundle = RayBundle(
+        origins=torch.zeros(6, 3),
+        directions=F.normalize(torch.randn(6, 3), dim=-1),
+        pixel_area=torch.ones(6, 1),
+        camera_indices=torch.zeros(6, 1, dtype=torch.long),
+        nears=torch.full((6, 1), 0.05),
+        fars=torch.full((6, 1), 10.0),
+    )
+    with torch.no_grad():
+        outputs = model.get_outputs(bundle)
+    assert outputs["descriptor"].shape == (6, 8)
+    assert {"rgb", "depth", "accumulation", "prop_depth_0"} <= set(outputs)
+    assert model.renderer_expected_depth.captured is None, "captured samples must not be kept alive"
+
+
+def test_nerfacto_style_checkpoint_loads_with_weights_only(tmp_path):
+    # nerfacto checkpoints hold numpy scalars in scheduler state; torch>=2.6 refuses them by default.
+    path = tmp_path / "step-000000001.ckpt"
+    torch.save({"step": 1, "schedulers": {"fields": {"base_lrs": [np.float64(0.01)], "x": np.array([1.0])}}}, path)
+    compat.allow_nerfstudio_checkpoints()
+    loaded = torch.load(path, map_location="cpu")
+    assert loaded["schedulers"]["fields"]["base_lrs"][0] == 0.01
+    assert compat.load_checkpoint(path)["step"] == 1
