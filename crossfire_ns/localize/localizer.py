@@ -1,0 +1,166 @@
+"""The localization loop: from coarse priors, alternate render -> match -> PnP + RANSAC, keep the best.
+
+Poses here live in nerfstudio's normalised frame (camera-to-world, OpenGL); converting to and from the
+data's original frame is the caller's business (see ``geometry``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import List, Literal, Optional
+
+import numpy as np
+
+from crossfire_ns.localize.geometry import opencv_w2c_to_opengl_c2w
+from crossfire_ns.localize.matchers import CrossfireMatcher, SiftMatcher
+from crossfire_ns.localize.photometric import photometric_refine
+from crossfire_ns.localize.pnp import solve_pnp_ransac
+from crossfire_ns.localize.render import MapRenderer, scaled_intrinsics
+
+Matcher = Literal["crossfire", "sift", "photometric"]
+
+
+@dataclass
+class LocalizerConfig:
+    """How hard to try per query; rendering dominates the cost on CPU."""
+
+    matcher: Matcher = "crossfire"
+    """crossfire (CNN features vs rendered descriptors), sift (vs rendered RGB), or photometric (iNeRF-style)."""
+    top_k: int = 3
+    """Priors tried per query; the hypothesis with most inliers wins."""
+    iterations: int = 2
+    """Render-match-PnP rounds per prior at the coarse render width."""
+    render_width: Optional[int] = None
+    """Width of coarse renders (height follows the query's aspect); default 80 for crossfire, 160 for sift."""
+    refine_iterations: int = 1
+    """Extra rounds for the winning hypothesis at ``refine_render_width``."""
+    refine_render_width: int = 160
+    """Width of the refinement renders (capped at the query width)."""
+    min_similarity: float = 0.6
+    """Cosine-similarity threshold on mutual-nearest-neighbour matches (crossfire matcher)."""
+    reprojection_threshold_px: float = 4.0
+    """RANSAC inlier threshold, in query pixels."""
+    ransac_iterations: int = 2000
+    """RANSAC iterations of PnP."""
+    min_inliers: int = 12
+    """Fewer inliers than this and the query is reported as failed."""
+    photometric_steps: int = 150
+    """Gradient steps of the photometric baseline (top-1 prior only)."""
+    photometric_rays: int = 512
+    """Rays per photometric step."""
+    photometric_lr: float = 5e-3
+    """Adam learning rate on the se(3) pose update of the photometric baseline."""
+
+
+@dataclass
+class PoseEstimate:
+    """The outcome for one query, in the normalised frame."""
+
+    success: bool
+    c2w: Optional[np.ndarray] = None
+    num_inliers: int = 0
+    num_matches: int = 0
+    reprojection_error_px: float = float("nan")
+    message: str = ""
+    num_renders: int = 0
+    render_seconds: float = 0.0
+    history: List[int] = field(default_factory=list)
+    """Inlier counts of every round, for diagnosis."""
+
+
+class Localizer:
+    """Estimates query poses against one trained map."""
+
+    def __init__(self, model, config: LocalizerConfig) -> None:
+        self.model = model
+        self.config = config
+        self.renderer = MapRenderer(model)
+        if config.matcher == "sift":
+            self.matcher = SiftMatcher()
+        else:
+            self.matcher = CrossfireMatcher(model, min_similarity=config.min_similarity)
+
+    @property
+    def render_width(self) -> int:
+        if self.config.render_width is not None:
+            return self.config.render_width
+        return 160 if self.config.matcher == "sift" else 80
+
+    def _round(self, query: dict, image_shape, K: np.ndarray, c2w: np.ndarray, width: int):
+        """One render -> match -> PnP round; returns (PnPResult, number of matches)."""
+        height_q, width_q = image_shape[:2]
+        width = min(width, width_q)
+        height = max(1, round(height_q * width / width_q))
+        view = self.renderer.render(c2w, scaled_intrinsics(K, width_q, height_q, width, height), width, height)
+        matches = self.matcher.match(query, view)
+        result = solve_pnp_ransac(
+            matches.points3d,
+            matches.points2d,
+            K,
+            reprojection_threshold_px=self.config.reprojection_threshold_px,
+            iterations=self.config.ransac_iterations,
+            min_inliers=self.config.min_inliers,
+        )
+        return result, len(matches)
+
+    def estimate(self, image: np.ndarray, K: np.ndarray, priors: List[np.ndarray]) -> PoseEstimate:
+        """Pose of ``image`` (H, W, 3 uint8, undistorted) with intrinsics ``K`` from the given priors."""
+        renders0, seconds0 = self.renderer.num_renders, self.renderer.seconds
+        if self.config.matcher == "photometric":
+            estimate = self._photometric(image, K, priors)
+        else:
+            estimate = self._feature_based(image, K, priors)
+        estimate.num_renders = self.renderer.num_renders - renders0
+        estimate.render_seconds = self.renderer.seconds - seconds0
+        return estimate
+
+    def _feature_based(self, image: np.ndarray, K: np.ndarray, priors: List[np.ndarray]) -> PoseEstimate:
+        query = self.matcher.prepare_query(image)
+        best = PoseEstimate(success=False, message="no prior given")
+        history: List[int] = []
+        for prior in priors[: self.config.top_k]:
+            c2w = np.asarray(prior, dtype=np.float64)
+            for _ in range(self.config.iterations):
+                result, num_matches = self._round(query, image.shape, K, c2w, self.render_width)
+                history.append(result.num_inliers)
+                if not result.success:
+                    if not best.success:  # keep the reason of the most promising failure
+                        best = PoseEstimate(
+                            False, num_matches=max(num_matches, best.num_matches), message=result.message
+                        )
+                    break
+                c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
+                if result.num_inliers > best.num_inliers:
+                    best = PoseEstimate(
+                        True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized"
+                    )
+        if best.success:
+            for _ in range(self.config.refine_iterations):
+                result, num_matches = self._round(query, image.shape, K, best.c2w, self.config.refine_render_width)
+                history.append(result.num_inliers)
+                if not result.success:
+                    break
+                c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
+                best = PoseEstimate(
+                    True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized"
+                )
+        best.history = history
+        return best
+
+    def _photometric(self, image: np.ndarray, K: np.ndarray, priors: List[np.ndarray]) -> PoseEstimate:
+        if not priors:
+            return PoseEstimate(success=False, message="no prior")
+        start = time.perf_counter()
+        result = photometric_refine(
+            self.model,
+            image,
+            K,
+            priors[0],
+            steps=self.config.photometric_steps,
+            rays_per_step=self.config.photometric_rays,
+            lr=self.config.photometric_lr,
+        )
+        self.renderer.seconds += time.perf_counter() - start
+        message = f"photometric loss {result.initial_loss:.4f} -> {result.final_loss:.4f}"
+        return PoseEstimate(success=True, c2w=result.c2w, message=message)

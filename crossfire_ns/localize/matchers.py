@@ -1,0 +1,110 @@
+"""2D-3D correspondences between a query image and a rendered view, one class per matcher.
+
+``crossfire``: the query's dense CNN features against descriptors rendered from the field (mutual nearest
+neighbours + similarity threshold). ``sift``: classical SIFT between the query and the RGB rendered at the
+hypothesis. Both lift the rendered side to 3D with rendered depth. Pixel coordinates follow nerfstudio's
+convention (pixel centres at +0.5), matching the intrinsics used for PnP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossfire_ns.localize.matching import mutual_nearest_neighbours
+from crossfire_ns.localize.render import RenderedView
+
+
+@dataclass
+class Correspondences:
+    """Matched pairs: 3D points (normalised world frame) and query pixels."""
+
+    points3d: np.ndarray
+    points2d: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.points3d)
+
+
+def _cell_centres(height: int, width: int, stride: float) -> torch.Tensor:
+    """Pixel coordinates (x, y) of the centres of an (height, width) grid of cells of size ``stride``."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return (torch.stack([xs, ys], dim=-1).reshape(-1, 2).float() + 0.5) * stride
+
+
+class CrossfireMatcher:
+    """Matches the query's CNN features against the field's rendered descriptors."""
+
+    def __init__(self, model, min_similarity: float = 0.5, min_accumulation: float = 0.5) -> None:
+        self.model = model
+        self.min_similarity = min_similarity
+        self.min_accumulation = min_accumulation
+
+    @torch.no_grad()
+    def prepare_query(self, image: np.ndarray) -> dict:
+        """Dense features of the query (H, W, 3 uint8) and the image pixel each feature cell covers."""
+        tensor = torch.from_numpy(image).float().div(255.0)[None]
+        features = self.model.encode_images(tensor)[0]  # (D, h, w)
+        stride = image.shape[0] / features.shape[1]
+        flat = features.reshape(features.shape[0], -1).T.contiguous()
+        return {"features": flat, "pixels": _cell_centres(features.shape[1], features.shape[2], stride)}
+
+    def match(self, query: dict, view: RenderedView) -> Correspondences:
+        valid = (view.accumulation[..., 0] > self.min_accumulation).reshape(-1)
+        rendered = F.normalize(view.descriptor.reshape(-1, view.descriptor.shape[-1])[valid], dim=-1)
+        points = view.points.reshape(-1, 3)[valid]
+        idx_r, idx_q, sim = mutual_nearest_neighbours(
+            rendered, query["features"].to(rendered.device), self.min_similarity
+        )
+        return Correspondences(
+            points3d=points[idx_r].cpu().numpy().astype(np.float64),
+            points2d=query["pixels"][idx_q.cpu()].numpy().astype(np.float64),
+            scores=sim.cpu().numpy(),
+        )
+
+
+class SiftMatcher:
+    """SIFT keypoints of the query against those of the RGB rendered at the hypothesis (Lowe ratio test)."""
+
+    def __init__(self, ratio: float = 0.8, min_accumulation: float = 0.5) -> None:
+        self.sift = cv2.SIFT_create()
+        self.matcher = cv2.BFMatcher(cv2.NORM_L2)
+        self.ratio = ratio
+        self.min_accumulation = min_accumulation
+
+    def _detect(self, image: np.ndarray):
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        keypoints, descriptors = self.sift.detectAndCompute(gray, None)
+        # OpenCV puts pixel centres at integers; nerfstudio at +0.5.
+        pixels = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2) + 0.5
+        return pixels, descriptors
+
+    def prepare_query(self, image: np.ndarray) -> dict:
+        pixels, descriptors = self._detect(image)
+        return {"pixels": pixels, "descriptors": descriptors}
+
+    def match(self, query: dict, view: RenderedView) -> Correspondences:
+        empty = Correspondences(np.zeros((0, 3)), np.zeros((0, 2)), np.zeros(0))
+        rgb = (view.rgb.clamp(0, 1) * 255).byte().cpu().numpy()
+        r_pixels, r_desc = self._detect(rgb)
+        if query["descriptors"] is None or r_desc is None or len(r_desc) < 2 or len(query["descriptors"]) < 2:
+            return empty
+        pairs = self.matcher.knnMatch(r_desc, query["descriptors"], k=2)
+        good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < self.ratio * n.distance]
+        if not good:
+            return empty
+        r_idx = np.array([m.queryIdx for m in good])
+        q_idx = np.array([m.trainIdx for m in good])
+        height, width = view.depth.shape[:2]
+        cols = np.clip(np.floor(r_pixels[r_idx, 0]).astype(int), 0, width - 1)
+        rows = np.clip(np.floor(r_pixels[r_idx, 1]).astype(int), 0, height - 1)
+        accumulation = view.accumulation[..., 0].cpu().numpy()[rows, cols]
+        keep = accumulation > self.min_accumulation
+        points = view.points.cpu().numpy()[rows, cols][keep]
+        distances = np.array([m.distance for m in good])[keep]
+        return Correspondences(points.astype(np.float64), query["pixels"][q_idx[keep]], -distances)

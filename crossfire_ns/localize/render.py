@@ -1,0 +1,79 @@
+"""Rendering the map at a hypothesised pose: descriptors, depth, colour and the 3D point of every pixel.
+
+Poses here are camera-to-world in nerfstudio's normalised frame (OpenGL convention), intrinsics follow
+nerfstudio's convention (pixel centres at +0.5, so cx = W/2 for a centred principal point).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from torch import Tensor
+
+
+@dataclass
+class RenderedView:
+    """What the map predicts for one camera; all tensors (h, w, C) on the model's device."""
+
+    descriptor: Tensor
+    depth: Tensor
+    rgb: Tensor
+    accumulation: Tensor
+    points: Tensor
+    """World point of each pixel (normalised frame): ray origin + unit direction * median depth."""
+    K: np.ndarray
+    """Intrinsics of this render (3x3)."""
+
+
+def make_camera(c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Cameras:
+    """A single nerfstudio camera from a 3x4/4x4 camera-to-world (normalised frame) and intrinsics."""
+    return Cameras(
+        camera_to_worlds=torch.as_tensor(np.asarray(c2w)[:3, :4], dtype=torch.float32)[None],
+        fx=float(K[0, 0]),
+        fy=float(K[1, 1]),
+        cx=float(K[0, 2]),
+        cy=float(K[1, 2]),
+        width=int(width),
+        height=int(height),
+        camera_type=CameraType.PERSPECTIVE,
+    )
+
+
+def scaled_intrinsics(K: np.ndarray, width: int, height: int, new_width: int, new_height: int) -> np.ndarray:
+    """Intrinsics of the same camera at another resolution (pixel-centre-at-+0.5 convention: plain scaling)."""
+    scaled = np.array(K, dtype=np.float64).copy()
+    scaled[0] *= new_width / width
+    scaled[1] *= new_height / height
+    scaled[2] = [0.0, 0.0, 1.0]
+    return scaled
+
+
+class MapRenderer:
+    """Renders a trained crossfire model and counts renders and seconds (rendering dominates on CPU)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.num_renders = 0
+        self.seconds = 0.0
+
+    @torch.no_grad()
+    def render(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> RenderedView:
+        start = time.perf_counter()
+        camera = make_camera(c2w, K, width, height).to(self.model.device)
+        bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
+        outputs = self.model.get_outputs_for_camera_ray_bundle(bundle)
+        points = bundle.origins + bundle.directions * outputs["depth"]
+        self.num_renders += 1
+        self.seconds += time.perf_counter() - start
+        return RenderedView(
+            descriptor=outputs["descriptor"],
+            depth=outputs["depth"],
+            rgb=outputs["rgb"],
+            accumulation=outputs["accumulation"],
+            points=points,
+            K=np.asarray(K, dtype=np.float64),
+        )

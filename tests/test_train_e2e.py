@@ -1,0 +1,41 @@
+"""End to end: crossfire-lite trains on the bundled scene offline, and nerfstudio loads the checkpoint."""
+
+import statistics
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+def test_descriptor_loss_goes_down(trained_map):
+    _, scalars = trained_map
+    losses = [v for _, v in scalars["Train Loss Dict/descriptor_loss"]]
+    assert len(losses) >= 6, losses
+    assert all(torch.isfinite(torch.tensor(losses)))
+    first, last = statistics.mean(losses[:3]), statistics.mean(losses[-3:])
+    assert last < 0.9 * first, f"descriptor loss did not go down: {losses}"
+
+
+def test_loss_starts_after_warmup(trained_map):
+    _, scalars = trained_map
+    steps = [s for s, _ in scalars["Train Loss Dict/descriptor_loss"]]
+    assert min(steps) >= 10
+    assert min(s for s, _ in scalars["Train Loss Dict/rgb_loss"]) < 10
+
+
+def test_checkpoint_loads_through_eval_setup(trained_map, no_network):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config_path, _ = trained_map
+    _, pipeline, ckpt, step = eval_setup(config_path, test_mode="val")
+    assert ckpt.exists() and step > 0
+    model = pipeline.model
+    camera = pipeline.datamanager.train_dataset.cameras[0:1]
+    camera.rescale_output_resolution(0.25)
+    with torch.no_grad():
+        outputs = model.get_outputs_for_camera(camera)
+    height, width = int(camera.height), int(camera.width)
+    assert outputs["descriptor"].shape == (height, width, model.config.descriptor_dim)
+    assert torch.allclose(outputs["descriptor"].norm(dim=-1), torch.ones(1), atol=1e-4)
+    assert outputs["depth"].shape == (height, width, 1)
