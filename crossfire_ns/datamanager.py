@@ -28,15 +28,29 @@ def sample_grouped_pixels(
     mask: Optional[Tensor] = None,
     device: Union[torch.device, str] = "cpu",
     generator: Optional[torch.Generator] = None,
+    patch_size: int = 0,
+    patch_dilation: int = 1,
+    patch_fraction: float = 0.0,
 ) -> Int[Tensor, "N 3"]:
     """(image position, y, x) for ``images_per_batch`` distinct images x ``rays_per_image`` pixels each.
 
-    Rows are image-major: rows ``[g * R, (g + 1) * R)`` all come from the g-th chosen image. With a mask
-    (N, H, W, 1), pixels are drawn only where it is set.
+    Rows are image-major: rows ``[g * R, (g + 1) * R)`` all come from the g-th chosen image. A share
+    ``patch_fraction`` of each image's rays comes in square patches (``patch_size`` pixels a side, one every
+    ``patch_dilation`` pixels): neighbouring pixels are the hard negatives that make descriptors precise.
+    The rest are uniform. With a mask (N, H, W, 1), pixels are drawn only where it is set (no patches).
     """
     if images_per_batch > num_images:
         images_per_batch = num_images
     chosen = torch.randperm(num_images, generator=generator)[:images_per_batch]
+    span = (patch_size - 1) * patch_dilation + 1
+    use_patches = mask is None and patch_size > 1 and span <= min(image_height, image_width)
+    num_patches = int(rays_per_image * patch_fraction) // (patch_size**2) if use_patches else 0
+    offsets = (
+        torch.stack(torch.meshgrid(torch.arange(patch_size), torch.arange(patch_size), indexing="ij"), dim=-1).reshape(
+            -1, 2
+        )
+        * patch_dilation
+    )
     rows = []
     for image in chosen.tolist():
         if mask is not None:
@@ -44,9 +58,13 @@ def sample_grouped_pixels(
             pick = torch.randint(len(valid), (rays_per_image,), generator=generator)
             yx = valid[pick]
         else:
-            y = torch.randint(image_height, (rays_per_image,), generator=generator)
-            x = torch.randint(image_width, (rays_per_image,), generator=generator)
-            yx = torch.stack([y, x], dim=-1)
+            num_uniform = rays_per_image - num_patches * patch_size**2
+            y = torch.randint(image_height, (num_uniform,), generator=generator)
+            x = torch.randint(image_width, (num_uniform,), generator=generator)
+            corner_y = torch.randint(max(image_height - span + 1, 1), (num_patches, 1), generator=generator)
+            corner_x = torch.randint(max(image_width - span + 1, 1), (num_patches, 1), generator=generator)
+            patch_yx = (torch.stack([corner_y, corner_x], dim=-1) + offsets[None]).reshape(-1, 2)
+            yx = torch.cat([torch.stack([y, x], dim=-1), patch_yx])
         rows.append(torch.cat([torch.full((rays_per_image, 1), image, dtype=torch.long), yx], dim=-1))
     return torch.cat(rows).to(device)
 
@@ -58,6 +76,12 @@ class ImageGroupedPixelSamplerConfig(PixelSamplerConfig):
     _target: Type = field(default_factory=lambda: ImageGroupedPixelSampler)
     images_per_batch: int = 4
     """Distinct images per batch; rays are split evenly among them (in-image negatives for the loss)."""
+    patch_size: int = 4
+    """Side of the square pixel patches that part of each image's rays come in (0 or 1: no patches)."""
+    patch_dilation: int = 2
+    """Spacing of patch pixels; neighbours this far apart must get different descriptors."""
+    patch_fraction: float = 0.5
+    """Share of each image's rays sampled in patches (hard negatives); the rest are uniform."""
 
 
 class ImageGroupedPixelSampler(PixelSampler):
@@ -85,7 +109,16 @@ class ImageGroupedPixelSampler(PixelSampler):
             )
         use_mask = mask if isinstance(mask, Tensor) and not self.config.ignore_mask else None
         return sample_grouped_pixels(
-            num_images, image_height, image_width, groups, batch_size // groups, mask=use_mask, device=device
+            num_images,
+            image_height,
+            image_width,
+            groups,
+            batch_size // groups,
+            mask=use_mask,
+            device=device,
+            patch_size=self.config.patch_size,
+            patch_dilation=self.config.patch_dilation,
+            patch_fraction=self.config.patch_fraction,
         )
 
 

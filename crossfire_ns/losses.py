@@ -7,7 +7,7 @@ those whose rendered 3D points lie within ``radius`` of point ``i``: they are th
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +15,15 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def near_point_mask(points: Float[Tensor, "B R 3"], radius: float) -> torch.Tensor:
-    """(B, R, R) bool: pairs (i, j), i != j, whose 3D points are closer than ``radius`` (not negatives)."""
+def near_point_mask(points: Float[Tensor, "B R 3"], radius: Union[float, Float[Tensor, "B R"]]) -> torch.Tensor:
+    """(B, R, R) bool: pairs (i, j), i != j, whose 3D points are closer than the radius (not negatives).
+
+    ``radius`` is one distance, or one per ray (e.g. a pixel's footprint at its depth); a pair uses the
+    larger of its two radii.
+    """
     dist = torch.cdist(points, points)
+    if isinstance(radius, Tensor):
+        radius = torch.maximum(radius[:, :, None], radius[:, None, :])
     eye = torch.eye(points.shape[1], dtype=torch.bool, device=points.device)
     return (dist < radius) & ~eye
 
@@ -26,7 +32,7 @@ def masked_info_nce(
     rendered: Float[Tensor, "B R D"],
     encoded: Float[Tensor, "B R D"],
     points: Float[Tensor, "B R 3"],
-    radius: float,
+    radius: Union[float, Float[Tensor, "B R"]],
     temperature: float,
 ) -> Tuple[Tensor, Dict[str, Tensor]]:
     """Symmetric InfoNCE between rendered descriptors and encoder features of the same image.
@@ -35,7 +41,7 @@ def masked_info_nce(
         rendered: L2-normalised descriptors rendered from the field, grouped by image.
         encoded: L2-normalised CNN features sampled at the same pixels.
         points: rendered 3D points of the rays (no gradient needed), used to drop false negatives.
-        radius: pairs closer than this (scene units) are neither positive nor negative.
+        radius: pairs closer than this (scene units; one value or one per ray) are neither positive nor negative.
         temperature: softmax temperature on cosine similarities.
 
     Returns:
@@ -44,7 +50,7 @@ def masked_info_nce(
     """
     num_rays = rendered.shape[1]
     logits = torch.einsum("brd,bsd->brs", rendered, encoded) / temperature
-    excluded = near_point_mask(points.detach(), radius)
+    excluded = near_point_mask(points.detach(), radius.detach() if isinstance(radius, Tensor) else radius)
     logits = logits.masked_fill(excluded, float("-inf"))
     target = torch.arange(num_rays, device=rendered.device).repeat(rendered.shape[0])
     loss_rows = F.cross_entropy(logits.reshape(-1, num_rays), target)

@@ -67,8 +67,9 @@ class CrossfireModelConfig(NerfactoModelConfig):
     """Warm-up: the descriptor loss starts at this step, once rendered depth means something."""
     descriptor_temperature: float = 0.1
     """InfoNCE temperature on cosine similarities."""
-    negative_radius: float = 0.03
-    """Pixels whose rendered 3D points lie closer than this (normalised scene units) are not negatives."""
+    negative_radius_px: float = 1.5
+    """Pixels whose rendered 3D points lie closer than this many pixel footprints (at their depth) are not
+    negatives: they see the same place."""
 
 
 class CrossfireModel(NerfactoModel):
@@ -129,7 +130,9 @@ class CrossfireModel(NerfactoModel):
         self.renderer_expected_depth.captured = None
         outputs["descriptor"] = self.render_descriptors(ray_samples, weights)
         if self.training:
-            outputs["ray_points"] = (ray_bundle.origins + ray_bundle.directions * outputs["expected_depth"]).detach()
+            depth = outputs["expected_depth"].detach()
+            outputs["ray_points"] = ray_bundle.origins + ray_bundle.directions * depth
+            outputs["ray_footprint"] = depth[..., 0] * ray_bundle.pixel_area[..., 0].sqrt()
         return outputs
 
     def encode_images(self, images: Tensor, augment: bool = False) -> Tensor:
@@ -155,9 +158,8 @@ class CrossfireModel(NerfactoModel):
             encoded = sample_features(features, yx.flip(-1) + 0.5, image_size)
             rendered = outputs["descriptor"].view(groups, rays_per_image, -1)
             points = outputs["ray_points"].view(groups, rays_per_image, 3)
-            loss, stats = masked_info_nce(
-                rendered, encoded, points, self.config.negative_radius, self.config.descriptor_temperature
-            )
+            radius = self.config.negative_radius_px * outputs["ray_footprint"].view(groups, rays_per_image)
+            loss, stats = masked_info_nce(rendered, encoded, points, radius, self.config.descriptor_temperature)
             metrics_dict["descriptor_loss"] = loss
             metrics_dict.update({f"descriptor_{k}": v for k, v in stats.items()})
         return metrics_dict

@@ -79,4 +79,4 @@ def trained_map(bundled_scene, tmp_path_factory):
     from tests.helpers import train_lite
 
     with block_network():
-        return train_lite(bundled_scene, tmp_path_factory.mktemp("runs"), iterations=60, loss_start=10)
+        return train_lite(bundled_scene, tmp_path_factory.mktemp("runs"), iterations=100, loss_start=10)

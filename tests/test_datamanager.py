@@ -43,3 +43,15 @@ def test_rays_not_divisible_by_groups_is_a_clear_error():
         assert "multiple" in str(err) and "train-num-rays-per-batch" in str(err)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_patches_are_contiguous_dilated_squares():
+    gen = torch.Generator().manual_seed(1)
+    idx = sample_grouped_pixels(5, 40, 50, 2, 64, generator=gen, patch_size=4, patch_dilation=2, patch_fraction=0.5)
+    assert idx.shape == (128, 3)
+    first_image = idx[:64]
+    patches = first_image[32:].view(2, 16, 3)  # the last half of each image's rays: 2 patches of 4x4
+    for patch in patches:
+        ys, xs = patch[:, 1].view(4, 4), patch[:, 2].view(4, 4)
+        assert (ys[1:] - ys[:-1] == 2).all() and (xs[:, 1:] - xs[:, :-1] == 2).all()
+        assert ys.max() < 40 and xs.max() < 50

@@ -68,3 +68,11 @@ def test_loss_has_gradients_for_both_sides():
     loss, _ = masked_info_nce(rendered, encoded, torch.randn(1, 4, 3) * 10, 0.1, 0.1)
     loss.backward()
     assert rendered.grad.abs().sum() > 0 and encoded.grad.abs().sum() > 0
+
+
+def test_per_ray_radius_uses_the_larger_of_each_pair():
+    points = torch.tensor([[[0.0, 0, 0], [0.05, 0, 0], [1.0, 0, 0]]])
+    radius = torch.tensor([[0.01, 0.1, 0.01]])
+    mask = near_point_mask(points, radius)
+    assert mask[0, 0, 1] and mask[0, 1, 0]  # 0.05 < max(0.01, 0.1)
+    assert not mask[0, 0, 2] and not mask[0, 1, 2]

@@ -50,7 +50,7 @@ def test_ns_train_help_lists_crossfire_fields(method):
     out = subprocess.run([*ns_train, method, "--help"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
-    for flag in ("--pipeline.model.descriptor-dim", "--pipeline.model.negative-radius", "images-per-batch"):
+    for flag in ("--pipeline.model.descriptor-dim", "--pipeline.model.negative-radius-px", "images-per-batch"):
         assert flag in text, f"{flag} missing from ns-train {method} --help"
     assert "Warm-up" in text or "warm-up" in text.lower()
 

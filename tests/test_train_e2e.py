@@ -14,7 +14,10 @@ def test_descriptor_loss_goes_down(trained_map):
     assert len(losses) >= 6, losses
     assert all(torch.isfinite(torch.tensor(losses)))
     first, last = statistics.mean(losses[:3]), statistics.mean(losses[-3:])
-    assert last < 0.9 * first, f"descriptor loss did not go down: {losses}"
+    # InfoNCE over 128 rays starts near log(128) = 4.85 nats; a few dozen steps must already cut it.
+    assert last < first - 0.25, f"descriptor loss did not go down: {losses}"
+    accuracy = [v for _, v in scalars["Train Metrics Dict/descriptor_match_accuracy"]]
+    assert statistics.mean(accuracy[-3:]) > statistics.mean(accuracy[:3]), accuracy
 
 
 def test_loss_starts_after_warmup(trained_map):

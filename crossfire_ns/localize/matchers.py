@@ -48,7 +48,7 @@ class CrossfireMatcher:
     @torch.no_grad()
     def prepare_query(self, image: np.ndarray) -> dict:
         """Dense features of the query (H, W, 3 uint8) and the image pixel each feature cell covers."""
-        tensor = torch.from_numpy(image).float().div(255.0)[None]
+        tensor = torch.from_numpy(np.array(image)).float().div(255.0)[None]
         features = self.model.encode_images(tensor)[0]  # (D, h, w)
         stride = image.shape[0] / features.shape[1]
         flat = features.reshape(features.shape[0], -1).T.contiguous()

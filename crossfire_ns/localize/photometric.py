@@ -43,7 +43,7 @@ def photometric_refine(
 ) -> PhotometricResult:
     """Minimise mean squared colour error between the query and rays rendered at the pose."""
     height, width = image.shape[:2]
-    target = torch.from_numpy(image).float().div(255.0).to(model.device)
+    target = torch.from_numpy(np.array(image)).float().div(255.0).to(model.device)
     camera = make_camera(prior_c2w, K, width, height).to(model.device)
     tangent = torch.zeros(1, 6, device=model.device, requires_grad=True)
     optimizer = torch.optim.Adam([tangent], lr=lr)

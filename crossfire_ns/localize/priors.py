@@ -36,7 +36,7 @@ class RetrievalIndex:
 
     def query(self, image: np.ndarray, k: int) -> List[np.ndarray]:
         """Poses (normalised frame, 4x4) of the k training views most similar to the query."""
-        descriptor = self.describe(torch.from_numpy(image).float().div(255.0))
+        descriptor = self.describe(torch.from_numpy(np.array(image)).float().div(255.0))
         indices, _ = top_k_retrieval(descriptor, self.descriptors, k)
         return [self.c2ws[int(i)] for i in indices]
 
