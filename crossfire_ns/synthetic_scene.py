@@ -77,6 +77,8 @@ class SyntheticSceneConfig:
     """Number of textured spheres in the middle (parallax against the walls)."""
     num_boxes: int = 2
     """Number of textured axis-aligned boxes in the middle."""
+    texture_scale: float = 1.0
+    """Size of texture features (larger: coarser patterns, which a small NeRF learns faster)."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ class Scene:
         box_centers: Sequence[Sequence[float]] = (),
         box_half_sizes: Sequence[Sequence[float]] = (),
         seed: int = 0,
+        texture_scale: float = 1.0,
     ) -> "Scene":
         """A scene from explicit geometry, with random (seeded) materials; useful for tests."""
         spheres_c = np.asarray(sphere_centers, dtype=np.float64).reshape(-1, 3)
@@ -227,7 +230,7 @@ class Scene:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
         n_objects = len(spheres_c) + len(boxes_c)
         materials = tuple(
-            _random_material(rng, salt=1000 * (seed % 100000) + i, scale=1.0 if i < NUM_ROOM_FACES else 0.45)
+            _random_material(rng, salt=1000 * (seed % 100000) + i, scale=texture_scale * (1.0 if i < NUM_ROOM_FACES else 0.45))
             for i in range(NUM_ROOM_FACES + n_objects)
         )
         return Scene(
@@ -470,6 +473,7 @@ def build_scene(config: SyntheticSceneConfig) -> Scene:
         [c for c, _ in boxes],
         [s for _, s in boxes],
         seed=config.seed,
+        texture_scale=config.texture_scale,
     )
 
 
