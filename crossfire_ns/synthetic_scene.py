@@ -230,7 +230,9 @@ class Scene:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
         n_objects = len(spheres_c) + len(boxes_c)
         materials = tuple(
-            _random_material(rng, salt=1000 * (seed % 100000) + i, scale=texture_scale * (1.0 if i < NUM_ROOM_FACES else 0.45))
+            _random_material(
+                rng, salt=1000 * (seed % 100000) + i, scale=texture_scale * (1.0 if i < NUM_ROOM_FACES else 0.45)
+            )
             for i in range(NUM_ROOM_FACES + n_objects)
         )
         return Scene(

@@ -32,7 +32,9 @@ def test_ingp_fox_queries_carry_distortion(tmp_path):
     scene = shared_scene("ingp_fox")
     meta = json.loads((scene / "transforms.json").read_text())
     wanted = set((scene / "split_query.txt").read_text().split())
-    meta["frames"] = [dict(f, file_path=str(scene / f["file_path"])) for f in meta["frames"] if f["file_path"] in wanted]
+    meta["frames"] = [
+        dict(f, file_path=str(scene / f["file_path"])) for f in meta["frames"] if f["file_path"] in wanted
+    ]
     (tmp_path / "transforms.json").write_text(json.dumps(meta))
     queries, _ = load_query_set(tmp_path)
     assert len(queries) == 17

@@ -18,7 +18,7 @@ from crossfire_ns.localize.photometric import photometric_refine
 from crossfire_ns.localize.pnp import solve_pnp_ransac
 from crossfire_ns.localize.render import MapRenderer, scaled_intrinsics
 
-Matcher = Literal["crossfire", "sift", "photometric"]
+Matcher = Literal["crossfire", "sift", "photometric", "prior"]
 
 
 @dataclass
@@ -26,7 +26,8 @@ class LocalizerConfig:
     """How hard to try per query; rendering dominates the cost on CPU."""
 
     matcher: Matcher = "crossfire"
-    """crossfire (CNN features vs rendered descriptors), sift (vs rendered RGB), or photometric (iNeRF-style)."""
+    """crossfire (CNN features vs rendered descriptors), sift (vs rendered RGB), photometric (iNeRF-style),
+    or prior (the top-1 prior unchanged: the baseline every matcher must beat)."""
     top_k: int = 3
     """Priors tried per query; the hypothesis with most inliers wins."""
     iterations: int = 2
@@ -107,7 +108,9 @@ class Localizer:
     def estimate(self, image: np.ndarray, K: np.ndarray, priors: List[np.ndarray]) -> PoseEstimate:
         """Pose of ``image`` (H, W, 3 uint8, undistorted) with intrinsics ``K`` from the given priors."""
         renders0, seconds0 = self.renderer.num_renders, self.renderer.seconds
-        if self.config.matcher == "photometric":
+        if self.config.matcher == "prior":
+            estimate = PoseEstimate(success=bool(priors), c2w=priors[0] if priors else None, message="prior only")
+        elif self.config.matcher == "photometric":
             estimate = self._photometric(image, K, priors)
         else:
             estimate = self._feature_based(image, K, priors)

@@ -70,8 +70,10 @@ def _descend(model, camera, target, tangent, optimizer, generator, steps: int, r
         xs = torch.randint(width, (rays_per_step,), generator=generator)
         coords = torch.stack([ys, xs], dim=-1).float().to(model.device) + 0.5
         with torch.enable_grad():
-            bundle = camera.generate_rays(camera_indices=0, coords=coords, camera_opt_to_camera=exp_map_SE3(tangent))
-            rgb = model.get_outputs(bundle)["rgb"]
+            bundle = camera.generate_rays(
+                camera_indices=0, coords=coords, camera_opt_to_camera=exp_map_SE3(tangent).expand(len(coords), 3, 4)
+            )
+            rgb = model(bundle)["rgb"]  # forward applies the near/far collider first
             loss = torch.nn.functional.mse_loss(rgb, target[ys.to(model.device), xs.to(model.device)])
             optimizer.zero_grad()
             loss.backward()

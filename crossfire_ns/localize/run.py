@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-import cv2
 import numpy as np
-import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from crossfire_ns.localize.geometry import (
@@ -206,8 +204,9 @@ def _localize_all(args, queries: List[QueryImage], localizer: Localizer, pipelin
             try:
                 estimate = localizer.estimate(image, query.K, priors) if priors else None
                 message = "no prior for this query (--prior poses: is it in the poses file?)"
-            except (torch.OutOfMemoryError, cv2.error) as err:
+            except Exception as err:  # noqa: BLE001  one query's failure must not end the run
                 estimate, message = None, f"{type(err).__name__}: {err}"
+                CONSOLE.print(f"[red]{query.file_path}: localization failed with {message}")
             result = QueryResult(query.file_path, "failed", has_gt=query.has_gt, seconds=time.perf_counter() - start)
             if estimate is None:
                 result.message = message
