@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+def _find_shared_data() -> Path:
+    """../shared/data beside the checkout, or $CROSSFIRE_SHARED_DATA, or the workplace's /work/shared/data."""
+    candidates = [Path(__file__).resolve().parents[1].parent / "shared" / "data", Path("/work/shared/data")]
+    if os.environ.get("CROSSFIRE_SHARED_DATA"):
+        candidates.insert(0, Path(os.environ["CROSSFIRE_SHARED_DATA"]))
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATA = _find_shared_data()
 
 
 class NetworkBlocked(RuntimeError):

@@ -50,7 +50,7 @@ def test_end_to_end_with_bad_images(trained_map, messy_queries, tmp_path):
     assert rows["images/corrupt.png"]["status"] == "unreadable"
     assert "corrupt.png" in rows["images/corrupt.png"]["message"]
     assert rows["images/small.png"]["status"] == "unreadable"
-    assert "size" in rows["images/small.png"]["message"].lower()
+    assert "40x30" in rows["images/small.png"]["message"] and "80x60" in rows["images/small.png"]["message"]
     assert rows["images/blank.png"]["status"] == "failed"
     assert rows["images/blank.png"]["message"]
     poses = json.loads((out / "poses.json").read_text())

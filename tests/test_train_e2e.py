@@ -42,3 +42,19 @@ def test_checkpoint_loads_through_eval_setup(trained_map, no_network):
     assert outputs["descriptor"].shape == (height, width, model.config.descriptor_dim)
     assert torch.allclose(outputs["descriptor"].norm(dim=-1), torch.ones(1), atol=1e-4)
     assert outputs["depth"].shape == (height, width, 1)
+
+
+def test_training_resumes_from_the_checkpoint(trained_map, tmp_path, no_network):
+    # ns-train --load-dir goes through torch.load with torch>=2.6 defaults: the numpy scalars must load.
+    import yaml
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    config_path, _ = trained_map
+    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    assert isinstance(config, TrainerConfig)
+    config.load_dir = config.get_checkpoint_dir()
+    config.output_dir = tmp_path
+    config.max_num_iterations = 2
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    assert trainer._start_step > 0, "the checkpoint's step must be restored"
