@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
 def _find_shared_data() -> Path:
     """../shared/data beside the checkout, or $CROSSFIRE_SHARED_DATA, or the workplace's /work/shared/data."""
     candidates = [Path(__file__).resolve().parents[1].parent / "shared" / "data", Path("/work/shared/data")]

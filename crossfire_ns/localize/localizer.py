@@ -46,6 +46,9 @@ class LocalizerConfig:
     """RANSAC iterations of PnP."""
     min_inliers: int = 12
     """Fewer inliers than this and the query is reported as failed."""
+    min_inlier_ratio: float = 0.1
+    """A pose supported by a smaller share of the matches is reported as failed: RANSAC finds consistent
+    but wrong poses among mostly wrong matches, and a wrong pose is worse than an honest failure."""
     photometric_steps: int = 150
     """Gradient steps of the photometric baseline (top-1 prior only)."""
     photometric_rays: int = 512
@@ -103,6 +106,12 @@ class Localizer:
             iterations=self.config.ransac_iterations,
             min_inliers=self.config.min_inliers,
         )
+        if result.success and result.num_inliers < self.config.min_inlier_ratio * len(matches):
+            result.success = False
+            result.message = (
+                f"only {result.num_inliers} of {len(matches)} matches are PnP inliers "
+                f"(< {self.config.min_inlier_ratio:.0%}): the pose is unreliable"
+            )
         return result, len(matches)
 
     def estimate(self, image: np.ndarray, K: np.ndarray, priors: List[np.ndarray]) -> PoseEstimate:

@@ -1,0 +1,75 @@
+"""The localization loop's decisions, with a stub renderer and matcher (no map needed)."""
+
+import numpy as np
+
+from crossfire_ns.localize.geometry import opengl_c2w_to_opencv_w2c
+from crossfire_ns.localize.localizer import Localizer, LocalizerConfig
+from crossfire_ns.localize.matchers import Correspondences
+
+K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
+
+
+def _truth():
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.1, -0.2, 3.0]
+    return c2w
+
+
+def _matches(outlier_share: float, n: int = 200, seed: int = 0) -> Correspondences:
+    rng = np.random.default_rng(seed)
+    points = rng.uniform([-1, -1, -1], [1, 1, 1], (n, 3))
+    R, t = opengl_c2w_to_opencv_w2c(_truth())
+    cam = points @ R.T + t
+    pixels = cam[:, :2] / cam[:, 2:] * 100 + [40, 30]
+    bad = rng.random(n) < outlier_share
+    pixels[bad] = rng.uniform([0, 0], [80, 60], (bad.sum(), 2))
+    return Correspondences(points, pixels, np.ones(n))
+
+
+class _StubMatcher:
+    def __init__(self, matches):
+        self.matches = matches
+
+    def prepare_query(self, image):
+        return {}
+
+    def match(self, query, view):
+        return self.matches
+
+
+class _StubRenderer:
+    num_renders = 0
+    seconds = 0.0
+
+    def render(self, c2w, K, width, height):
+        self.num_renders += 1
+        return None
+
+
+def _localizer(matches, **overrides) -> Localizer:
+    loc = Localizer.__new__(Localizer)
+    loc.model, loc.config = None, LocalizerConfig(**overrides)
+    loc.renderer, loc.matcher = _StubRenderer(), _StubMatcher(matches)
+    return loc
+
+
+def test_good_matches_give_the_true_pose_and_count_renders():
+    loc = _localizer(_matches(0.3), top_k=2, iterations=2, refine_iterations=1)
+    estimate = loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4), np.eye(4)])
+    assert estimate.success
+    assert np.abs(estimate.c2w - _truth()).max() < 1e-3
+    assert estimate.num_renders == 5  # 2 priors x 2 rounds + 1 refinement
+
+
+def test_mostly_wrong_matches_are_reported_as_failed_not_as_a_pose():
+    loc = _localizer(_matches(0.97, n=1000), top_k=1, iterations=1, min_inlier_ratio=0.1)
+    estimate = loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)])
+    assert not estimate.success
+    assert "unreliable" in estimate.message or "inlier" in estimate.message
+
+
+def test_prior_matcher_returns_the_first_prior():
+    prior = _truth()
+    loc = _localizer(_matches(0.0), matcher="prior")
+    estimate = loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [prior])
+    assert estimate.success and np.array_equal(estimate.c2w, prior) and estimate.num_renders == 0
