@@ -79,6 +79,8 @@ class SyntheticSceneConfig:
     """Number of textured axis-aligned boxes in the middle."""
     texture_scale: float = 1.0
     """Size of texture features (larger: coarser patterns, which a small NeRF learns faster)."""
+    arc_deg: float = 360.0
+    """Azimuth range of the camera ring: 360 orbits the objects; less is a denser capture of one side."""
 
 
 @dataclass(frozen=True)
@@ -587,18 +589,20 @@ def sample_poses(config: SyntheticSceneConfig) -> Tuple[np.ndarray, np.ndarray]:
     poses rather than duplicates. Training and query poses use separate random streams.
     """
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 2]))
-    step = 2.0 * math.pi / config.num_train
+    full_circle = config.arc_deg >= 360.0
+    step = math.radians(min(config.arc_deg, 360.0)) / config.num_train
     azimuths = np.arange(config.num_train) * step + rng.uniform(-0.25, 0.25, config.num_train) * step
     train = np.stack([_ring_pose(rng, a, config) for a in azimuths]) if config.num_train else np.zeros((0, 4, 4))
 
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 3]))
-    ordered = np.sort(np.mod(azimuths, 2.0 * math.pi))
-    gaps = np.diff(np.concatenate([ordered, ordered[:1] + 2.0 * math.pi]))
-    midpoints = ordered + gaps / 2.0
-    picks = (np.arange(config.num_query) * config.num_train) // max(config.num_query, 1) + config.num_train // (
+    ordered = np.sort(np.mod(azimuths, 2.0 * math.pi)) if full_circle else np.sort(azimuths)
+    # On a full circle the last gap wraps around; on an arc, queries stay between training views.
+    gaps = np.diff(np.concatenate([ordered, ordered[:1] + 2.0 * math.pi])) if full_circle else np.diff(ordered)
+    midpoints = ordered[: len(gaps)] + gaps / 2.0
+    picks = (np.arange(config.num_query) * len(gaps)) // max(config.num_query, 1) + len(gaps) // (
         2 * max(config.num_query, 1)
     )
-    picks %= config.num_train
+    picks %= len(gaps)
     query_az = midpoints[picks] + rng.uniform(-0.15, 0.15, config.num_query) * gaps[picks]
     query = np.stack([_ring_pose(rng, a, config) for a in query_az]) if config.num_query else np.zeros((0, 4, 4))
     return train, query

@@ -205,3 +205,12 @@ def test_cli_writes_the_scene(tmp_path: Path, capsys):
     assert len(_load(out / "queries" / "transforms.json")["frames"]) == 1
     assert _load(out / "scene.json")["config"]["seed"] == 2
     assert "Wrote 3 training views and 1 queries" in capsys.readouterr().out
+
+
+def test_arc_capture_keeps_all_cameras_on_one_side():
+    from crossfire_ns.synthetic_scene import SyntheticSceneConfig, sample_poses
+
+    train, query = sample_poses(SyntheticSceneConfig(num_train=12, num_query=4, arc_deg=90.0))
+    for poses in (train, query):
+        azimuth = np.degrees(np.arctan2(poses[:, 1, 3], poses[:, 0, 3]))
+        assert azimuth.min() > -10 and azimuth.max() < 100, azimuth
