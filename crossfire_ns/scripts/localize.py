@@ -9,6 +9,7 @@ results.csv (one row per query), summary.json (medians, recalls, timing, counts)
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Tuple
@@ -83,6 +84,8 @@ def progress_bar() -> Progress:
 
 
 def entrypoint() -> None:
+    # nerfstudio 1.1.5 indexes tensors in a way torch 2.14 warns about on every render; it is harmless.
+    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
     tyro.extras.set_accent_color("bright_yellow")
     sys.exit(tyro.cli(Localize).main())
 
