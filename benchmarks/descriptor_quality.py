@@ -47,10 +47,10 @@ class DescriptorQuality:
     def main(self) -> dict:
         import cv2
 
-        from crossfire_ns.localize.geometry import original_to_normalized
+        from crossfire_ns.localize.geometry import original_to_normalized, scale_intrinsics
         from crossfire_ns.localize.matchers import CrossfireMatcher
         from crossfire_ns.localize.queries import load_query_set, read_query_image, undistort_if_needed
-        from crossfire_ns.localize.render import MapRenderer, scaled_intrinsics
+        from crossfire_ns.localize.render import MapRenderer
         from crossfire_ns.localize.run import _frame_normalization, load_map
 
         pipeline = load_map(self.load_config)
@@ -69,7 +69,7 @@ class DescriptorQuality:
             height, width = image.shape[:2]
             if self.max_width and width > self.max_width:
                 new_w, new_h = self.max_width, round(height * self.max_width / width)
-                K = scaled_intrinsics(K, width, height, new_w, new_h)
+                K = scale_intrinsics(K, new_w / width, new_h / height)
                 image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
                 height, width = new_h, new_w
             c2w = original_to_normalized(query.c2w_gt, *normalization)

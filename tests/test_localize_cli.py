@@ -91,3 +91,16 @@ def test_cli_help_documents_options():
     assert out.returncode == 0, out.stderr
     for flag in ("--load-config", "--query-dir", "--output-dir", "--localizer.matcher", "--prior", "--overlays"):
         assert flag in out.stdout
+
+
+def test_queries_without_intrinsics_use_the_training_camera(trained_map, bundled_scene, tmp_path, capsys):
+    qdir = tmp_path / "bare"
+    shutil.copytree(bundled_scene / "queries" / "images", qdir)
+    out = tmp_path / "out"
+    assert _run(trained_map[0], qdir, out, max_queries=2) == 0
+    assert "training camera" in capsys.readouterr().out
+    poses = json.loads((out / "poses.json").read_text())
+    assert len(poses["frames"]) == 2
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert all(r["status"] in ("localized", "failed") for r in rows)
+    assert not any("Error" in r["message"] for r in rows), rows

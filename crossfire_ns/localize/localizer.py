@@ -12,11 +12,11 @@ from typing import List, Literal, Optional
 
 import numpy as np
 
-from crossfire_ns.localize.geometry import opencv_w2c_to_opengl_c2w
+from crossfire_ns.localize.geometry import opencv_w2c_to_opengl_c2w, scale_intrinsics
 from crossfire_ns.localize.matchers import CrossfireMatcher, SiftMatcher
 from crossfire_ns.localize.photometric import photometric_refine
 from crossfire_ns.localize.pnp import solve_pnp_ransac
-from crossfire_ns.localize.render import MapRenderer, scaled_intrinsics
+from crossfire_ns.localize.render import MapRenderer
 
 Matcher = Literal["crossfire", "sift", "photometric", "prior"]
 
@@ -96,7 +96,7 @@ class Localizer:
         height_q, width_q = image_shape[:2]
         width = min(width, width_q)
         height = max(1, round(height_q * width / width_q))
-        view = self.renderer.render(c2w, scaled_intrinsics(K, width_q, height_q, width, height), width, height)
+        view = self.renderer.render(c2w, scale_intrinsics(K, width / width_q, height / height_q), width, height)
         matches = self.matcher.match(query, view)
         result = solve_pnp_ransac(
             matches.points3d,

@@ -43,15 +43,6 @@ def make_camera(c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Came
     )
 
 
-def scaled_intrinsics(K: np.ndarray, width: int, height: int, new_width: int, new_height: int) -> np.ndarray:
-    """Intrinsics of the same camera at another resolution (pixel-centre-at-+0.5 convention: plain scaling)."""
-    scaled = np.array(K, dtype=np.float64).copy()
-    scaled[0] *= new_width / width
-    scaled[1] *= new_height / height
-    scaled[2] = [0.0, 0.0, 1.0]
-    return scaled
-
-
 class MapRenderer:
     """Renders a trained crossfire model and counts renders and seconds (rendering dominates on CPU)."""
 

@@ -18,6 +18,7 @@ from crossfire_ns.localize.geometry import (
     normalized_to_original,
     original_to_normalized,
     saved_frame_normalization,
+    scale_intrinsics,
 )
 from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.metrics import summarize
@@ -38,7 +39,6 @@ from crossfire_ns.localize.queries import (
     read_query_image,
     undistort_if_needed,
 )
-from crossfire_ns.localize.render import scaled_intrinsics
 
 if TYPE_CHECKING:
     from crossfire_ns.scripts.localize import Localize
@@ -106,7 +106,7 @@ def _default_intrinsics(args: "Localize", pipeline, width: int, height: int) -> 
         return np.array([[args.fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), "command-line flags"
     cams = pipeline.datamanager.train_dataset.cameras
     K = np.array([[float(cams.fx[0]), 0, float(cams.cx[0])], [0, float(cams.fy[0]), float(cams.cy[0])], [0, 0, 1]])
-    return scaled_intrinsics(K, int(cams.width[0]), int(cams.height[0]), width, height), "the training camera"
+    return scale_intrinsics(K, width / int(cams.width[0]), height / int(cams.height[0])), "the training camera"
 
 
 def _priors_for(args, query, image, index, poses, normalization, previous) -> List[np.ndarray]:
