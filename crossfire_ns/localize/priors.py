@@ -1,9 +1,10 @@
-"""Coarse priors for a query: retrieval of training views by a global descriptor, a poses file, or the
-previous query's estimate (sequential mode)."""
+"""Coarse priors for a query by retrieval of training views with a global descriptor.
+
+(Priors from a poses file or from the previous estimate are plain lookups, done in ``run``.)"""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import torch
@@ -39,10 +40,3 @@ class RetrievalIndex:
         descriptor = self.describe(torch.from_numpy(np.array(image)).float().div(255.0))
         indices, _ = top_k_retrieval(descriptor, self.descriptors, k)
         return [self.c2ws[int(i)] for i in indices]
-
-
-def pose_prior(poses: Optional[dict], file_path: str) -> Optional[np.ndarray]:
-    """The prior given for this query in a poses file (keyed by file_path), if any."""
-    if poses is None:
-        return None
-    return poses.get(file_path)
