@@ -43,6 +43,12 @@ class DescriptorQuality:
     """Similarity threshold on the mutual nearest neighbours (0: all mutual matches)."""
     max_width: Optional[int] = None
     """Render and match at most this wide (the query is resized); default: the query's own size."""
+    source: str = "field"
+    """What is matched against the query's CNN features: field (rendered descriptors) or rendered-rgb (the
+    CNN's features of the rendered colour)."""
+    guided_radius_px: int = 0
+    """>0: guided matching within this radius of the true position (what refinement rounds do) instead of
+    global mutual nearest neighbours."""
 
     def main(self) -> dict:
         import cv2
@@ -55,7 +61,7 @@ class DescriptorQuality:
 
         pipeline = load_map(self.load_config)
         normalization = _frame_normalization(pipeline)
-        matcher = CrossfireMatcher(pipeline.model, min_similarity=self.min_similarity)
+        matcher = CrossfireMatcher(pipeline.model, min_similarity=self.min_similarity, source=self.source)
         renderer = MapRenderer(pipeline.model)
         queries, _ = load_query_set(self.query_dir)
         table = Table(title=f"Descriptor matches at the true pose: {self.query_dir}")
@@ -74,7 +80,11 @@ class DescriptorQuality:
                 height, width = new_h, new_w
             c2w = original_to_normalized(query.c2w_gt, *normalization)
             view = renderer.render(c2w, K, width, height)
-            matches = matcher.match(matcher.prepare_query(image), view)
+            prepared = matcher.prepare_query(image)
+            if self.guided_radius_px > 0:
+                matches = matcher.match_guided(prepared, view, self.guided_radius_px)
+            else:
+                matches = matcher.match(prepared, view)
             errors = projection_errors(matches.points3d, matches.points2d, K, c2w)
             row = {
                 "view": query.file_path,

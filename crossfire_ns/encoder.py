@@ -7,12 +7,13 @@ input during training (kornia) makes query features robust to lighting changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple, Type
+from typing import Literal, Tuple, Type
 
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
+from kornia.filters import gaussian_blur2d
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
@@ -36,8 +37,15 @@ class FeatureEncoderConfig(InstantiateConfig):
     """Channels per level; each level after the first halves the resolution (wider receptive field)."""
     output_stride: int = 1
     """1: features at image resolution; 2: at half resolution (4x cheaper), looked up bilinearly."""
+    input_normalization: Literal["local-log", "none"] = "local-log"
+    """local-log: the CNN sees each colour channel's log, minus its local mean, over its local spread (a
+    Gaussian window of ``normalization_sigma`` px). A gain per channel (exposure, colour cast), a power law
+    (gamma) and smooth shading all vanish from that, so query features survive lighting changes. none: raw RGB."""
+    normalization_sigma: float = 4.0
+    """Width (px, at the training images' scale) of the local window of the input normalisation."""
     augment: bool = True
-    """Photometric augmentation of training inputs (brightness, contrast, gamma, colour, blur, noise)."""
+    """Photometric augmentation of training inputs (brightness, contrast, light colour, smooth illumination
+    gradients, gamma, blur, noise)."""
 
 
 class FeatureEncoder(nn.Module):
@@ -57,6 +65,9 @@ class FeatureEncoder(nn.Module):
         self.head = nn.Conv2d(chs[0], descriptor_dim, 1)
         self.augmentation = nn.Sequential(
             K.ColorJiggle(brightness=0.4, contrast=0.4, saturation=0.3, hue=0.05, p=0.9),
+            K.RandomPlanckianJitter(mode="blackbody", p=0.5),  # colour of the light
+            K.RandomGaussianIllumination(gain=(0.05, 0.3), p=0.4),  # a light moved: smooth local gain
+            K.RandomLinearIllumination(gain=(0.05, 0.3), p=0.3),
             K.RandomGamma(gamma=(0.6, 1.6), p=0.5),
             K.RandomGaussianBlur((5, 5), (0.1, 1.2), p=0.3),
             K.RandomGaussianNoise(std=0.02, p=0.3),
@@ -65,6 +76,8 @@ class FeatureEncoder(nn.Module):
     def forward(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B D H W"]:
         skips = []
         x = images
+        if self.config.input_normalization == "local-log":
+            x = local_log_normalize(images, self.config.normalization_sigma)
         for block in self.down:
             x = block(x)
             skips.append(x)
@@ -78,6 +91,26 @@ class FeatureEncoder(nn.Module):
         if not self.config.augment:
             return images
         return self.augmentation(images).clamp(0.0, 1.0)
+
+
+def local_log_normalize(
+    images: Float[Tensor, "B C H W"], sigma: float, floor: float = 1.0 / 64, eps: float = 0.01
+) -> Float[Tensor, "B C H W"]:
+    """Per channel: (log x - local mean) / local standard deviation, over a Gaussian window of ``sigma`` px.
+
+    For x' = g * x ** p (a gain g per channel and a gamma p > 0), log x' = log g + p log x: the local mean
+    takes the gain away and the local spread the power, so the output is the same. ``floor`` keeps the log of
+    black pixels finite; ``eps`` (a variance) keeps flat regions from amplifying noise.
+    """
+    logs = torch.log(images.clamp(min=floor))
+    size = 2 * int(3 * sigma + 0.5) + 1
+
+    def blur(t: Tensor) -> Tensor:
+        return gaussian_blur2d(t, (size, size), (sigma, sigma), border_type="reflect")
+
+    mean = blur(logs)
+    centred = logs - mean
+    return centred / torch.sqrt(blur(centred.square()) + eps)
 
 
 def sample_features(

@@ -60,3 +60,48 @@ def masked_info_nce(
         pairs = max(num_rays * (num_rays - 1), 1)
         excluded_fraction = excluded.float().sum() / (pairs * rendered.shape[0])
     return 0.5 * (loss_rows + loss_cols), {"match_accuracy": accuracy, "excluded_fraction": excluded_fraction}
+
+
+def dense_negative_info_nce(
+    rendered: Float[Tensor, "B R D"],
+    positive: Float[Tensor, "B R D"],
+    feature_map: Float[Tensor, "B D h w"],
+    pixels: Float[Tensor, "B R 2"],
+    image_size: Tuple[int, int],
+    exclusion_radius_px: float,
+    temperature: float,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """InfoNCE of each rendered descriptor against the CNN features of its *whole* image.
+
+    Localization matches a rendered descriptor against every pixel of the query, so every pixel of the
+    training image is a negative here, not only the few hundred sampled rays. Within one image, different
+    pixels see different 3D points, so feature cells whose centres lie within ``exclusion_radius_px``
+    (full-resolution pixels) of the ray's pixel are the only ones treated as "same place" and left out.
+
+    Args:
+        rendered: L2-normalised rendered descriptors, grouped by image.
+        positive: the CNN features sampled (bilinearly) at the rays' pixels, the positives.
+        feature_map: the dense L2-normalised CNN features of the same images (any output stride).
+        pixels: (x, y) pixel coordinates of the rays in the full-resolution image, centres at +0.5.
+        image_size: (H, W) of the full-resolution image.
+        exclusion_radius_px: feature cells closer than this to the ray's pixel are not negatives.
+        temperature: softmax temperature on cosine similarities.
+
+    Returns:
+        The loss, and ``dense_match_accuracy``: share of rays whose positive beats every negative cell.
+    """
+    batch, _, h, w = feature_map.shape
+    height, width = image_size
+    ys = (torch.arange(h, device=pixels.device, dtype=pixels.dtype) + 0.5) * (height / h)
+    xs = (torch.arange(w, device=pixels.device, dtype=pixels.dtype) + 0.5) * (width / w)
+    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(1, 1, h * w, 2)
+    near = (pixels[:, :, None, :] - centres).square().sum(-1) < exclusion_radius_px**2
+    negatives = torch.einsum("brd,bdn->brn", rendered, feature_map.reshape(batch, -1, h * w)) / temperature
+    negatives = negatives.masked_fill(near, float("-inf"))
+    positives = (rendered * positive).sum(-1, keepdim=True) / temperature
+    logits = torch.cat([positives, negatives], dim=-1).reshape(-1, h * w + 1)
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    loss = F.cross_entropy(logits, target)
+    with torch.no_grad():
+        accuracy = (logits.argmax(dim=-1) == 0).float().mean()
+    return loss, {"dense_match_accuracy": accuracy}

@@ -45,3 +45,15 @@ def test_augmentation_changes_images_but_keeps_range():
     assert (augmented - images).abs().mean() > 1e-3
     no_aug = FeatureEncoder(FeatureEncoderConfig(augment=False), descriptor_dim=4)
     assert torch.equal(no_aug.augment(images), images)
+
+
+def test_local_log_normalisation_removes_gain_colour_cast_and_gamma():
+    from crossfire_ns.encoder import local_log_normalize
+
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 48, 64, generator=gen) * 0.8 + 0.1
+    relit = (image * torch.tensor([1.2, 0.9, 0.6]).view(1, 3, 1, 1)) ** 0.7  # warm, brighter, other gamma
+    a, b = local_log_normalize(image, 4.0), local_log_normalize(relit, 4.0)
+    assert (a - b).abs().mean() < 0.05 * a.abs().mean()
+    other = local_log_normalize(torch.rand(1, 3, 48, 64, generator=gen) * 0.8 + 0.1, 4.0)
+    assert (a - other).abs().mean() > 0.5 * a.abs().mean()  # it still tells images apart

@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.localize.matching import global_descriptor, mutual_nearest_neighbours, top_k_retrieval
+from crossfire_ns.localize.matching import (
+    global_descriptor,
+    guided_matches,
+    mutual_nearest_neighbours,
+    top_k_retrieval,
+)
 
 
 def basis(i: int, dim: int = 6) -> torch.Tensor:
@@ -103,3 +108,33 @@ def test_top_k_retrieval_order_and_clamping():
     indices, _ = top_k_retrieval(query, database, k=10)
     assert indices.tolist() == [0, 2, 1, 3]
     assert len(top_k_retrieval(query, database[:0], k=3)[0]) == 0
+
+
+def _smooth_random_map(dim=8, h=40, w=50, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, dim, h // 2, w // 2, generator=gen)
+    fine = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0]
+    return torch.nn.functional.normalize(fine, dim=0)
+
+
+def test_guided_matches_find_sub_cell_positions_near_the_expectation():
+    fmap = _smooth_random_map()
+    gen = torch.Generator().manual_seed(1)
+    truth = torch.rand(60, 2, generator=gen) * torch.tensor([30.0, 20.0]) + torch.tensor([10.0, 10.0])
+    grid = (truth / torch.tensor([50.0, 40.0]) * 2 - 1)[None, None]  # centres at +0.5, align_corners=False
+    desc = torch.nn.functional.grid_sample(fmap[None], grid, mode="bilinear", align_corners=False)[0, :, 0].T
+    desc = torch.nn.functional.normalize(desc, dim=-1)
+    expected = truth + (torch.rand(60, 2, generator=gen) - 0.5) * 6  # up to 3 cells off
+    index, xy, sim = guided_matches(desc, expected, fmap, radius=5, min_similarity=0.9, max_ratio=1.0)
+    assert len(index) >= 50
+    errors = (xy - truth[index]).norm(dim=-1)
+    assert errors.median() < 0.4 and (errors < 1.0).float().mean() > 0.95
+    assert (sim > 0.9).all()
+
+
+def test_guided_matches_reject_descriptors_absent_from_the_window():
+    fmap = _smooth_random_map()
+    desc = torch.nn.functional.normalize(torch.randn(40, 8, generator=torch.Generator().manual_seed(2)), dim=-1)
+    expected = torch.full((40, 2), 20.0)
+    index, _, _ = guided_matches(desc, expected, fmap, radius=4, min_similarity=0.95)
+    assert len(index) == 0

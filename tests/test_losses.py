@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.losses import masked_info_nce, near_point_mask
+from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce, near_point_mask
 
 
 def _one_hot(n: int, d: int) -> torch.Tensor:
@@ -76,3 +76,60 @@ def test_per_ray_radius_uses_the_larger_of_each_pair():
     mask = near_point_mask(points, radius)
     assert mask[0, 0, 1] and mask[0, 1, 0]  # 0.05 < max(0.01, 0.1)
     assert not mask[0, 0, 2] and not mask[0, 1, 2]
+
+
+def _cell_map(h: int, w: int) -> torch.Tensor:
+    """(1, h*w, h, w): every feature cell has its own one-hot feature."""
+    return F.one_hot(torch.arange(h * w), h * w).float().T.reshape(1, h * w, h, w)
+
+
+def _centre(cell: int, w: int, stride: float) -> torch.Tensor:
+    return torch.tensor([(cell % w + 0.5) * stride, (cell // w + 0.5) * stride])
+
+
+def test_dense_negatives_known_value_and_accuracy():
+    h, w, stride = 3, 4, 2.0
+    fmap = _cell_map(h, w)
+    cells = torch.tensor([0, 5, 11])
+    rendered = fmap.reshape(h * w, h * w).T[cells][None]  # the feature of each ray's own cell
+    pixels = torch.stack([_centre(int(c), w, stride) for c in cells])[None]
+    loss, stats = dense_negative_info_nce(rendered, rendered, fmap, pixels, (h * 2, w * 2), 0.5, temperature=0.1)
+    # Each row: the positive exp(10) against the own cell (also exp(10), within 0.5 px? no: 0 px, so excluded)
+    # and the 11 other cells at exp(0).
+    assert math.isclose(loss.item(), math.log(1 + 11 * math.exp(-10)), abs_tol=1e-6)
+    assert stats["dense_match_accuracy"].item() == 1.0
+
+
+def test_dense_negatives_far_cell_with_the_same_feature_is_a_hard_negative():
+    h, w, stride = 3, 4, 2.0
+    fmap = _cell_map(h, w)
+    rendered = fmap.reshape(h * w, h * w).T[[0]][None]
+    pixels = _centre(0, w, stride)[None, None]
+    confusing = fmap.clone()
+    confusing[0, :, 2, 3] = confusing[0, :, 0, 0]  # a far cell looks exactly like the ray's own
+    base, _ = dense_negative_info_nce(rendered, rendered, fmap, pixels, (6, 8), 0.5, 0.1)
+    hard, _ = dense_negative_info_nce(rendered, rendered, confusing, pixels, (6, 8), 0.5, 0.1)
+    assert hard.item() > base.item() + 0.5
+    # Within the exclusion radius the same duplicate is "the same place" and costs nothing.
+    near = fmap.clone()
+    near[0, :, 0, 1] = near[0, :, 0, 0]
+    excused, _ = dense_negative_info_nce(rendered, rendered, near, pixels, (6, 8), 2.5, 0.1)
+    assert excused.item() < base.item()
+
+
+def test_dense_negatives_give_gradients_to_both_sides():
+    fmap = torch.randn(2, 8, 5, 6, requires_grad=True)
+    rendered = torch.randn(2, 7, 8, requires_grad=True)
+    positive = torch.randn(2, 7, 8)
+    pixels = torch.rand(2, 7, 2) * torch.tensor([12.0, 10.0])
+    loss, _ = dense_negative_info_nce(
+        F.normalize(rendered, dim=-1),
+        F.normalize(positive, dim=-1),
+        F.normalize(fmap, dim=1),
+        pixels,
+        (10, 12),
+        3.0,
+        0.1,
+    )
+    loss.backward()
+    assert rendered.grad.abs().sum() > 0 and fmap.grad.abs().sum() > 0

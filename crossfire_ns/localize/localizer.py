@@ -19,6 +19,7 @@ from crossfire_ns.localize.pnp import solve_pnp_ransac
 from crossfire_ns.localize.render import MapRenderer
 
 Matcher = Literal["crossfire", "sift", "photometric", "prior"]
+DescriptorSource = Literal["field", "rendered-rgb"]
 
 
 @dataclass
@@ -28,6 +29,10 @@ class LocalizerConfig:
     matcher: Matcher = "crossfire"
     """crossfire (CNN features vs rendered descriptors), sift (vs rendered RGB), photometric (iNeRF-style),
     or prior (the top-1 prior unchanged: the baseline every matcher must beat)."""
+    descriptor_source: DescriptorSource = "field"
+    """crossfire matcher: what the query's CNN features are matched against at a hypothesis. field: the
+    descriptors rendered from the descriptor field (CROSSFIRE); rendered-rgb: the CNN's own features of the
+    colour rendered there (leans on the radiance field, which a short CPU training fits better)."""
     top_k: int = 3
     """Priors tried per query; the hypothesis with most inliers wins."""
     iterations: int = 2
@@ -38,6 +43,9 @@ class LocalizerConfig:
     """Extra rounds for the winning hypothesis at ``refine_render_width``."""
     refine_render_width: int = 160
     """Width of the refinement renders (capped at the query width)."""
+    guided_radius_px: int = 6
+    """Refinement rounds of the crossfire matcher search each rendered pixel's match only within this many
+    query pixels of where the current estimate puts it (sub-pixel peak); 0: global mutual nearest neighbours."""
     min_similarity: float = 0.6
     """Cosine-similarity threshold on mutual-nearest-neighbour matches (crossfire matcher)."""
     reprojection_threshold_px: float = 4.0
@@ -83,7 +91,9 @@ class Localizer:
         if config.matcher == "sift":
             self.matcher = SiftMatcher()
         else:
-            self.matcher = CrossfireMatcher(model, min_similarity=config.min_similarity)
+            self.matcher = CrossfireMatcher(
+                model, min_similarity=config.min_similarity, source=config.descriptor_source
+            )
 
     @property
     def render_width(self) -> int:
@@ -91,13 +101,16 @@ class Localizer:
             return self.config.render_width
         return 160 if self.config.matcher == "sift" else 80
 
-    def _round(self, query: dict, image_shape, K: np.ndarray, c2w: np.ndarray, width: int):
+    def _round(self, query: dict, image_shape, K: np.ndarray, c2w: np.ndarray, width: int, guided: bool = False):
         """One render -> match -> PnP round; returns (PnPResult, number of matches)."""
         height_q, width_q = image_shape[:2]
         width = min(width, width_q)
         height = max(1, round(height_q * width / width_q))
         view = self.renderer.render(c2w, scale_intrinsics(K, width / width_q, height / height_q), width, height)
-        matches = self.matcher.match(query, view)
+        if guided and self.config.guided_radius_px > 0 and isinstance(self.matcher, CrossfireMatcher):
+            matches = self.matcher.match_guided(query, view, self.config.guided_radius_px)
+        else:
+            matches = self.matcher.match(query, view)
         result = solve_pnp_ransac(
             matches.points3d,
             matches.points2d,
@@ -149,7 +162,9 @@ class Localizer:
                     )
         if best.success:
             for _ in range(self.config.refine_iterations):
-                result, num_matches = self._round(query, image.shape, K, best.c2w, self.config.refine_render_width)
+                result, num_matches = self._round(
+                    query, image.shape, K, best.c2w, self.config.refine_render_width, guided=True
+                )
                 history.append(result.num_inliers)
                 if not result.success:
                     break

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.localize.matching import mutual_nearest_neighbours
+from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
 from crossfire_ns.localize.render import RenderedView
 
 
@@ -40,10 +40,22 @@ def _cell_centres(height: int, width: int, stride: float) -> torch.Tensor:
 class CrossfireMatcher:
     """Matches the query's CNN features against the field's rendered descriptors."""
 
-    def __init__(self, model, min_similarity: float = 0.5, min_accumulation: float = 0.5) -> None:
+    def __init__(
+        self, model, min_similarity: float = 0.5, min_accumulation: float = 0.5, source: str = "field"
+    ) -> None:
         self.model = model
         self.min_similarity = min_similarity
         self.min_accumulation = min_accumulation
+        self.source = source
+
+    @torch.no_grad()
+    def rendered_descriptors(self, view: RenderedView) -> torch.Tensor:
+        """(h, w, D) descriptors of the render: the field's, or the CNN's features of the rendered colour."""
+        if self.source == "field":
+            return view.descriptor
+        features = self.model.encode_images(view.rgb.clamp(0, 1)[None])
+        size = view.rgb.shape[:2]
+        return F.interpolate(features, size=size, mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
 
     @torch.no_grad()
     def prepare_query(self, image: np.ndarray) -> dict:
@@ -52,11 +64,19 @@ class CrossfireMatcher:
         features = self.model.encode_images(tensor)[0]  # (D, h, w)
         stride = image.shape[0] / features.shape[1]
         flat = features.reshape(features.shape[0], -1).T.contiguous()
-        return {"features": flat, "pixels": _cell_centres(features.shape[1], features.shape[2], stride)}
+        full = F.normalize(
+            F.interpolate(features[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0], dim=0
+        )
+        return {
+            "features": flat,
+            "pixels": _cell_centres(features.shape[1], features.shape[2], stride),
+            "feature_map": full,  # (D, H, W): one cell per query pixel, for guided matching
+        }
 
     def match(self, query: dict, view: RenderedView) -> Correspondences:
         valid = (view.accumulation[..., 0] > self.min_accumulation).reshape(-1)
-        rendered = F.normalize(view.descriptor.reshape(-1, view.descriptor.shape[-1])[valid], dim=-1)
+        descriptors = self.rendered_descriptors(view)
+        rendered = F.normalize(descriptors.reshape(-1, descriptors.shape[-1])[valid], dim=-1)
         points = view.points.reshape(-1, 3)[valid]
         idx_r, idx_q, sim = mutual_nearest_neighbours(
             rendered, query["features"].to(rendered.device), self.min_similarity
@@ -65,6 +85,24 @@ class CrossfireMatcher:
             points3d=points[idx_r].cpu().numpy().astype(np.float64),
             points2d=query["pixels"][idx_q.cpu()].numpy().astype(np.float64),
             scores=sim.cpu().numpy(),
+        )
+
+    def match_guided(self, query: dict, view: RenderedView, radius_px: int) -> Correspondences:
+        """Each rendered pixel's best match within ``radius_px`` of where it lies in the query (the view is
+        rendered at the current estimate with the query's intrinsics, scaled), at sub-pixel precision."""
+        feature_map = query["feature_map"]
+        height, width = view.depth.shape[:2]
+        scale = torch.tensor([feature_map.shape[2] / width, feature_map.shape[1] / height])
+        valid = (view.accumulation[..., 0] > self.min_accumulation).reshape(-1).cpu()
+        expected = (_cell_centres(height, width, 1.0) * scale)[valid]
+        descriptors = self.rendered_descriptors(view)
+        rendered = F.normalize(descriptors.reshape(-1, descriptors.shape[-1]), dim=-1).cpu()[valid]
+        points = view.points.reshape(-1, 3).cpu()[valid]
+        index, xy, sim = guided_matches(rendered, expected, feature_map, radius_px, self.min_similarity)
+        return Correspondences(
+            points3d=points[index].numpy().astype(np.float64),
+            points2d=xy.numpy().astype(np.float64),
+            scores=sim.numpy(),
         )
 
 

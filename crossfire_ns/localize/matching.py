@@ -56,3 +56,66 @@ def top_k_retrieval(query: torch.Tensor, database: torch.Tensor, k: int) -> Tupl
     scores = (F.normalize(database, dim=-1) @ query.to(database.device).T)[:, 0]
     top = torch.topk(scores, k=min(k, len(database)))
     return top.indices, top.values
+
+
+def guided_matches(
+    descriptors: torch.Tensor,
+    expected_xy: torch.Tensor,
+    feature_map: torch.Tensor,
+    radius: int,
+    min_similarity: float,
+    max_ratio: float = 0.9,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best match of each descriptor inside a window of the feature map around where it is expected.
+
+    Once a pose is roughly right, a rendered pixel's match lies near where it was rendered, so searching a
+    small window instead of the whole image removes the ambiguity of repeated texture and lets every
+    distinctive pixel match (not only mutual nearest neighbours). The peak is refined to sub-cell precision
+    by fitting a parabola through the similarities of its neighbours along x and along y.
+
+    Args:
+        descriptors: (N, D) L2-normalised descriptors.
+        expected_xy: (N, 2) expected (x, y) position of each in feature-map cells (continuous, centres at +0.5).
+        feature_map: (D, h, w) L2-normalised features.
+        radius: half-size of the square search window, in cells.
+        min_similarity: cosine similarity the peak must reach.
+        max_ratio: the peak's distance sqrt(2 - 2 sim) must be below this fraction of the best distance
+            found more than 3 cells away from it (a distinct peak, not one of many look-alikes).
+
+    Returns:
+        ``(index, xy, similarity)``: indices into ``descriptors`` of the kept matches, their (x, y) positions
+        in feature-map cells (centres at +0.5, sub-cell), and the peak similarities.
+    """
+    dim, h, w = feature_map.shape
+    k = 2 * radius + 1
+    centre = torch.floor(expected_xy).long()
+    offsets = torch.arange(-radius, radius + 1, device=feature_map.device)
+    oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")
+    cx = centre[:, 0, None] + ox.reshape(1, -1)
+    cy = centre[:, 1, None] + oy.reshape(1, -1)
+    inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    flat = feature_map.reshape(dim, -1).T
+    window = flat[(cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1))]  # (N, k*k, D)
+    sims = torch.einsum("nd,nkd->nk", descriptors.to(flat.dtype), window).masked_fill(~inside, -2.0)
+    best_sim, best = sims.max(dim=1)
+    by, bx = best // k, best % k
+    far = (oy.reshape(1, -1) + radius - by[:, None]).square() + (ox.reshape(1, -1) + radius - bx[:, None]).square() > 9
+    second = sims.masked_fill(~far, -2.0).max(dim=1).values
+    dist_best = (2 - 2 * best_sim).clamp(min=0).sqrt()
+    dist_second = (2 - 2 * second).clamp(min=0).sqrt()
+    keep = (best_sim >= min_similarity) & (dist_best < max_ratio * dist_second)
+    keep &= (bx > 0) & (bx < k - 1) & (by > 0) & (by < k - 1)  # a peak on the window's edge may lie outside
+    grid = sims.reshape(-1, k, k)
+    rows = torch.arange(len(grid), device=grid.device)
+
+    def vertex(minus: torch.Tensor, peak: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+        curvature = minus - 2 * peak + plus
+        shift = 0.5 * (minus - plus) / torch.where(curvature < -1e-6, curvature, torch.full_like(curvature, -1e12))
+        return shift.clamp(-0.5, 0.5)
+
+    bxc, byc = bx.clamp(1, k - 2), by.clamp(1, k - 2)
+    dx = vertex(grid[rows, byc, bxc - 1], grid[rows, byc, bxc], grid[rows, byc, bxc + 1])
+    dy = vertex(grid[rows, byc - 1, bxc], grid[rows, byc, bxc], grid[rows, byc + 1, bxc])
+    xy = torch.stack([cx[rows, best] + 0.5 + dx, cy[rows, best] + 0.5 + dy], dim=-1).float()
+    index = torch.nonzero(keep).reshape(-1)
+    return index, xy[index], best_sim[index]

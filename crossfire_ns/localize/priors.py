@@ -1,42 +1,80 @@
-"""Coarse priors for a query by retrieval of training views with a global descriptor.
+"""Coarse priors for a query by retrieval of training views.
 
+Two scores rank the training views: ``matches`` counts mutual-nearest-neighbour matches between the
+query's dense CNN features and each training view's (robust to lighting, since the CNN is trained to be,
+and it uses where things are, not only what is there); ``gem`` compares GeM-pooled global descriptors
+(cheaper, but under a lighting change every view of a busy scene looks alike to it).
 (Priors from a poses file or from the previous estimate are plain lookups, done in ``run``.)"""
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import track
 
-from crossfire_ns.localize.matching import global_descriptor, top_k_retrieval
+from crossfire_ns.localize.matching import global_descriptor, mutual_nearest_neighbours
+
+RetrievalScore = Literal["matches", "gem"]
 
 
 class RetrievalIndex:
-    """Global descriptors (GeM-pooled CNN features) of every training view, with their normalised poses."""
+    """CNN features of every training view at a small resolution, with the views' normalised poses."""
 
-    def __init__(self, model, images: List[torch.Tensor], c2ws: np.ndarray, max_side: int = 160) -> None:
+    def __init__(
+        self,
+        model,
+        images: List[torch.Tensor],
+        c2ws: np.ndarray,
+        max_side: int = 160,
+        score: RetrievalScore = "matches",
+        max_cells: int = 1200,
+        min_similarity: float = 0.6,
+    ) -> None:
         self.model = model
         self.max_side = max_side
+        self.score = score
+        self.min_similarity = min_similarity
+        self.max_cells = max_cells
         self.c2ws = c2ws
-        descriptors = [
+        self.features = [
             self.describe(img) for img in track(images, description="Indexing training views", transient=True)
         ]
-        self.descriptors = torch.stack(descriptors)
+        self.global_descriptors = torch.stack([global_descriptor(f[None])[0] for f in self.features])
 
     @torch.no_grad()
     def describe(self, image: torch.Tensor) -> torch.Tensor:
-        """Global descriptor of an (H, W, 3) float image in [0, 1], at a bounded resolution."""
+        """Dense (D, h, w) features of an (H, W, 3) float image in [0, 1].
+
+        The CNN sees the image at (up to ``max_side``) its own scale, which is the scale it was trained at;
+        the feature map, not the image, is then pooled down to at most ``max_cells`` cells for matching."""
         chw = image[..., :3].permute(2, 0, 1)[None].float()
         scale = self.max_side / max(chw.shape[-2:])
         if scale < 1:
-            chw = torch.nn.functional.interpolate(chw, scale_factor=scale, mode="area")
+            chw = F.interpolate(chw, scale_factor=scale, mode="area")
         features = self.model.encode_images(chw.permute(0, 2, 3, 1))
-        return global_descriptor(features)[0].cpu()
+        pool = 1
+        while features.shape[-2] * features.shape[-1] / pool**2 > self.max_cells:
+            pool += 1
+        if pool > 1:
+            features = F.normalize(F.avg_pool2d(features, pool, ceil_mode=True), dim=1)
+        return features[0].cpu()
+
+    def scores(self, image: np.ndarray) -> torch.Tensor:
+        """(N,) similarity of the query (H, W, 3 uint8) to each training view; higher is more alike."""
+        features = self.describe(torch.from_numpy(np.array(image)).float().div(255.0))
+        if self.score == "gem":
+            return (self.global_descriptors @ global_descriptor(features[None])[0]).float()
+        query = features.reshape(features.shape[0], -1).T.contiguous()
+        counts = [
+            len(mutual_nearest_neighbours(query, f.reshape(f.shape[0], -1).T.contiguous(), self.min_similarity)[0])
+            for f in self.features
+        ]
+        return torch.tensor(counts, dtype=torch.float32)
 
     def query(self, image: np.ndarray, k: int) -> List[np.ndarray]:
-        """Poses (normalised frame, 4x4) of the k training views most similar to the query."""
-        descriptor = self.describe(torch.from_numpy(np.array(image)).float().div(255.0))
-        indices, _ = top_k_retrieval(descriptor, self.descriptors, k)
-        return [self.c2ws[int(i)] for i in indices]
+        """Poses (normalised frame, 4x4) of the k training views most similar to the query, best first."""
+        order = torch.argsort(self.scores(image), descending=True, stable=True)[:k]
+        return [self.c2ws[int(i)] for i in order]

@@ -140,7 +140,9 @@ def run_localization(args: "Localize") -> int:
     index = None
     if args.prior in ("retrieval", "sequential"):
         images = [train.get_image_float32(i) for i in range(len(train))]
-        index = RetrievalIndex(model, images, train_c2w)
+        index = RetrievalIndex(
+            model, images, train_c2w, score=args.retrieval, min_similarity=args.localizer.min_similarity
+        )
     localizer = Localizer(model, args.localizer)
     results = _localize_all(args, queries, localizer, pipeline, index, poses, normalization)
     thresholds = [(frac * extent, deg) for frac, deg in args.recall_thresholds]

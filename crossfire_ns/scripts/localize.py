@@ -18,6 +18,7 @@ import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from crossfire_ns.localize.localizer import LocalizerConfig
+from crossfire_ns.localize.priors import RetrievalScore
 
 PriorKind = Literal["retrieval", "poses", "sequential"]
 
@@ -40,6 +41,9 @@ class Localize:
     """Matcher and search settings."""
     prior: PriorKind = "retrieval"
     """Coarse prior: retrieval of training views (default), a poses file, or the previous estimate (sequential)."""
+    retrieval: RetrievalScore = "matches"
+    """How retrieval ranks training views: count of mutual-nearest-neighbour CNN feature matches (robust to
+    lighting) or gem (cosine of GeM-pooled global descriptors; faster, weaker)."""
     poses_file: Optional[Path] = None
     """With --prior poses: a transforms.json whose frames give a prior transform_matrix (original frame) per file_path."""
     data: Optional[Path] = None
