@@ -93,6 +93,9 @@ class CrossfireModel(NerfactoModel):
             implementation=self.config.implementation,
         )
         self.encoder: FeatureEncoder = self.config.encoder.setup(descriptor_dim=self.config.descriptor_dim)
+        from crossfire_ns.viewer.tools import CrossfireViewerTools  # viewer controls; no parameters
+
+        self.crossfire_viewer = CrossfireViewerTools(self)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = super().get_param_groups()
@@ -133,6 +136,13 @@ class CrossfireModel(NerfactoModel):
             depth = outputs["expected_depth"].detach()
             outputs["ray_points"] = ray_bundle.origins + ray_bundle.directions * depth
             outputs["ray_footprint"] = depth[..., 0] * ray_bundle.pixel_area[..., 0].sqrt()
+        return outputs
+
+    @torch.no_grad()
+    def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        """nerfstudio's per-frame rendering plus the viewer outputs descriptor_pca and descriptor_similarity."""
+        outputs = super().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
+        outputs.update(self.crossfire_viewer.image_outputs(outputs))
         return outputs
 
     def encode_images(self, images: Tensor, augment: bool = False) -> Tensor:
