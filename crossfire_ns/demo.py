@@ -5,6 +5,7 @@ Each step runs the real command a user would run (ns-train, ns-localize), so the
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,8 @@ class Demo:
         localize = [
             str(bin_dir / "ns-localize"), "--load-config", str(config),
             "--query-dir", str(scene / "queries"), "--output-dir", str(self.output_dir / "localization"),
+            # recall thresholds scale with the scene's own extent (the room's diagonal, from scene.json)
+            "--scene-extent", str(json.loads((scene / "scene.json").read_text())["scene_extent"]),
         ]  # fmt: skip
         CONSOLE.print(" ".join(["ns-localize", *localize[1:]]))
         code = subprocess.run(localize).returncode

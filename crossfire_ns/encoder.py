@@ -13,7 +13,6 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from kornia.filters import gaussian_blur2d
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
@@ -103,13 +102,24 @@ def local_log_normalize(
     black pixels finite; ``eps`` (a variance) keeps flat regions from amplifying noise.
     """
     logs = torch.log(images.clamp(min=floor))
-    size = 2 * int(3 * sigma + 0.5) + 1
+    factor = max(1, int(sigma // 2))  # the local statistics are smooth: compute them at a lower resolution
+    small_sigma = sigma / factor
+    radius = int(3 * small_sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, device=images.device, dtype=logs.dtype)
+    kernel = torch.exp(-0.5 * (taps / small_sigma) ** 2)
+    kernel = (kernel / kernel.sum()).repeat(images.shape[1], 1, 1, 1)  # (C, 1, 1, k): depthwise, separable
 
     def blur(t: Tensor) -> Tensor:
-        return gaussian_blur2d(t, (size, size), (sigma, sigma), border_type="reflect")
+        small = F.avg_pool2d(t, factor, ceil_mode=True) if factor > 1 else t
+        small = F.conv2d(F.pad(small, (radius, radius, 0, 0), mode="replicate"), kernel, groups=t.shape[1])
+        small = F.conv2d(
+            F.pad(small, (0, 0, radius, radius), mode="replicate"), kernel.transpose(2, 3), groups=t.shape[1]
+        )
+        if factor == 1:
+            return small
+        return F.interpolate(small, size=t.shape[-2:], mode="bilinear", align_corners=False)
 
-    mean = blur(logs)
-    centred = logs - mean
+    centred = logs - blur(logs)
     return centred / torch.sqrt(blur(centred.square()) + eps)
 
 

@@ -23,7 +23,7 @@ from torch.nn import Parameter
 from crossfire_ns.compat import offline_lpips
 from crossfire_ns.descriptor_field import DescriptorField
 from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
-from crossfire_ns.losses import masked_info_nce
+from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce
 
 
 class _SampleCapturingDepthRenderer(DepthRenderer):
@@ -70,6 +70,11 @@ class CrossfireModelConfig(NerfactoModelConfig):
     negative_radius_px: float = 1.5
     """Pixels whose rendered 3D points lie closer than this many pixel footprints (at their depth) are not
     negatives: they see the same place."""
+    dense_negative_loss_mult: float = 1.0
+    """Weight of the second InfoNCE term that scores each rendered descriptor against the CNN features of
+    every pixel of its image (as localization will); 0 turns it off."""
+    dense_negative_radius_px: float = 3.0
+    """In that term, feature cells within this many pixels of the ray's own pixel are not negatives."""
 
 
 class CrossfireModel(NerfactoModel):
@@ -170,6 +175,18 @@ class CrossfireModel(NerfactoModel):
             points = outputs["ray_points"].view(groups, rays_per_image, 3)
             radius = self.config.negative_radius_px * outputs["ray_footprint"].view(groups, rays_per_image)
             loss, stats = masked_info_nce(rendered, encoded, points, radius, self.config.descriptor_temperature)
+            if self.config.dense_negative_loss_mult > 0:
+                dense_loss, dense_stats = dense_negative_info_nce(
+                    rendered,
+                    encoded,
+                    features,
+                    yx.flip(-1) + 0.5,
+                    image_size,
+                    self.config.dense_negative_radius_px,
+                    self.config.descriptor_temperature,
+                )
+                loss = loss + self.config.dense_negative_loss_mult * dense_loss
+                stats.update(dense_stats)
             metrics_dict["descriptor_loss"] = loss
             metrics_dict.update({f"descriptor_{k}": v for k, v in stats.items()})
         return metrics_dict

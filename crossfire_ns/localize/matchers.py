@@ -49,13 +49,22 @@ class CrossfireMatcher:
         self.source = source
 
     @torch.no_grad()
-    def rendered_descriptors(self, view: RenderedView) -> torch.Tensor:
-        """(h, w, D) descriptors of the render: the field's, or the CNN's features of the rendered colour."""
+    def rendered_descriptors(self, view: RenderedView, query: dict) -> torch.Tensor:
+        """(h, w, D) descriptors of the render: the field's, or the CNN's features of the rendered colour.
+
+        The CNN is not scale-invariant, so a render smaller than the query is upsampled to the query's size
+        before the CNN sees it (as the query was), and its features are pooled back to the render's pixels."""
         if self.source == "field":
             return view.descriptor
-        features = self.model.encode_images(view.rgb.clamp(0, 1)[None])
-        size = view.rgb.shape[:2]
-        return F.interpolate(features, size=size, mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+        size = tuple(view.rgb.shape[:2])
+        rgb = view.rgb.clamp(0, 1).permute(2, 0, 1)[None]
+        query_size = tuple(query["feature_map"].shape[1:])
+        if query_size != size:
+            rgb = F.interpolate(rgb, size=query_size, mode="bilinear", align_corners=False)
+        features = self.model.encode_images(rgb.permute(0, 2, 3, 1))
+        if features.shape[-2:] != size:
+            features = F.interpolate(features, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return F.normalize(features[0], dim=0).permute(1, 2, 0)
 
     @torch.no_grad()
     def prepare_query(self, image: np.ndarray) -> dict:
@@ -75,7 +84,7 @@ class CrossfireMatcher:
 
     def match(self, query: dict, view: RenderedView) -> Correspondences:
         valid = (view.accumulation[..., 0] > self.min_accumulation).reshape(-1)
-        descriptors = self.rendered_descriptors(view)
+        descriptors = self.rendered_descriptors(view, query)
         rendered = F.normalize(descriptors.reshape(-1, descriptors.shape[-1])[valid], dim=-1)
         points = view.points.reshape(-1, 3)[valid]
         idx_r, idx_q, sim = mutual_nearest_neighbours(
@@ -95,7 +104,7 @@ class CrossfireMatcher:
         scale = torch.tensor([feature_map.shape[2] / width, feature_map.shape[1] / height])
         valid = (view.accumulation[..., 0] > self.min_accumulation).reshape(-1).cpu()
         expected = (_cell_centres(height, width, 1.0) * scale)[valid]
-        descriptors = self.rendered_descriptors(view)
+        descriptors = self.rendered_descriptors(view, query)
         rendered = F.normalize(descriptors.reshape(-1, descriptors.shape[-1]), dim=-1).cpu()[valid]
         points = view.points.reshape(-1, 3).cpu()[valid]
         index, xy, sim = guided_matches(rendered, expected, feature_map, radius_px, self.min_similarity)
