@@ -194,7 +194,7 @@ class CrossfireViewerTools(nn.Module):
         if viewer is not None and self._reference_point is not None:
             self._handles["reference"] = viewer.viser_server.scene.add_icosphere(
                 f"{SCENE_ROOT}/similarity_reference",
-                radius=0.05,
+                radius=0.1,
                 color=(255, 0, 255),
                 position=tuple(self._reference_point * VISER_SCALE),
             )
