@@ -92,7 +92,8 @@ class HeadlessChromium:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
             targets = json.load(response)
         page = next(t for t in targets if t.get("type") == "page")
-        return connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        # entered as a context manager (websockets >= 17.1 warns otherwise); close() exits it
+        return connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10).__enter__()
 
     def log_tail(self, chars: int = 2000) -> str:
         self._log.flush()
