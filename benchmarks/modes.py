@@ -1,0 +1,60 @@
+"""Benchmark modes: how big the scenes, maps and query sets are (smoke: minutes, quick: about 30 min on 2 CPU
+cores, full: hours on a CPU). Every value can be overridden on the command line of ``benchmarks.run``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Tuple
+
+from benchmarks.scenes import SceneSizes
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """Everything a mode fixes."""
+
+    sizes: SceneSizes
+    """Scene sizes and queries per scene."""
+    iterations: int
+    """Training iterations of each map."""
+    conditions: Tuple[str, ...] = ("original", "lighting")
+    """Query conditions (``benchmarks.lighting.CONDITIONS``, plus ``relit`` for the synthetic scene)."""
+    train_args: Tuple[str, ...] = ()
+    """Extra ns-train arguments for every map."""
+    localize_args: Tuple[str, ...] = ()
+    """Extra ns-localize arguments for every map-based job (the localizer's defaults otherwise)."""
+    description: str = ""
+    """One line for the report."""
+    notes: Dict[str, str] = field(default_factory=dict)
+
+
+MODES: Dict[str, ModeSettings] = {
+    "smoke": ModeSettings(
+        sizes=SceneSizes(
+            num_queries=1, synthetic_size=(80, 60), synthetic_num_train=16, fox_downscale=16, lego_size=64
+        ),
+        iterations=30,
+        train_args=("--pipeline.model.descriptor-loss-start-step", "10"),
+        localize_args=("--localizer.photometric-steps", "10"),
+        description="harness check only: 30-iteration maps, 1 query per scene; the figures mean nothing",
+    ),
+    "quick": ModeSettings(
+        sizes=SceneSizes(num_queries=3, synthetic_size=(160, 120), synthetic_num_train=40, fox_downscale=8),
+        iterations=1000,
+        description="3 queries per scene, 1000-iteration crossfire-lite maps, images of 100 to 250 px",
+    ),
+    "full": ModeSettings(
+        sizes=SceneSizes(
+            num_queries=10,
+            synthetic_size=(160, 120),
+            synthetic_num_train=40,
+            fox_downscale=4,
+            lego_size=200,
+            fern_images="images_8",
+        ),  # fmt: skip
+        iterations=5000,
+        conditions=("original", "lighting", "relit"),
+        description="10 queries per scene (fern: 3), 5000-iteration maps, images of 200 to 500 px",
+    ),
+}
+"""The three modes."""

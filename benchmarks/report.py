@@ -1,0 +1,286 @@
+"""Step: turn the per-job outputs into the benchmark table (CSV + markdown), error CDF plots, and the
+BENCHMARKS.md section between the ``bench-table`` markers. Pure functions; the files are written atomically."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from crossfire_ns.localize.outputs import atomic_open, write_csv_atomic
+
+SECTION_HEADING = "## Relocalization benchmark (benchmarks.run)"
+
+COLUMNS = (
+    "scene", "condition", "method", "status", "num_queries", "num_localized",
+    "median_translation_error", "median_translation_error_pct", "median_rotation_error_deg",
+    "recall_1", "recall_2", "recall_5", "seconds_per_query", "map_seconds", "device", "scene_extent", "message",
+)  # fmt: skip
+"""Columns of results.csv; recall_k is the recall at (k% of the scene extent, k degrees)."""
+
+METHOD_LABELS = {
+    "crossfire": "crossfire",
+    "sift": "sift (vs renders)",
+    "photometric": "photometric",
+    "prior": "prior (retrieval)",
+    "sfm-sift": "sfm-sift (pycolmap peer)",
+}
+
+
+def _recall_at(summary: Mapping[str, Any], fraction: float, degrees: float) -> Optional[float]:
+    for entry, relative in zip(summary.get("recall", []), summary.get("recall_thresholds_relative", [])):
+        if math.isclose(relative[0], fraction) and math.isclose(relative[1], degrees):
+            return entry.get("recall")
+    return None
+
+
+def summary_row(
+    scene: str,
+    condition: str,
+    method: str,
+    summary: Optional[Mapping[str, Any]],
+    map_seconds: Optional[float],
+    device: str,
+    scene_extent: float,
+    status: str = "ok",
+    message: str = "",
+) -> Dict[str, Any]:
+    """One table row from a method's summary.json (None when the job failed: the row says so)."""
+    row: Dict[str, Any] = {k: None for k in COLUMNS}
+    row.update(scene=scene, condition=condition, method=method, status=status, message=message)
+    row.update(map_seconds=map_seconds, device=device, scene_extent=scene_extent)
+    if summary is None:
+        row["status"] = "failed" if status == "ok" else status
+        return row
+    median_t = summary.get("median_translation_error")
+    row.update(
+        num_queries=summary.get("num_queries"),
+        num_localized=summary.get("num_localized"),
+        median_translation_error=median_t,
+        median_translation_error_pct=None if median_t is None else 100.0 * median_t / scene_extent,
+        median_rotation_error_deg=summary.get("median_rotation_error_deg"),
+        recall_1=_recall_at(summary, 0.01, 1.0),
+        recall_2=_recall_at(summary, 0.02, 2.0),
+        recall_5=_recall_at(summary, 0.05, 5.0),
+        seconds_per_query=summary.get("median_seconds"),
+    )
+    return row
+
+
+def query_errors(results_csv: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-query (translation, rotation) errors from a results.csv, ``inf`` for queries not localized
+    (failed or unreadable), so that a CDF over them reads as recall."""
+    t_errs, r_errs = [], []
+    with open(results_csv, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            ok = row.get("status") == "localized" and row.get("t_err") not in ("", None)
+            t_errs.append(float(row["t_err"]) if ok else math.inf)
+            r_errs.append(float(row["r_err"]) if ok and row.get("r_err") not in ("", None) else math.inf)
+    return np.array(t_errs, dtype=np.float64), np.array(r_errs, dtype=np.float64)
+
+
+def _num(value: Optional[float], digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if abs(value) >= 10**digits:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The results as a GitHub markdown table, one row per (scene, condition, method)."""
+    header = (
+        "| scene | condition | method | localized | median translation error (% of extent) | median rotation "
+        "error (deg) | recall 1% / 1 deg | recall 2% / 2 deg | recall 5% / 5 deg | s / query | map time (s) | device |"
+    )
+    lines = [header, "|" + "---|" * 12]
+    for row in rows:
+        if row.get("status") != "ok" or row.get("num_queries") is None:
+            message = str(row.get("message") or "no result").replace("|", "/").splitlines()[0][:90]
+            lines.append(
+                f"| {row['scene']} | {row['condition']} | {METHOD_LABELS.get(row['method'], row['method'])} | "
+                f"failed: {message} | - | - | - | - | - | - | {_num(row.get('map_seconds'), 4)} | {row.get('device')} |"
+            )
+            continue
+        median_t = row.get("median_translation_error")
+        t_text = "-" if median_t is None else f"{_num(median_t)} ({_num(row['median_translation_error_pct'], 2)}%)"
+        lines.append(
+            f"| {row['scene']} | {row['condition']} | {METHOD_LABELS.get(row['method'], row['method'])} | "
+            f"{row['num_localized']}/{row['num_queries']} | {t_text} | {_num(row.get('median_rotation_error_deg'))} | "
+            f"{_pct(row.get('recall_1'))} | {_pct(row.get('recall_2'))} | {_pct(row.get('recall_5'))} | "
+            f"{_num(row.get('seconds_per_query'))} | {_num(row.get('map_seconds'), 4)} | {row.get('device')} |"
+        )
+    return "\n".join(lines)
+
+
+def write_tables(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Tuple[Path, Path]:
+    """``results.csv`` (every column) and ``results.md`` (the markdown table) in ``out_dir``."""
+    out_dir = Path(out_dir)
+    write_csv_atomic(out_dir / "results.csv", list(rows), fieldnames=COLUMNS)
+    with atomic_open(out_dir / "results.md", "w", encoding="utf-8") as handle:
+        handle.write(markdown_table(rows) + "\n")
+    return out_dir / "results.csv", out_dir / "results.md"
+
+
+Curves = Mapping[str, Mapping[Tuple[str, str], Tuple[np.ndarray, np.ndarray]]]
+"""scene -> (method, condition) -> (translation errors as % of the scene extent, rotation errors in degrees)."""
+
+_COLOURS = {
+    "crossfire": "tab:red",
+    "sift": "tab:blue",
+    "photometric": "tab:green",
+    "prior": "tab:gray",
+    "sfm-sift": "black",
+}
+_STYLES = ("-", "--", ":", "-.")
+
+
+def _cdf(errors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Step coordinates of the fraction of all queries with error <= x (infinite errors never count)."""
+    finite = np.sort(errors[np.isfinite(errors)])
+    total = max(len(errors), 1)
+    return finite, np.arange(1, len(finite) + 1) / total
+
+
+def plot_error_cdfs(path: Path, curves: Curves, conditions: Sequence[str], methods: Sequence[str] = ()) -> Path:
+    """One row of two panels per scene (translation as % of the scene extent, rotation in degrees, log x axes):
+    the cumulative share of queries under each error, a colour per method, a line style per condition.
+    Failed queries never count, so a curve's plateau is the method's recall."""
+    scenes = list(curves)
+
+    def _order(key: Tuple[str, str]):
+        method, condition = key
+        rank = list(methods).index(method) if method in methods else len(methods)
+        return (rank, method, list(conditions).index(condition) if condition in conditions else len(conditions))
+
+    figure = Figure(figsize=(11, 2.9 * max(len(scenes), 1) + 0.6), layout="constrained")
+    axes = figure.subplots(max(len(scenes), 1), 2, squeeze=False)
+    for row, scene in enumerate(scenes):
+        for col, (label, lo, hi) in enumerate(
+            (("translation error (% of scene extent)", 1e-2, 1e3), ("rotation error (deg)", 1e-2, 180.0))
+        ):
+            axis = axes[row][col]
+            for (method, condition), errors in sorted(curves[scene].items(), key=lambda item: _order(item[0])):
+                xs, ys = _cdf(np.asarray(errors[col], dtype=np.float64))
+                style = _STYLES[list(conditions).index(condition) % len(_STYLES)] if condition in conditions else "-"
+                xs = np.clip(np.concatenate([[lo], xs, [hi]]), lo, hi)
+                ys = np.concatenate([[0.0], ys, [ys[-1] if len(ys) else 0.0]])
+                axis.step(
+                    xs, ys, where="post", linestyle=style, color=_COLOURS.get(method, "black"),
+                    label=f"{METHOD_LABELS.get(method, method)}, {condition}",
+                )  # fmt: skip
+            for mark in (1.0, 2.0, 5.0):
+                axis.axvline(mark, color="tab:gray", linewidth=0.6, alpha=0.5)
+            axis.set_xscale("log")
+            axis.set_xlim(lo, hi)
+            axis.set_ylim(0, 1.02)
+            axis.set_xlabel(label)
+            axis.set_ylabel(f"{scene}: share of queries")
+            axis.grid(True, alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8)
+    figure.suptitle("Error CDFs (failed queries never count: the plateau is the recall)")
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
+    return Path(path)
+
+
+def _median_inf(values: np.ndarray) -> float:
+    return float(np.median(values)) if len(values) else math.inf
+
+
+def crossfire_losses(
+    rows: Sequence[Mapping[str, Any]], curves: Curves, failure_reasons: Mapping[Tuple[str, str], str]
+) -> List[str]:
+    """Markdown bullets: every (scene, condition) where a baseline beats crossfire, with the evidence.
+
+    A baseline beats crossfire when its recall at (2% of the extent, 2 deg) is higher, or equal with a lower
+    median rotation error over all queries (failures counted as infinite). ``failure_reasons`` maps
+    (scene, condition) to crossfire's most common failure message, shown as a hint of why.
+    """
+    by_key = {(r["scene"], r["condition"], r["method"]): r for r in rows}
+    bullets = []
+    for (scene, condition, method), row in by_key.items():
+        if method != "crossfire":
+            continue
+        own_rot = _median_inf(curves.get(scene, {}).get(("crossfire", condition), (np.zeros(0), np.zeros(0)))[1])
+        own_recall = row.get("recall_2") or 0.0
+        winners = []
+        for other in (m for (s, c, m) in by_key if s == scene and c == condition and m != "crossfire"):
+            other_row = by_key[(scene, condition, other)]
+            if other_row.get("status") != "ok":
+                continue
+            rot = _median_inf(curves.get(scene, {}).get((other, condition), (np.zeros(0), np.zeros(0)))[1])
+            recall = other_row.get("recall_2") or 0.0
+            if recall > own_recall or (recall == own_recall and rot < own_rot):
+                winners.append(f"{METHOD_LABELS.get(other, other)} ({_pct(recall)}, median {_num(rot)} deg)")
+        if not winners:
+            continue
+        hint = failure_reasons.get((scene, condition), "")
+        bullets.append(
+            f"- **{scene}, {condition}**: crossfire ({_pct(own_recall)} at 2%/2 deg, median rotation error "
+            f"{_num(own_rot)} deg over all queries) loses to " + ", ".join(winners) + "."
+            + (f" Most common crossfire failure: \"{hint}\"." if hint else "")
+        )  # fmt: skip
+    return bullets
+
+
+def markers(name: str = "bench-table") -> Tuple[str, str]:
+    """The start and end markers of a generated section (``bench-table`` for the CPU figures)."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def replace_marked_section(text: str, body: str, name: str = "bench-table", heading: str = SECTION_HEADING) -> str:
+    """``text`` with everything between the ``name`` markers replaced by ``body``; without the markers, a new
+    section (``heading`` + markers) is appended at the end."""
+    mark_start, mark_end = markers(name)
+    block = f"{mark_start}\n{body.strip()}\n{mark_end}"
+    start, end = text.find(mark_start), text.find(mark_end)
+    if start != -1 and end != -1 and end > start:
+        return text[:start] + block + text[end + len(mark_end) :]
+    if start != -1 or end != -1:
+        raise ValueError(f"only one of the markers {mark_start} / {mark_end} is present; fix the file by hand")
+    return text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+
+
+def update_markdown_file(path: Path, body: str, name: str = "bench-table", heading: str = SECTION_HEADING) -> None:
+    """Rewrite the ``name`` section of a markdown file (atomically)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(replace_marked_section(text, body, name, heading))
+
+
+def machine_lines(machine: Mapping[str, Any]) -> List[str]:
+    """Human-readable lines describing the machine and versions (see ``benchmarks.machine``)."""
+    gpu = machine.get("gpu") or "no GPU"
+    versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items())
+    return [
+        f"**Machine:** {machine.get('cpu_count')} CPU cores ({machine.get('cpu_model')}), "
+        f"{machine.get('memory_gb', 0):.0f} GB RAM, {gpu}; torch threads {machine.get('torch_threads')}.",
+        f"**Versions:** {versions}.",
+        f"**Code:** commit {machine.get('commit')}; run {machine.get('date')}.",
+    ]
+
+
+def iter_rows(
+    rows: Iterable[Mapping[str, Any]], scenes: Sequence[str], conditions: Sequence[str], methods: Sequence[str]
+):
+    """Rows sorted by scene, condition, method (in the given orders)."""
+
+    def order(row):
+        def index(seq, value):
+            return list(seq).index(value) if value in seq else len(seq)
+
+        return (index(scenes, row["scene"]), index(conditions, row["condition"]), index(methods, row["method"]))
+
+    return sorted(rows, key=order)
