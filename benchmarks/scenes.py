@@ -298,6 +298,7 @@ def prepare_scene(
     """Convert (or reuse, when ``out_dir/prepared.json`` says it was made with the same settings) one scene."""
     out_dir = Path(out_dir)
     key = {"name": name, "sizes": asdict(sizes), "data_root": str(data_root), "relit": with_relit, "version": 2}
+    key = json.loads(json.dumps(key))  # as it reads back from prepared.json (tuples become lists)
     marker = out_dir / "prepared.json"
     cached = json.loads(marker.read_text()) if marker.is_file() else None
     if cached is None or cached.get("key") != key:

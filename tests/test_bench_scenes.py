@@ -42,7 +42,10 @@ def test_synthetic_scene_has_original_and_relit_queries(tmp_path):
     relit, _ = load_query_set(scene.extra_conditions["relit"])
     assert np.allclose(original[0].c2w_gt, relit[0].c2w_gt)
     assert not np.array_equal(read_query_image(original[0]), read_query_image(relit[0]))
-    assert prepare_scene("synthetic", tmp_path, tmp_path, sizes, with_relit=True).query_dir == scene.query_dir
+    stamp = (scene.train_dir / "transforms.json").stat().st_mtime_ns
+    again = prepare_scene("synthetic", tmp_path, tmp_path, sizes, with_relit=True)
+    assert again.query_dir == scene.query_dir
+    assert (scene.train_dir / "transforms.json").stat().st_mtime_ns == stamp  # reused, not rendered again
 
 
 @pytest.mark.shared_data
