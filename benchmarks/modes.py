@@ -1,5 +1,12 @@
 """Benchmark modes: how big the scenes, maps and query sets are (smoke: minutes, quick: about 30 min on 2 CPU
-cores, full: hours on a CPU). Every value can be overridden on the command line of ``benchmarks.run``."""
+cores, full: hours on a CPU). Every value can be overridden on the command line of ``benchmarks.run``.
+
+Quick mode's budget on 2 idle cores, from per-iteration and per-query costs measured on this machine: training
+4 maps x 800 iterations is about 14 min (0.15-0.4 s per iteration depending on image size; fox's distortion
+costs 70% more per ray), localization about 14 min (2 conditions x 3 queries x about 30 s for the four map
+methods together, most of it the photometric baseline, plus worker start-up and the peer's maps). With
+another job on the CPU everything takes several times longer: torch's two threads then wait on each other.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +47,8 @@ MODES: Dict[str, ModeSettings] = {
     ),
     "quick": ModeSettings(
         sizes=SceneSizes(num_queries=3, synthetic_size=(160, 120), synthetic_num_train=40, fox_downscale=8),
-        iterations=1000,
-        description="3 queries per scene, 1000-iteration crossfire-lite maps, images of 100 to 250 px",
+        iterations=800,
+        description="3 queries per scene, 800-iteration crossfire-lite maps, images of 100 to 250 px",
     ),
     "full": ModeSettings(
         sizes=SceneSizes(

@@ -77,6 +77,10 @@ class BenchmarkRun:
     """Train the maps again even if finished ones with the same settings exist."""
     rerun: bool = False
     """Run the localization jobs again even if finished ones with the same settings exist."""
+    torch_threads: Optional[int] = None
+    """Threads of every training and localization process (OMP_NUM_THREADS); default: torch's (one per core).
+    1 is much faster when another job shares the CPU (two threads then wait on each other), but the
+    timings are then not those of an idle machine."""
     step_timeout_min: Optional[float] = None
     """Stop a training run or a scene's localization worker after this many minutes (recorded as failed)."""
     update_benchmarks_md: Optional[bool] = None
@@ -315,7 +319,8 @@ def gather(outcomes: List[SceneOutcome], device_label: str):
 def _command_line(run: BenchmarkRun) -> str:
     parts = ["python -m benchmarks.run", f"--mode {run.mode}"]
     defaults = BenchmarkRun()
-    for name in ("scenes", "methods", "conditions", "num_queries", "iterations", "method", "device_type", "isolate"):
+    names = ("scenes", "methods", "conditions", "num_queries", "iterations", "method", "device_type", "torch_threads")
+    for name in names:
         value = getattr(run, name)
         if value != getattr(defaults, name):
             flag = "--" + name.replace("_", "-")
@@ -366,6 +371,8 @@ def run_benchmark(run: BenchmarkRun) -> int:
     _validate(run, settings)
     out = Path(run.output_dir or REPO / "outputs" / "bench" / run.mode)
     out.mkdir(parents=True, exist_ok=True)
+    if run.torch_threads is not None:  # inherited by every command the benchmark starts
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(run.torch_threads)
     from benchmarks.machine import machine_info
 
     machine = machine_info()
