@@ -14,6 +14,7 @@ re-running after a crash or an interruption only does what is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -350,6 +351,8 @@ def section_body(
         + ". The peer (`python -m benchmarks.peer`) uses the same images and no radiance field; its map time is "
         "SIFT + matching + triangulation.",
         "",
+        "**Methods:** " + ", ".join(f"`{m}`" for m in run.methods) + ".",
+        "",
         "**Conditions:** `original`; " + "; ".join(changes) + ". Recall thresholds scale with the diagonal of "
         "the training cameras' bounding box (the scene extent); failed queries count as misses. Median errors "
         "are over localized queries only.",
@@ -369,6 +372,9 @@ def section_body(
 def run_benchmark(run: BenchmarkRun) -> int:
     settings = run.settings()
     _validate(run, settings)
+    if PEER in run.methods and importlib.util.find_spec("pycolmap") is None:
+        CONSOLE.print(f"[yellow]pycolmap is not installed, so {PEER} is skipped: pip install -e '.[bench]'")
+        run = replace(run, methods=tuple(m for m in run.methods if m != PEER))
     out = Path(run.output_dir or REPO / "outputs" / "bench" / run.mode)
     out.mkdir(parents=True, exist_ok=True)
     if run.torch_threads is not None:  # inherited by every command the benchmark starts

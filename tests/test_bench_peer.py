@@ -12,7 +12,12 @@ from benchmarks.peer.triangulation import build_tracks
 from crossfire_ns.localize.geometry import c2w_pose_errors, opengl_c2w_to_opencv_w2c
 from crossfire_ns.synthetic_scene import look_at
 
-pycolmap = pytest.importorskip("pycolmap", reason="the peer needs pycolmap: pip install -e '.[bench]'")
+
+@pytest.fixture
+def pycolmap():
+    """pycolmap, or skip (the pure geometry tests run without it; triangulation, PnP and the peer need it)."""
+    return pytest.importorskip("pycolmap", reason="the peer needs pycolmap: pip install -e '.[bench]'")
+
 
 WIDTH, HEIGHT = 320, 240
 K = np.array([[260.0, 0.0, 161.0], [0.0, 255.0, 119.0], [0.0, 0.0, 1.0]])
@@ -67,7 +72,7 @@ def test_tracks_join_chains_and_keep_one_observation_per_image():
     assert build_tracks([2, 2], {(0, 1): np.zeros((0, 2), np.int64)}) == []
 
 
-def test_triangulation_from_known_poses_then_pnp_recovers_the_query_pose():
+def test_triangulation_from_known_poses_then_pnp_recovers_the_query_pose(pycolmap):
     from benchmarks.peer.cameras import cam_from_world, colmap_camera, rigid_to_c2w
     from benchmarks.peer.localization import LocalizationConfig, estimate_pose
     from benchmarks.peer.triangulation import TriangulationConfig, triangulate_tracks
@@ -111,7 +116,7 @@ def test_triangulation_from_known_poses_then_pnp_recovers_the_query_pose():
     assert not few.success and "too few" in few.message
 
 
-def test_camera_models():
+def test_camera_models(pycolmap):
     from benchmarks.peer.cameras import colmap_camera
 
     assert colmap_camera(K, 10, 10).model_name == "PINHOLE"
@@ -130,7 +135,7 @@ def sharp_scene(tmp_path_factory):
     return generate_scene(tmp_path_factory.mktemp("peer_scene"), config, query_lighting=TRAIN_LIGHTING)
 
 
-def test_peer_command_writes_ns_localize_outputs_and_reuses_its_map(sharp_scene, tmp_path):
+def test_peer_command_writes_ns_localize_outputs_and_reuses_its_map(pycolmap, sharp_scene, tmp_path):
     from benchmarks.peer.pipeline import MATCHER_NAME, SfmPeer
 
     out = tmp_path / "original"
