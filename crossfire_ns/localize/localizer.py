@@ -29,10 +29,11 @@ class LocalizerConfig:
     matcher: Matcher = "crossfire"
     """crossfire (CNN features vs rendered descriptors), sift (vs rendered RGB), photometric (iNeRF-style),
     or prior (the top-1 prior unchanged: the baseline every matcher must beat)."""
-    descriptor_source: DescriptorSource = "field"
+    descriptor_source: DescriptorSource = "rendered-rgb"
     """crossfire matcher: what the query's CNN features are matched against at a hypothesis. field: the
     descriptors rendered from the descriptor field (CROSSFIRE); rendered-rgb: the CNN's own features of the
-    colour rendered there (leans on the radiance field, which a short CPU training fits better)."""
+    colour rendered there (the default: on CPU-trained maps the radiance field is learnt far better than the
+    descriptor field; BENCHMARKS.md has the figures)."""
     top_k: int = 3
     """Priors tried per query; the hypothesis with most inliers wins."""
     iterations: int = 2
@@ -43,6 +44,9 @@ class LocalizerConfig:
     """Extra rounds for the winning hypothesis at ``refine_render_width``."""
     refine_render_width: int = 160
     """Width of the refinement renders (capped at the query width)."""
+    coarse_guided_radius_px: int = 0
+    """>0: the coarse rounds also use guided matching, within this many query pixels (for priors known to be
+    close, e.g. --prior poses or sequential); 0: global mutual nearest neighbours (retrieval priors)."""
     guided_radius_px: int = 6
     """Refinement rounds of the crossfire matcher search each rendered pixel's match only within this many
     query pixels of where the current estimate puts it (sub-pixel peak); 0: global mutual nearest neighbours."""
@@ -101,14 +105,14 @@ class Localizer:
             return self.config.render_width
         return 160 if self.config.matcher == "sift" else 80
 
-    def _round(self, query: dict, image_shape, K: np.ndarray, c2w: np.ndarray, width: int, guided: bool = False):
+    def _round(self, query: dict, image_shape, K: np.ndarray, c2w: np.ndarray, width: int, radius_px: int = 0):
         """One render -> match -> PnP round; returns (PnPResult, number of matches)."""
         height_q, width_q = image_shape[:2]
         width = min(width, width_q)
         height = max(1, round(height_q * width / width_q))
         view = self.renderer.render(c2w, scale_intrinsics(K, width / width_q, height / height_q), width, height)
-        if guided and self.config.guided_radius_px > 0 and isinstance(self.matcher, CrossfireMatcher):
-            matches = self.matcher.match_guided(query, view, self.config.guided_radius_px)
+        if radius_px > 0 and isinstance(self.matcher, CrossfireMatcher):
+            matches = self.matcher.match_guided(query, view, radius_px)
         else:
             matches = self.matcher.match(query, view)
         result = solve_pnp_ransac(
@@ -147,7 +151,9 @@ class Localizer:
         for prior in priors[: self.config.top_k]:
             c2w = np.asarray(prior, dtype=np.float64)
             for _ in range(self.config.iterations):
-                result, num_matches = self._round(query, image.shape, K, c2w, self.render_width)
+                result, num_matches = self._round(
+                    query, image.shape, K, c2w, self.render_width, self.config.coarse_guided_radius_px
+                )
                 history.append(result.num_inliers)
                 if not result.success:
                     if not best.success:  # keep the reason of the most promising failure
@@ -163,7 +169,7 @@ class Localizer:
         if best.success:
             for _ in range(self.config.refine_iterations):
                 result, num_matches = self._round(
-                    query, image.shape, K, best.c2w, self.config.refine_render_width, guided=True
+                    query, image.shape, K, best.c2w, self.config.refine_render_width, self.config.guided_radius_px
                 )
                 history.append(result.num_inliers)
                 if not result.success:

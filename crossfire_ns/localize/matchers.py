@@ -47,6 +47,8 @@ class CrossfireMatcher:
         self.min_similarity = min_similarity
         self.min_accumulation = min_accumulation
         self.source = source
+        self.min_texture = 2.0 / 255.0
+        """Query pixels whose 5x5 grey-level standard deviation is below this are not matched."""
 
     @torch.no_grad()
     def rendered_descriptors(self, view: RenderedView, query: dict) -> torch.Tensor:
@@ -71,11 +73,23 @@ class CrossfireMatcher:
         """Dense features of the query (H, W, 3 uint8) and the image pixel each feature cell covers."""
         tensor = torch.from_numpy(np.array(image)).float().div(255.0)[None]
         features = self.model.encode_images(tensor)[0]  # (D, h, w)
+        # No texture, no correspondence: zero the features of flat regions (a blank image, a white wall), so
+        # that they never pass the similarity threshold (the CNN would otherwise answer with padding artefacts).
+        grey = tensor[0, ..., :3].mean(-1).to(features.device)[None, None]
+        local_std = (
+            (
+                F.avg_pool2d(grey.square(), 5, 1, 2, count_include_pad=False)
+                - F.avg_pool2d(grey, 5, 1, 2, count_include_pad=False).square()
+            )
+            .clamp(min=0)
+            .sqrt()
+        )
+        textured = F.interpolate(local_std, size=features.shape[-2:], mode="area")[0, 0] > self.min_texture
+        features = features * textured
         stride = image.shape[0] / features.shape[1]
         flat = features.reshape(features.shape[0], -1).T.contiguous()
-        full = F.normalize(
-            F.interpolate(features[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0], dim=0
-        )
+        full = F.interpolate(features[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+        full = F.normalize(full, dim=0) * (full.norm(dim=0, keepdim=True) > 0.5)
         return {
             "features": flat,
             "pixels": _cell_centres(features.shape[1], features.shape[2], stride),
