@@ -198,37 +198,50 @@ def _median_inf(values: np.ndarray) -> float:
     return float(np.median(values)) if len(values) else math.inf
 
 
+def _recalls(row: Mapping[str, Any]) -> Tuple[float, float, float]:
+    return tuple(float(row.get(k) or 0.0) for k in ("recall_1", "recall_2", "recall_5"))  # type: ignore[return-value]
+
+
+def _describe(label: str, recalls: Tuple[float, float, float], rot: float) -> str:
+    median = f"median rotation error {_num(rot)} deg" if math.isfinite(rot) else "most queries not localized"
+    return f"{label} (recall {' / '.join(_pct(r) for r in recalls)}, {median})"
+
+
 def crossfire_losses(
     rows: Sequence[Mapping[str, Any]], curves: Curves, failure_reasons: Mapping[Tuple[str, str], str]
 ) -> List[str]:
     """Markdown bullets: every (scene, condition) where a baseline beats crossfire, with the evidence.
 
-    A baseline beats crossfire when its recall at (2% of the extent, 2 deg) is higher, or equal with a lower
-    median rotation error over all queries (failures counted as infinite). ``failure_reasons`` maps
-    (scene, condition) to crossfire's most common failure message, shown as a hint of why.
+    A baseline beats crossfire when its recalls at (1%, 1 deg), (2%, 2 deg) and (5%, 5 deg) are all at least
+    crossfire's and one is higher; or when they are equal and not all zero, and its median rotation error over
+    all queries (failures counted as infinite) is lower. A pose tens of degrees off does not beat an honest
+    failure. ``failure_reasons`` maps (scene, condition) to crossfire's most common failure message, shown as a
+    hint of why.
     """
     by_key = {(r["scene"], r["condition"], r["method"]): r for r in rows}
+    empty = (np.zeros(0), np.zeros(0))
     bullets = []
     for (scene, condition, method), row in by_key.items():
-        if method != "crossfire":
+        if method != "crossfire" or row.get("status") != "ok":
             continue
-        own_rot = _median_inf(curves.get(scene, {}).get(("crossfire", condition), (np.zeros(0), np.zeros(0)))[1])
-        own_recall = row.get("recall_2") or 0.0
+        own = _recalls(row)
+        own_rot = _median_inf(curves.get(scene, {}).get(("crossfire", condition), empty)[1])
         winners = []
         for other in (m for (s, c, m) in by_key if s == scene and c == condition and m != "crossfire"):
             other_row = by_key[(scene, condition, other)]
             if other_row.get("status") != "ok":
                 continue
-            rot = _median_inf(curves.get(scene, {}).get((other, condition), (np.zeros(0), np.zeros(0)))[1])
-            recall = other_row.get("recall_2") or 0.0
-            if recall > own_recall or (recall == own_recall and rot < own_rot):
-                winners.append(f"{METHOD_LABELS.get(other, other)} ({_pct(recall)}, median {_num(rot)} deg)")
+            recalls = _recalls(other_row)
+            rot = _median_inf(curves.get(scene, {}).get((other, condition), empty)[1])
+            dominates = all(a >= b for a, b in zip(recalls, own)) and recalls != own
+            closer = recalls == own and any(own) and rot < own_rot
+            if dominates or closer:
+                winners.append(_describe(METHOD_LABELS.get(other, other), recalls, rot))
         if not winners:
             continue
         hint = failure_reasons.get((scene, condition), "")
         bullets.append(
-            f"- **{scene}, {condition}**: crossfire ({_pct(own_recall)} at 2%/2 deg, median rotation error "
-            f"{_num(own_rot)} deg over all queries) loses to " + ", ".join(winners) + "."
+            f"- **{scene}, {condition}**: {_describe('crossfire', own, own_rot)} loses to " + ", ".join(winners) + "."
             + (f" Most common crossfire failure: \"{hint}\"." if hint else "")
         )  # fmt: skip
     return bullets

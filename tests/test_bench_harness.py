@@ -152,7 +152,7 @@ def test_gather_builds_rows_curves_and_the_section(tmp_path):
         write_csv_atomic(Path(job.output_dir) / "results.csv", [{**r.to_dict(), "c2w": None} for r in items])
         job.record("ok", 1.0)
     jobs[1].record("failed", 1.0, "exit code -9; see log")
-    outcome = SceneOutcome("fern", prepared, train, tuple(jobs), seconds={})
+    outcome = SceneOutcome("fern", prepared, train, tuple(jobs))
     rows, curves, reasons = gather([outcome, SceneOutcome("lego", error="scene preparation failed: no data")], "cpu")
     by_method = {r["method"]: r for r in rows if r["scene"] == "fern"}
     assert by_method["crossfire"]["map_seconds"] == 95.0 and by_method["crossfire"]["num_localized"] == 0

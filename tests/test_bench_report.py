@@ -82,10 +82,12 @@ def test_error_cdf_plot_is_written(tmp_path):
 def test_crossfire_losses_name_the_winner_and_the_reason():
     good, _ = _summary([(0.01, 0.1)] * 3)
     bad, _ = _summary([(3.0, 40.0)], failed=2)
+    far, _ = _summary([(3.0, 30.0)] * 3)  # all localized, all far off: not better than failing
     rows = [
         report.summary_row("fern", "original", "crossfire", bad, 1.0, "cpu", EXTENT),
         report.summary_row("fern", "original", "sfm-sift", good, 1.0, "cpu", EXTENT),
         report.summary_row("fern", "original", "prior", bad, 1.0, "cpu", EXTENT),
+        report.summary_row("fern", "original", "photometric", far, 1.0, "cpu", EXTENT),
         report.summary_row("lego", "original", "crossfire", good, 1.0, "cpu", EXTENT),
         report.summary_row("lego", "original", "prior", bad, 1.0, "cpu", EXTENT),
     ]
@@ -94,6 +96,7 @@ def test_crossfire_losses_name_the_winner_and_the_reason():
             ("crossfire", "original"): (np.array([30.0, np.inf, np.inf]), np.array([40.0, np.inf, np.inf])),
             ("sfm-sift", "original"): (np.full(3, 0.1), np.full(3, 0.1)),
             ("prior", "original"): (np.array([30.0, np.inf, np.inf]), np.array([40.0, np.inf, np.inf])),
+            ("photometric", "original"): (np.full(3, 30.0), np.full(3, 30.0)),
         },
         "lego": {
             ("crossfire", "original"): (np.full(3, 0.1), np.full(3, 0.1)),
@@ -102,7 +105,8 @@ def test_crossfire_losses_name_the_winner_and_the_reason():
     }
     bullets = report.crossfire_losses(rows, curves, {("fern", "original"): "only 3 inliers (2 of 2 failures)"})
     assert len(bullets) == 1
-    assert "fern, original" in bullets[0] and "sfm-sift" in bullets[0] and "prior" not in bullets[0]
+    assert "fern, original" in bullets[0] and "sfm-sift" in bullets[0]
+    assert "prior" not in bullets[0] and "photometric" not in bullets[0]
     assert "only 3 inliers" in bullets[0]
 
 
