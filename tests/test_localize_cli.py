@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +55,7 @@ def test_end_to_end_with_bad_images(trained_map, messy_queries, tmp_path):
     assert rows["images/blank.png"]["status"] == "failed"
     assert rows["images/blank.png"]["message"]
     poses = json.loads((out / "poses.json").read_text())
+    assert Path(poses["metadata"]["query_dir"]) == messy_queries.resolve()  # the viewer finds thumbnails by it
     assert [f["file_path"] for f in poses["frames"]] == list(rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_queries"] == 7 and summary["num_unreadable"] == 2

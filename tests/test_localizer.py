@@ -4,7 +4,7 @@ import numpy as np
 
 from crossfire_ns.localize.geometry import opengl_c2w_to_opencv_w2c
 from crossfire_ns.localize.localizer import Localizer, LocalizerConfig
-from crossfire_ns.localize.matchers import Correspondences
+from crossfire_ns.localize.matchers import Correspondences, CrossfireMatcher
 
 K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
 
@@ -73,3 +73,32 @@ def test_prior_matcher_returns_the_first_prior():
     loc = _localizer(_matches(0.0), matcher="prior")
     estimate = loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [prior])
     assert estimate.success and np.array_equal(estimate.c2w, prior) and estimate.num_renders == 0
+
+
+class _StubCrossfire(CrossfireMatcher):
+    """Global matching lost (mostly wrong matches), guided matching right: a close prior, a repetitive scene."""
+
+    def __init__(self):
+        self.guided_calls = []
+
+    def prepare_query(self, image):
+        return {}
+
+    def match(self, query, view):
+        return _matches(0.97, n=1000)
+
+    def match_guided(self, query, view, radius_px):
+        self.guided_calls.append(radius_px)
+        return _matches(0.2)
+
+
+def test_failed_global_round_falls_back_to_guided_matching_on_the_same_render():
+    loc = _localizer(None, top_k=1, iterations=1, refine_iterations=1, fallback_guided_radius_px=16)
+    loc.matcher = _StubCrossfire()
+    estimate = loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)])
+    assert estimate.success and np.abs(estimate.c2w - _truth()).max() < 1e-3
+    assert estimate.num_renders == 2  # the fallback reuses the coarse render; 1 refinement
+    assert loc.matcher.guided_calls == [16, loc.config.guided_radius_px]
+    loc = _localizer(None, top_k=1, iterations=1, fallback_guided_radius_px=0)
+    loc.matcher = _StubCrossfire()
+    assert not loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)]).success

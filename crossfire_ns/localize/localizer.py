@@ -47,6 +47,9 @@ class LocalizerConfig:
     coarse_guided_radius_px: int = 0
     """>0: the coarse rounds also use guided matching, within this many query pixels (for priors known to be
     close, e.g. --prior poses or sequential); 0: global mutual nearest neighbours (retrieval priors)."""
+    fallback_guided_radius_px: int = 16
+    """When a coarse round's global matching gives no reliable pose, match the same render again, guided
+    within this many query pixels of the hypothesis; 0: no fallback."""
     guided_radius_px: int = 6
     """Refinement rounds of the crossfire matcher search each rendered pixel's match only within this many
     query pixels of where the current estimate puts it (sub-pixel peak); 0: global mutual nearest neighbours."""
@@ -106,15 +109,28 @@ class Localizer:
         return 160 if self.config.matcher == "sift" else 80
 
     def _round(self, query: dict, image_shape, K: np.ndarray, c2w: np.ndarray, width: int, radius_px: int = 0):
-        """One render -> match -> PnP round; returns (PnPResult, number of matches)."""
+        """One render -> match -> PnP round; returns (PnPResult, number of matches).
+
+        With ``radius_px`` > 0 (crossfire matcher) matching is guided; otherwise global mutual nearest
+        neighbours, and if that gives no reliable pose, guided matching within ``fallback_guided_radius_px``
+        on the same render (no extra render: a close prior is often right where global matching is lost)."""
         height_q, width_q = image_shape[:2]
         width = min(width, width_q)
         height = max(1, round(height_q * width / width_q))
         view = self.renderer.render(c2w, scale_intrinsics(K, width / width_q, height / height_q), width, height)
-        if radius_px > 0 and isinstance(self.matcher, CrossfireMatcher):
-            matches = self.matcher.match_guided(query, view, radius_px)
-        else:
-            matches = self.matcher.match(query, view)
+        crossfire = isinstance(self.matcher, CrossfireMatcher)
+        if radius_px > 0 and crossfire:
+            return self._solve(self.matcher.match_guided(query, view, radius_px), K)
+        result, num_matches = self._solve(self.matcher.match(query, view), K)
+        if not result.success and crossfire and self.config.fallback_guided_radius_px > 0:
+            guided, num_guided = self._solve(
+                self.matcher.match_guided(query, view, self.config.fallback_guided_radius_px), K
+            )
+            if guided.success:
+                return guided, num_guided
+        return result, num_matches
+
+    def _solve(self, matches, K: np.ndarray):
         result = solve_pnp_ransac(
             matches.points3d,
             matches.points2d,

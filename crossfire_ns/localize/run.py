@@ -230,7 +230,12 @@ def _localize_all(args, queries: List[QueryImage], localizer: Localizer, pipelin
 def _write_outputs(args, results, queries, summary, thresholds) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_poses_json(out / "poses.json", results, queries, metadata={"matcher": args.localizer.matcher})
+    write_poses_json(
+        out / "poses.json",
+        results,
+        queries,
+        metadata={"matcher": args.localizer.matcher, "query_dir": str(Path(args.query_dir).resolve())},
+    )
     rows = []
     for r in results:
         row = r.to_dict()
