@@ -49,7 +49,9 @@ class LocalizerConfig:
     close, e.g. --prior poses or sequential); 0: global mutual nearest neighbours (retrieval priors)."""
     fallback_guided_radius_px: int = 16
     """When a coarse round's global matching gives no reliable pose, match the same render again, guided
-    within this many query pixels of the hypothesis; 0: no fallback."""
+    within this many query pixels of the hypothesis; 0: no fallback. It rescues close priors (fox, fern, lego
+    in BENCHMARKS.md) but turns far-off priors into confident wrong poses (the bundled scene): guided matches
+    agree with whatever pose they were searched around, so their inlier ratio cannot tell right from wrong."""
     guided_radius_px: int = 6
     """Refinement rounds of the crossfire matcher search each rendered pixel's match only within this many
     query pixels of where the current estimate puts it (sub-pixel peak); 0: global mutual nearest neighbours."""
