@@ -1,9 +1,9 @@
 """Coarse priors for a query by retrieval of training views.
 
 Two scores rank the training views: ``matches`` counts mutual-nearest-neighbour matches between the
-query's dense CNN features and each training view's (robust to lighting, since the CNN is trained to be,
-and it uses where things are, not only what is there); ``gem`` compares GeM-pooled global descriptors
-(cheaper, but under a lighting change every view of a busy scene looks alike to it).
+query's dense CNN features and each training view's (it uses where things are, not only what is there);
+``gem`` compares GeM-pooled global descriptors (cheaper, weaker). Both are only as lighting-invariant as the
+CNN: on the bundled scene's relit queries both pick near-random views (BENCHMARKS.md).
 (Priors from a poses file or from the previous estimate are plain lookups, done in ``run``.)"""
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ class RetrievalIndex:
         self.min_similarity = min_similarity
         self.max_cells = max_cells
         self.c2ws = c2ws
-        self.features = [
-            self.describe(img) for img in track(images, description="Indexing training views", transient=True)
-        ]
-        self.global_descriptors = torch.stack([global_descriptor(f[None])[0] for f in self.features])
+        features = [self.describe(img) for img in track(images, description="Indexing training views", transient=True)]
+        self.global_descriptors = torch.stack([global_descriptor(f[None])[0] for f in features])
+        self.cell_features = [_cells(f) for f in features]
+        """Per view, (cells, D): flattened once here, not for every query."""
 
     @torch.no_grad()
     def describe(self, image: torch.Tensor) -> torch.Tensor:
@@ -67,14 +67,16 @@ class RetrievalIndex:
         features = self.describe(torch.from_numpy(np.array(image)).float().div(255.0))
         if self.score == "gem":
             return (self.global_descriptors @ global_descriptor(features[None])[0]).float()
-        query = features.reshape(features.shape[0], -1).T.contiguous()
-        counts = [
-            len(mutual_nearest_neighbours(query, f.reshape(f.shape[0], -1).T.contiguous(), self.min_similarity)[0])
-            for f in self.features
-        ]
+        query = _cells(features)
+        counts = [len(mutual_nearest_neighbours(query, f, self.min_similarity)[0]) for f in self.cell_features]
         return torch.tensor(counts, dtype=torch.float32)
 
     def query(self, image: np.ndarray, k: int) -> List[np.ndarray]:
         """Poses (normalised frame, 4x4) of the k training views most similar to the query, best first."""
         order = torch.argsort(self.scores(image), descending=True, stable=True)[:k]
         return [self.c2ws[int(i)] for i in order]
+
+
+def _cells(features: torch.Tensor) -> torch.Tensor:
+    """(D, h, w) feature map -> (h * w, D) rows for matching."""
+    return features.reshape(features.shape[0], -1).T.contiguous()
