@@ -7,7 +7,7 @@ those whose rendered 3D points lie within ``radius`` of point ``i``: they are th
 
 from __future__ import annotations
 
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,7 @@ def dense_negative_info_nce(
     image_size: Tuple[int, int],
     exclusion_radius_px: float,
     temperature: float,
+    valid: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Dict[str, Tensor]]:
     """InfoNCE of each rendered descriptor against the CNN features of its *whole* image.
 
@@ -86,6 +87,7 @@ def dense_negative_info_nce(
         image_size: (H, W) of the full-resolution image.
         exclusion_radius_px: feature cells closer than this to the ray's pixel are not negatives.
         temperature: softmax temperature on cosine similarities.
+        valid: optional (B, R) bool; rows that are False count neither in the loss nor in the accuracy.
 
     Returns:
         The loss, and ``dense_match_accuracy``: share of rays whose positive beats every negative cell.
@@ -101,7 +103,10 @@ def dense_negative_info_nce(
     positives = (rendered * positive).sum(-1, keepdim=True) / temperature
     logits = torch.cat([positives, negatives], dim=-1).reshape(-1, h * w + 1)
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    loss = F.cross_entropy(logits, target)
-    with torch.no_grad():
-        accuracy = (logits.argmax(dim=-1) == 0).float().mean()
-    return loss, {"dense_match_accuracy": accuracy}
+    losses = F.cross_entropy(logits, target, reduction="none")
+    hits = (logits.argmax(dim=-1) == 0).float().detach()
+    if valid is None:
+        return losses.mean(), {"dense_match_accuracy": hits.mean()}
+    weights = valid.reshape(-1).to(losses.dtype)
+    count = weights.sum().clamp(min=1.0)
+    return (losses * weights).sum() / count, {"dense_match_accuracy": (hits * weights).sum() / count}

@@ -3,7 +3,8 @@
 The descriptor of a ray is rendered with nerfacto's own volume-rendering weights (top-k samples by
 weight, detached by default) and L2-normalised. During training, a symmetric InfoNCE loss pulls the
 rendered descriptor and the CNN feature at the same pixel together and pushes the other pixels of the
-same image away, except those whose rendered 3D points are near (they are the same place).
+same image away, except those whose rendered 3D points are near (they are the same place). A second,
+self-supervised loss trains the CNN alone across random warps of the training images (``warp_supervision``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from crossfire_ns.compat import offline_lpips
 from crossfire_ns.descriptor_field import DescriptorField
 from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
 from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce
+from crossfire_ns.warp_supervision import RandomWarp
 
 
 class _SampleCapturingDepthRenderer(DepthRenderer):
@@ -75,6 +77,19 @@ class CrossfireModelConfig(NerfactoModelConfig):
     every pixel of its image (as localization will); 0 turns it off."""
     dense_negative_radius_px: float = 3.0
     """In that term, feature cells within this many pixels of the ray's own pixel are not negatives."""
+    warp_loss_mult: float = 1.0
+    """Weight of the CNN's self-supervised warp loss: the features of each batch image and of a randomly
+    warped, re-lit, blurred copy must agree at corresponding pixels and differ from every other pixel. It needs
+    no rendered depth, runs from the first step, and makes the features pixel-accurate and lighting-robust
+    (BENCHMARKS.md); 0 turns it off."""
+    warp_points_per_image: int = 256
+    """Correspondences per image in the warp loss."""
+    warp_negative_radius_px: float = 0.5
+    """In the warp loss, feature cells within this many pixels of the true correspondence are not negatives."""
+    warp_max_degrees: float = 20.0
+    """Largest in-plane rotation of the random warps (a query camera may roll more than the training ones)."""
+    warp_max_blur_sigma: float = 1.5
+    """Largest Gaussian blur (px) of the warped copy, standing in for the softness of renders; 0: no blur."""
 
 
 class CrossfireModel(NerfactoModel):
@@ -98,6 +113,9 @@ class CrossfireModel(NerfactoModel):
             implementation=self.config.implementation,
         )
         self.encoder: FeatureEncoder = self.config.encoder.setup(descriptor_dim=self.config.descriptor_dim)
+        self.random_warp = RandomWarp(
+            degrees=self.config.warp_max_degrees, max_blur_sigma=self.config.warp_max_blur_sigma
+        )
         from crossfire_ns.viewer.tools import CrossfireViewerTools  # viewer controls; no parameters
 
         self.crossfire_viewer = CrossfireViewerTools(self)
@@ -162,37 +180,72 @@ class CrossfireModel(NerfactoModel):
     def descriptor_loss_active(self, batch: Dict) -> bool:
         return self.training and "group_images" in batch and self.step >= self.config.descriptor_loss_start_step
 
+    def warp_loss_active(self, batch: Dict) -> bool:
+        return self.training and "group_images" in batch and self.config.warp_loss_mult > 0
+
     def get_metrics_dict(self, outputs, batch):
         metrics_dict = super().get_metrics_dict(outputs, batch)
+        if not (self.descriptor_loss_active(batch) or self.warp_loss_active(batch)):
+            return metrics_dict
+        features = self.encode_images(batch["group_images"], augment=True)  # shared by both losses
         if self.descriptor_loss_active(batch):
-            rays_per_image = int(batch["rays_per_image"])
-            groups = batch["group_images"].shape[0]
-            features = self.encode_images(batch["group_images"], augment=True)
-            yx = batch["indices"][:, 1:].to(self.device).float().view(groups, rays_per_image, 2)
-            image_size = tuple(batch["group_images"].shape[1:3])
-            encoded = sample_features(features, yx.flip(-1) + 0.5, image_size)
-            rendered = outputs["descriptor"].view(groups, rays_per_image, -1)
-            points = outputs["ray_points"].view(groups, rays_per_image, 3)
-            radius = self.config.negative_radius_px * outputs["ray_footprint"].view(groups, rays_per_image)
-            loss, stats = masked_info_nce(rendered, encoded, points, radius, self.config.descriptor_temperature)
-            if self.config.dense_negative_loss_mult > 0:
-                dense_loss, dense_stats = dense_negative_info_nce(
-                    rendered,
-                    encoded,
-                    features,
-                    yx.flip(-1) + 0.5,
-                    image_size,
-                    self.config.dense_negative_radius_px,
-                    self.config.descriptor_temperature,
-                )
-                loss = loss + self.config.dense_negative_loss_mult * dense_loss
-                stats.update(dense_stats)
+            loss, stats = self._descriptor_loss(outputs, batch, features)
             metrics_dict["descriptor_loss"] = loss
             metrics_dict.update({f"descriptor_{k}": v for k, v in stats.items()})
+        if self.warp_loss_active(batch):
+            loss, stats = self._warp_loss(batch["group_images"], features)
+            metrics_dict["warp_loss"] = loss
+            metrics_dict["warp_match_accuracy"] = stats["dense_match_accuracy"]
         return metrics_dict
+
+    def _descriptor_loss(self, outputs, batch, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Rendered descriptors vs the CNN features at their pixels (and, densely, at every pixel)."""
+        rays_per_image = int(batch["rays_per_image"])
+        groups = batch["group_images"].shape[0]
+        yx = batch["indices"][:, 1:].to(self.device).float().view(groups, rays_per_image, 2)
+        image_size = tuple(batch["group_images"].shape[1:3])
+        encoded = sample_features(features, yx.flip(-1) + 0.5, image_size)
+        rendered = outputs["descriptor"].view(groups, rays_per_image, -1)
+        points = outputs["ray_points"].view(groups, rays_per_image, 3)
+        radius = self.config.negative_radius_px * outputs["ray_footprint"].view(groups, rays_per_image)
+        loss, stats = masked_info_nce(rendered, encoded, points, radius, self.config.descriptor_temperature)
+        if self.config.dense_negative_loss_mult > 0:
+            dense_loss, dense_stats = dense_negative_info_nce(
+                rendered,
+                encoded,
+                features,
+                yx.flip(-1) + 0.5,
+                image_size,
+                self.config.dense_negative_radius_px,
+                self.config.descriptor_temperature,
+            )
+            loss = loss + self.config.dense_negative_loss_mult * dense_loss
+            stats.update(dense_stats)
+        return loss, stats
+
+    def _warp_loss(self, images: Tensor, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The CNN against itself across a random warp of each image (see ``warp_supervision``)."""
+        if images.shape[-1] == 4:
+            images = images[..., :3] * images[..., 3:] + (1.0 - images[..., 3:])
+        chw = images.permute(0, 3, 1, 2).float().to(self.device)
+        pairs = self.random_warp(chw, self.config.warp_points_per_image)
+        warped_features = self.encoder(self.encoder.augment(pairs.warped))
+        image_size = tuple(chw.shape[-2:])
+        return dense_negative_info_nce(
+            sample_features(features, pairs.pixels, image_size),
+            sample_features(warped_features, pairs.warped_pixels, image_size),
+            warped_features,
+            pairs.warped_pixels,
+            image_size,
+            self.config.warp_negative_radius_px,
+            self.config.descriptor_temperature,
+            valid=pairs.valid,
+        )
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None):
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
         if metrics_dict is not None and "descriptor_loss" in metrics_dict:
             loss_dict["descriptor_loss"] = self.config.descriptor_loss_mult * metrics_dict["descriptor_loss"]
+        if metrics_dict is not None and "warp_loss" in metrics_dict:
+            loss_dict["warp_loss"] = self.config.warp_loss_mult * metrics_dict["warp_loss"]
         return loss_dict

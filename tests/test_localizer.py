@@ -102,3 +102,44 @@ def test_failed_global_round_falls_back_to_guided_matching_on_the_same_render():
     loc = _localizer(None, top_k=1, iterations=1, fallback_guided_radius_px=0)
     loc.matcher = _StubCrossfire()
     assert not loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)]).success
+
+
+class _StubRefinementLost(CrossfireMatcher):
+    """Coarse global matching finds a pose; the refinement's guided matches do not confirm it."""
+
+    def __init__(self):
+        self.thresholds = []
+
+    def prepare_query(self, image):
+        return {}
+
+    def match(self, query, view):
+        return _matches(0.2)
+
+    def match_guided(self, query, view, radius_px):
+        return _matches(0.97, n=1000, seed=1)
+
+
+def test_a_pose_that_refinement_cannot_confirm_is_reported_as_failed():
+    loc = _localizer(None, top_k=1, iterations=1, refine_iterations=2)
+    loc.matcher = _StubRefinementLost()
+    estimate = loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)])
+    assert not estimate.success and estimate.c2w is None
+    assert estimate.message.startswith("refinement failed")
+
+
+def test_refinement_uses_its_own_tight_reprojection_threshold():
+    """Matches all off by 3 px: most inliers at the coarse 4 px threshold, most not at the refinement's 2 px."""
+    matches = _matches(0.0)
+    rng = np.random.default_rng(5)
+    angle = rng.uniform(0, 2 * np.pi, len(matches))
+    noisy = Correspondences(
+        matches.points3d, matches.points2d + 3.0 * np.c_[np.cos(angle), np.sin(angle)], matches.scores
+    )
+    loose = _localizer(noisy, top_k=1, iterations=1, refine_iterations=0)
+    assert loose.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)]).success
+    tight = _localizer(noisy, top_k=1, iterations=1, refine_iterations=1)
+    estimate = tight.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)])
+    coarse, refined = estimate.history
+    assert coarse > 0.75 * len(noisy) and refined < 0.5 * coarse
+    assert estimate.num_inliers == refined

@@ -113,3 +113,18 @@ def test_nerfacto_style_checkpoint_loads_with_weights_only(tmp_path):
     loaded = torch.load(path, map_location="cpu")
     assert loaded["schedulers"]["fields"]["base_lrs"][0] == 0.01
     assert compat.load_checkpoint(path)["step"] == 1
+
+
+def test_warp_loss_trains_the_encoder_from_the_first_step(model):
+    """The warp loss needs no rendered depth: it is in the loss dict at step 0, before the descriptor loss."""
+    torch.manual_seed(0)
+    model.train()
+    model.step = 0
+    batch = {"group_images": torch.rand(2, 24, 32, 3), "rays_per_image": 4, "indices": torch.zeros(8, 3)}
+    assert model.warp_loss_active(batch) and not model.descriptor_loss_active(batch)
+    metrics = model._warp_loss(batch["group_images"], model.encode_images(batch["group_images"], augment=True))
+    loss, stats = metrics
+    assert torch.isfinite(loss) and 0.0 <= float(stats["dense_match_accuracy"]) <= 1.0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.descriptor_field.parameters())

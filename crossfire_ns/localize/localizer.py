@@ -40,8 +40,8 @@ class LocalizerConfig:
     """Render-match-PnP rounds per prior at the coarse render width."""
     render_width: Optional[int] = None
     """Width of coarse renders (height follows the query's aspect); default 80 for crossfire, 160 for sift."""
-    refine_iterations: int = 1
-    """Extra rounds for the winning hypothesis at ``refine_render_width``."""
+    refine_iterations: int = 2
+    """Extra rounds for the winning hypothesis at ``refine_render_width``; the last one decides success."""
     refine_render_width: int = 160
     """Width of the refinement renders (capped at the query width)."""
     coarse_guided_radius_px: int = 0
@@ -58,7 +58,11 @@ class LocalizerConfig:
     min_similarity: float = 0.6
     """Cosine-similarity threshold on mutual-nearest-neighbour matches (crossfire matcher)."""
     reprojection_threshold_px: float = 4.0
-    """RANSAC inlier threshold, in query pixels."""
+    """RANSAC inlier threshold of the coarse rounds, in query pixels (loose: coarse renders are small)."""
+    refine_reprojection_threshold_px: float = 2.0
+    """RANSAC inlier threshold of the refinement rounds, in query pixels. Their guided matches are sub-pixel,
+    so a tight threshold both sharpens the pose and refuses a wrong coarse pose, whose matches only agree
+    to a few pixels (bundled scene: 4 px -> 2 px turned two poses 8-18 deg off into failures; BENCHMARKS.md)."""
     ransac_iterations: int = 2000
     """RANSAC iterations of PnP."""
     min_inliers: int = 12
@@ -110,7 +114,16 @@ class Localizer:
             return self.config.render_width
         return 160 if self.config.matcher == "sift" else 80
 
-    def _round(self, query: dict, image_shape, K: np.ndarray, c2w: np.ndarray, width: int, radius_px: int = 0):
+    def _round(
+        self,
+        query: dict,
+        image_shape,
+        K: np.ndarray,
+        c2w: np.ndarray,
+        width: int,
+        radius_px: int = 0,
+        threshold_px: Optional[float] = None,
+    ):
         """One render -> match -> PnP round; returns (PnPResult, number of matches).
 
         With ``radius_px`` > 0 (crossfire matcher) matching is guided; otherwise global mutual nearest
@@ -122,22 +135,22 @@ class Localizer:
         view = self.renderer.render(c2w, scale_intrinsics(K, width / width_q, height / height_q), width, height)
         crossfire = isinstance(self.matcher, CrossfireMatcher)
         if radius_px > 0 and crossfire:
-            return self._solve(self.matcher.match_guided(query, view, radius_px), K)
-        result, num_matches = self._solve(self.matcher.match(query, view), K)
+            return self._solve(self.matcher.match_guided(query, view, radius_px), K, threshold_px)
+        result, num_matches = self._solve(self.matcher.match(query, view), K, threshold_px)
         if not result.success and crossfire and self.config.fallback_guided_radius_px > 0:
             guided, num_guided = self._solve(
-                self.matcher.match_guided(query, view, self.config.fallback_guided_radius_px), K
+                self.matcher.match_guided(query, view, self.config.fallback_guided_radius_px), K, threshold_px
             )
             if guided.success:
                 return guided, num_guided
         return result, num_matches
 
-    def _solve(self, matches, K: np.ndarray):
+    def _solve(self, matches, K: np.ndarray, threshold_px: Optional[float] = None):
         result = solve_pnp_ransac(
             matches.points3d,
             matches.points2d,
             K,
-            reprojection_threshold_px=self.config.reprojection_threshold_px,
+            reprojection_threshold_px=threshold_px or self.config.reprojection_threshold_px,
             iterations=self.config.ransac_iterations,
             min_inliers=self.config.min_inliers,
         )
@@ -187,10 +200,17 @@ class Localizer:
         if best.success:
             for _ in range(self.config.refine_iterations):
                 result, num_matches = self._round(
-                    query, image.shape, K, best.c2w, self.config.refine_render_width, self.config.guided_radius_px
+                    query,
+                    image.shape,
+                    K,
+                    best.c2w,
+                    self.config.refine_render_width,
+                    self.config.guided_radius_px,
+                    self.config.refine_reprojection_threshold_px,
                 )
                 history.append(result.num_inliers)
-                if not result.success:
+                if not result.success:  # a coarse pose that refinement cannot confirm is not reported
+                    best = PoseEstimate(False, num_matches=num_matches, message=f"refinement failed: {result.message}")
                     break
                 c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
                 best = PoseEstimate(
