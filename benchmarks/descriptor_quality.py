@@ -57,10 +57,10 @@ class DescriptorQuality:
         from crossfire_ns.localize.matchers import CrossfireMatcher
         from crossfire_ns.localize.queries import load_query_set, read_query_image, undistort_if_needed
         from crossfire_ns.localize.render import MapRenderer
-        from crossfire_ns.localize.run import _frame_normalization, load_map
+        from crossfire_ns.localize.run import frame_normalization, load_map
 
         pipeline = load_map(self.load_config)
-        normalization = _frame_normalization(pipeline)
+        normalization = frame_normalization(pipeline)
         matcher = CrossfireMatcher(pipeline.model, min_similarity=self.min_similarity, source=self.source)
         renderer = MapRenderer(pipeline.model)
         queries, _ = load_query_set(self.query_dir)

@@ -85,7 +85,7 @@ def load_map(config_path: Path, data: Optional[Path] = None):
     return pipeline
 
 
-def _frame_normalization(pipeline) -> Tuple[np.ndarray, float]:
+def frame_normalization(pipeline) -> Tuple[np.ndarray, float]:
     """(transform, scale) from the transforms.json frame of the training data to the normalised frame."""
     outputs = pipeline.datamanager.train_dataparser_outputs
     transform = outputs.dataparser_transform.cpu().numpy()
@@ -132,7 +132,7 @@ def run_localization(args: "Localize") -> int:
         queries = queries[: args.max_queries]
     pipeline = load_map(args.load_config, args.data)
     model = pipeline.model
-    normalization = _frame_normalization(pipeline)
+    normalization = frame_normalization(pipeline)
     train = pipeline.datamanager.train_dataset
     train_c2w = np.tile(np.eye(4), (len(train.cameras), 1, 1))
     train_c2w[:, :3, :4] = train.cameras.camera_to_worlds.cpu().numpy()

@@ -85,7 +85,7 @@ def localized_cameras(
     """Markers for every query of a poses.json: its estimate (if any) coloured by status, its ground truth if known.
 
     ``transform``/``scale`` map the poses' frame to nerfstudio's normalised frame (see
-    ``crossfire_ns.localize.run._frame_normalization``). ``queries`` (``file_path -> QueryImage``, from
+    ``crossfire_ns.localize.run.frame_normalization``). ``queries`` (``file_path -> QueryImage``, from
     ``load_query_set`` on the query folder) add thumbnails and ground truth. The ground truth of a query without an
     estimate takes that query's status colour (so failed queries show where they are), otherwise
     ``GROUND_TRUTH_COLOR``. ``default_camera`` is ``(vertical fov, aspect)`` for frames without intrinsics.

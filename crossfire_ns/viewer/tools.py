@@ -371,9 +371,9 @@ def _metadata_query_dir(poses_path: Path) -> Optional[Path]:
 
 def _pipeline_normalization(pipeline) -> Tuple[np.ndarray, float]:
     """(transform, scale) from the frame of poses.json to the viewer's, as ns-localize computes it."""
-    from crossfire_ns.localize.run import _frame_normalization
+    from crossfire_ns.localize.run import frame_normalization
 
-    return _frame_normalization(pipeline)
+    return frame_normalization(pipeline)
 
 
 def _training_camera_shape(pipeline) -> Tuple[float, float]:

@@ -1,0 +1,71 @@
+"""Retrieval quality: how far from each held-out view is the training view that retrieval ranks first?
+
+    python -m benchmarks.retrieval_quality --load-config RUN/config.yml --query-dir DIR
+
+For every query with a ground-truth pose, each retrieval score (``matches``, ``gem``) ranks the map's training
+views; the table gives the median rotation angle between the query and its top-1 view, next to the best any
+retrieval could do (the closest training view), and the true-closeness rank of each top-1 view (0 = the closest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+CONSOLE = Console()
+
+
+@dataclass
+class RetrievalQuality:
+    load_config: Path
+    """config.yml of the trained crossfire map."""
+    query_dir: Path
+    """Held-out views with ground truth (transforms.json with transform_matrix per frame)."""
+    scores: List[str] = field(default_factory=lambda: ["matches", "gem"])
+    """Retrieval scores to compare (see ns-localize --retrieval)."""
+
+    def main(self) -> dict:
+        from crossfire_ns.localize.geometry import c2w_pose_errors, original_to_normalized
+        from crossfire_ns.localize.priors import RetrievalIndex
+        from crossfire_ns.localize.queries import load_query_set, read_query_image
+        from crossfire_ns.localize.run import frame_normalization, load_map
+
+        pipeline = load_map(self.load_config)
+        normalization = frame_normalization(pipeline)
+        train = pipeline.datamanager.train_dataset
+        c2ws = np.tile(np.eye(4), (len(train.cameras), 1, 1))
+        c2ws[:, :3, :4] = train.cameras.camera_to_worlds.cpu().numpy()
+        images = [train.get_image_float32(i) for i in range(len(train))]
+        queries = [q for q in load_query_set(self.query_dir)[0] if q.c2w_gt is not None]
+        table = Table(title=f"Top-1 retrieval: {self.query_dir} ({len(queries)} queries)")
+        for column in ("score", "median top-1 rotation error", "best possible", "true-closeness rank of top-1"):
+            table.add_column(column)
+        report = {}
+        for score in self.scores:
+            index = RetrievalIndex(pipeline.model, images, c2ws, score=score)
+            top1, best, ranks = [], [], []
+            for query in queries:
+                truth = original_to_normalized(query.c2w_gt, *normalization)
+                angles = np.array([c2w_pose_errors(c2w, truth)[1] for c2w in c2ws])
+                chosen = int(index.scores(read_query_image(query)).argmax())
+                top1.append(angles[chosen])
+                best.append(angles.min())
+                ranks.append(int((angles < angles[chosen]).sum()))
+            report[score] = {
+                "median_top1_deg": float(np.median(top1)),
+                "median_best_deg": float(np.median(best)),
+                "ranks": ranks,
+            }
+            table.add_row(score, f"{np.median(top1):.1f} deg", f"{np.median(best):.1f} deg", str(ranks))
+        CONSOLE.print(table)
+        return report
+
+
+if __name__ == "__main__":
+    tyro.cli(RetrievalQuality).main()
