@@ -170,12 +170,16 @@ class CrossfireModel(NerfactoModel):
 
     def encode_images(self, images: Tensor, augment: bool = False) -> Tensor:
         """(B, H, W, 3|4) images in [0, 1] to dense features (B, D, H/s, W/s); RGBA is composited on white."""
-        if images.shape[-1] == 4:
-            images = images[..., :3] * images[..., 3:] + (1.0 - images[..., 3:])
-        chw = images.permute(0, 3, 1, 2).float().to(self.device)
+        chw = self._composited_chw(images)
         if augment:
             chw = self.encoder.augment(chw)
         return self.encoder(chw)
+
+    def _composited_chw(self, images: Tensor) -> Tensor:
+        """(B, H, W, 3|4) in [0, 1] -> (B, 3, H, W) on the model's device; RGBA is composited on white."""
+        if images.shape[-1] == 4:
+            images = images[..., :3] * images[..., 3:] + (1.0 - images[..., 3:])
+        return images.permute(0, 3, 1, 2).float().to(self.device)
 
     def descriptor_loss_active(self, batch: Dict) -> bool:
         return self.training and "group_images" in batch and self.step >= self.config.descriptor_loss_start_step
@@ -225,9 +229,7 @@ class CrossfireModel(NerfactoModel):
 
     def _warp_loss(self, images: Tensor, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The CNN against itself across a random warp of each image (see ``warp_supervision``)."""
-        if images.shape[-1] == 4:
-            images = images[..., :3] * images[..., 3:] + (1.0 - images[..., 3:])
-        chw = images.permute(0, 3, 1, 2).float().to(self.device)
+        chw = self._composited_chw(images)
         pairs = self.random_warp(chw, self.config.warp_points_per_image)
         warped_features = self.encoder(self.encoder.augment(pairs.warped))
         image_size = tuple(chw.shape[-2:])
