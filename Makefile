@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
-DEMO_ITERS ?= 1500
+DEMO_ITERS ?= 3000
 
 .PHONY: demo test test-fast lint format clean-demo
 

@@ -25,7 +25,7 @@ class Demo:
 
     output_dir: Path = Path("demo_output")
     """Everything goes here: scene/, runs/, localization/."""
-    max_num_iterations: int = 1500
+    max_num_iterations: int = 3000
     """Training iterations of crossfire-lite."""
     retrain: bool = False
     """Train again even if a finished map from an earlier demo run is there."""
