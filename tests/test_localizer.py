@@ -76,20 +76,22 @@ def test_prior_matcher_returns_the_first_prior():
 
 
 class _StubCrossfire(CrossfireMatcher):
-    """Global matching lost (mostly wrong matches), guided matching right: a close prior, a repetitive scene."""
+    """Global and guided matching with chosen outlier shares. The default: global matching lost (mostly wrong
+    matches), guided matching right, as for a close prior in a repetitive scene."""
 
-    def __init__(self):
+    def __init__(self, global_outliers: float = 0.97, guided_outliers: float = 0.2):
+        self.global_outliers, self.guided_outliers = global_outliers, guided_outliers
         self.guided_calls = []
 
     def prepare_query(self, image):
         return {}
 
     def match(self, query, view):
-        return _matches(0.97, n=1000)
+        return _matches(self.global_outliers, n=1000 if self.global_outliers > 0.5 else 200)
 
     def match_guided(self, query, view, radius_px):
         self.guided_calls.append(radius_px)
-        return _matches(0.2)
+        return _matches(self.guided_outliers, n=1000 if self.guided_outliers > 0.5 else 200, seed=1)
 
 
 def test_failed_global_round_falls_back_to_guided_matching_on_the_same_render():
@@ -104,25 +106,9 @@ def test_failed_global_round_falls_back_to_guided_matching_on_the_same_render():
     assert not loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)]).success
 
 
-class _StubRefinementLost(CrossfireMatcher):
-    """Coarse global matching finds a pose; the refinement's guided matches do not confirm it."""
-
-    def __init__(self):
-        self.thresholds = []
-
-    def prepare_query(self, image):
-        return {}
-
-    def match(self, query, view):
-        return _matches(0.2)
-
-    def match_guided(self, query, view, radius_px):
-        return _matches(0.97, n=1000, seed=1)
-
-
 def test_a_pose_that_refinement_cannot_confirm_is_reported_as_failed():
     loc = _localizer(None, top_k=1, iterations=1, refine_iterations=2)
-    loc.matcher = _StubRefinementLost()
+    loc.matcher = _StubCrossfire(global_outliers=0.2, guided_outliers=0.97)  # refinement does not confirm
     estimate = loc.estimate(np.zeros((60, 80, 3), np.uint8), K, [np.eye(4)])
     assert not estimate.success and estimate.c2w is None
     assert estimate.message.startswith("refinement failed")
