@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m crossfire_ns.demo --output-dir $(DEMO_DIR) --max-num-iterations $(DEMO_ITERS)
+	$(PY) -m crossfire_ns.scripts.demo --output-dir $(DEMO_DIR) --max-num-iterations $(DEMO_ITERS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

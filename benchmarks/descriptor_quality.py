@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import tyro
@@ -25,7 +25,7 @@ CONSOLE = Console()
 
 def projection_errors(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray, c2w_norm: np.ndarray) -> np.ndarray:
     """Pixel distance between each matched query pixel and the projection of its 3D point at the true pose."""
-    from crossfire_ns.localize.geometry import opengl_c2w_to_opencv_w2c
+    from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c
 
     R, t = opengl_c2w_to_opencv_w2c(c2w_norm)
     cam = points3d @ R.T + t
@@ -43,7 +43,7 @@ class DescriptorQuality:
     """Similarity threshold on the mutual nearest neighbours (0: all mutual matches)."""
     max_width: Optional[int] = None
     """Render and match at most this wide (the query is resized); default: the query's own size."""
-    source: str = "field"
+    source: Literal["field", "rendered-rgb"] = "field"
     """What is matched against the query's CNN features: field (rendered descriptors) or rendered-rgb (the
     CNN's features of the rendered colour)."""
     guided_radius_px: int = 0
@@ -53,16 +53,16 @@ class DescriptorQuality:
     def main(self) -> dict:
         import cv2
 
-        from crossfire_ns.localize.geometry import original_to_normalized, scale_intrinsics
-        from crossfire_ns.localize.matchers import CrossfireMatcher
-        from crossfire_ns.localize.queries import load_query_set, read_query_image, undistort_if_needed
+        from crossfire_ns.geometry import scale_intrinsics
+        from crossfire_ns.io.queries import load_query_set, read_query_image, undistort_if_needed
+        from crossfire_ns.localize.matchers import CrossfireMatcherConfig
         from crossfire_ns.localize.render import MapRenderer
-        from crossfire_ns.localize.run import frame_normalization, load_map
+        from crossfire_ns.map import load_map
 
-        pipeline = load_map(self.load_config)
-        normalization = frame_normalization(pipeline)
-        matcher = CrossfireMatcher(pipeline.model, min_similarity=self.min_similarity, source=self.source)
-        renderer = MapRenderer(pipeline.model)
+        crossfire_map = load_map(self.load_config)
+        config = CrossfireMatcherConfig(descriptor_source=self.source, min_similarity=self.min_similarity)
+        renderer = MapRenderer(crossfire_map.model, descriptors=config.renders_descriptors)
+        matcher = config.setup(model=crossfire_map.model, renderer=renderer)
         queries, _ = load_query_set(self.query_dir)
         table = Table(title=f"Descriptor matches at the true pose: {self.query_dir}")
         for col in ("view", "matches", "within 2 px", "within 5 px", "median error px"):
@@ -78,11 +78,11 @@ class DescriptorQuality:
                 K = scale_intrinsics(K, new_w / width, new_h / height)
                 image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
                 height, width = new_h, new_w
-            c2w = original_to_normalized(query.c2w_gt, *normalization)
+            c2w = crossfire_map.to_normalized(query.c2w_gt)
             view = renderer.render(c2w, K, width, height)
             prepared = matcher.prepare_query(image)
             if self.guided_radius_px > 0:
-                matches = matcher.match_guided(prepared, view, self.guided_radius_px)
+                matches = matcher.match_near(prepared, view, self.guided_radius_px)
             else:
                 matches = matcher.match(prepared, view)
             errors = projection_errors(matches.points3d, matches.points2d, K, c2w)

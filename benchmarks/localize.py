@@ -1,8 +1,9 @@
 """Step: localize the query folders of a scene with every method, or reuse finished results.
 
-Map-based methods (crossfire, sift, photometric, prior) run ``ns-localize``'s own code with the same arguments
-a user would pass. By default all the jobs of one map run in one worker process (``python -m
-benchmarks.localize --jobs-file F``) that loads the map once: starting ns-localize costs about 10 s per call on
+Map-based methods (crossfire, sift, photometric, prior) run the library step ns-localize runs
+(``crossfire_ns.localize.folder``) with the same settings a user would pass. By default all the jobs of a benchmark
+call run in one worker process (``python -m benchmarks.localize --jobs-file F``) that loads each map once
+(``crossfire_ns.map.load_map``) and hands it to every job: starting ns-localize costs about 10 s per call on
 2 CPU cores, more than most queries. A job that raises is recorded and the worker goes on; if the worker
 itself dies, the jobs it did not finish are recorded as failed and the benchmark goes on. ``isolate=True`` runs
 every job as its own ``ns-localize`` command instead. The structure-based peer runs as ``python -m
@@ -21,12 +22,10 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks.process import TIMEOUT_CODE, run_logged
-from crossfire_ns.localize.outputs import write_json_atomic
+from crossfire_ns.io.atomic import write_json_atomic
 
 MAP_METHODS = ("crossfire", "sift", "photometric", "prior")
 """Matchers of ns-localize: they use the trained map and its retrieval priors."""
@@ -53,8 +52,8 @@ class LocalizeJob:
     """The training views (the peer builds its own map from them)."""
     map_key: str = ""
     """Identity of the map (the train step's key), part of the job's key."""
-    extra_args: Tuple[str, ...] = ()
-    """More ns-localize (or peer) arguments."""
+    matcher_options: Tuple[Tuple[str, Any], ...] = ()
+    """(field, value) pairs of the method's matcher config (ns-localize's ``--matcher.<field>``)."""
 
     def argv(self) -> List[str]:
         """Arguments of ``ns-localize`` (map methods) or ``python -m benchmarks.peer`` (the peer)."""
@@ -62,10 +61,25 @@ class LocalizeJob:
         common += ["--scene-extent", repr(float(self.scene_extent))]
         if self.method == PEER:
             peer_map = Path(self.output_dir).parent.parent / "peer-map"
-            return ["--train-dir", str(self.train_dir), *common, "--map-dir", str(peer_map), *self.extra_args]
+            return ["--train-dir", str(self.train_dir), *common, "--map-dir", str(peer_map)]
         if self.load_config is None:
             raise ValueError(f"{self.scene}/{self.condition}/{self.method}: a map method needs load_config")
-        return ["--load-config", str(self.load_config), *common, "--localizer.matcher", self.method, *self.extra_args]
+        options = [
+            arg for name, value in self.matcher_options for arg in (f"--matcher.{name.replace('_', '-')}", str(value))
+        ]
+        return ["--load-config", str(self.load_config), *common, f"matcher:{self.method}", *options]
+
+    def payload(self) -> Dict[str, Any]:
+        """What the worker needs to run this job (JSON)."""
+        return {
+            "key": self.key(),
+            "method": self.method,
+            "load_config": str(self.load_config),
+            "query_dir": str(self.query_dir),
+            "output_dir": str(self.output_dir),
+            "scene_extent": float(self.scene_extent),
+            "matcher_options": [list(option) for option in self.matcher_options],
+        }
 
     def key(self) -> str:
         text = json.dumps({"argv": self.argv(), "map": self.map_key}, sort_keys=True)
@@ -128,7 +142,7 @@ def run_in_worker(
 
     ``on_done(job)`` is called as each job finishes (its job.json appears), and for every job at the end.
     """
-    payload = [{"argv": job.argv(), "key": job.key(), "output_dir": str(job.output_dir)} for job in jobs]
+    payload = [job.payload() for job in jobs]
     write_json_atomic(jobs_file, payload)
     for job in jobs:  # a stale job.json must not make an unfinished job look finished
         (Path(job.output_dir) / "job.json").unlink(missing_ok=True)
@@ -187,83 +201,37 @@ def _repo_root() -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------
-# The worker: ns-localize's own code, one map load for many jobs.
+# The worker: the library step ns-localize runs, one map load for many jobs.
 # --------------------------------------------------------------------------------------------------------
 
 
-def _cache_map_loading():
-    """Make ``crossfire_ns.localize.run`` load each map, and index its training views, once per process.
-
-    Every job of a worker uses the same map: ``load_map`` and ``RetrievalIndex`` (the CNN features of every
-    training view) are memoised by map and settings. Returns a function that undoes it, or None when
-    ``load_map`` is not there (the jobs then do all of it themselves).
-    """
-    from crossfire_ns.localize import run as run_module
-
-    original_load = getattr(run_module, "load_map", None)
-    if original_load is None:
-        return None
-    original_index = getattr(run_module, "RetrievalIndex", None)
-    maps: Dict[Tuple[str, str], object] = {}
-    indexes: Dict[tuple, object] = {}
-
-    def load_map_once(config_path, data=None):
-        key = (str(Path(config_path).resolve()), str(data))
-        if key not in maps:
-            maps[key] = original_load(config_path, data)
-        return maps[key]
-
-    def index_once(model, images, c2ws, *args, **kwargs):
-        try:
-            key = (id(model), len(images), np.asarray(c2ws).tobytes(), repr(args), repr(sorted(kwargs.items())))
-        except Exception:  # noqa: BLE001  unexpected arguments: no caching
-            return original_index(model, images, c2ws, *args, **kwargs)
-        if key not in indexes:
-            indexes[key] = original_index(model, images, c2ws, *args, **kwargs)
-        return indexes[key]
-
-    def restore() -> None:
-        run_module.load_map = original_load
-        if original_index is not None:
-            run_module.RetrievalIndex = original_index
-        maps.clear()
-        indexes.clear()
-
-    run_module.load_map = load_map_once
-    if original_index is not None:
-        run_module.RetrievalIndex = index_once
-    return restore
-
-
 def worker_main(jobs_file: Path) -> int:
-    """Run each job of ``jobs_file`` as ``ns-localize`` would (same argument parsing), recording each outcome."""
+    """Run each job of ``jobs_file`` as ns-localize would, loading each map once, recording each outcome."""
     import warnings
 
     warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
-    restore = _cache_map_loading()
-    if restore is None:
-        print("benchmarks.localize: could not cache map loading; every job loads its map", flush=True)
-    try:
-        return run_worker_jobs(json.loads(Path(jobs_file).read_text()))
-    finally:
-        if restore is not None:
-            restore()
+    return run_worker_jobs(json.loads(Path(jobs_file).read_text()))
 
 
-def run_worker_jobs(jobs: List[dict]) -> int:
-    """The worker's loop: ``{"argv", "key", "output_dir"}`` per job; a job that raises is recorded as failed."""
-    import tyro
+def run_worker_jobs(jobs: List[dict], load_map=None, run=None) -> int:
+    """The worker's loop over job payloads (``LocalizeJob.payload``); a job that raises is recorded as failed.
 
-    from crossfire_ns.scripts.localize import Localize
-
+    ``load_map`` (default ``crossfire_ns.map.load_map``) is called once per map, and that map serves every job on
+    it; ``run(map, job)`` (default ``run_job``) localizes one job."""
+    if load_map is None:
+        from crossfire_ns.map import load_map
+    run = run or run_job
+    maps: Dict[str, Any] = {}
     failures = 0
     for job in jobs:
         out = Path(job["output_dir"])
-        print(f"\n=== ns-localize {' '.join(job['argv'])}", flush=True)
+        print(f"\n=== {job['method']} on {job['query_dir']} -> {out}", flush=True)
         start = time.perf_counter()
         try:
-            code = tyro.cli(Localize, args=job["argv"]).main()
-            status, message = ("ok", "") if code == 0 else ("failed", f"ns-localize returned {code}")
+            if job["load_config"] not in maps:
+                maps[job["load_config"]] = load_map(Path(job["load_config"]))
+            run(maps[job["load_config"]], job)
+            status, message = "ok", ""
         except BaseException as err:  # noqa: BLE001  one job's failure must not end the others
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -279,9 +247,23 @@ def run_worker_jobs(jobs: List[dict]) -> int:
     return 1 if failures else 0
 
 
+def run_job(crossfire_map, job: dict) -> dict:
+    """One job's localization on a loaded map, as ``ns-localize`` runs it; returns the summary."""
+    import dataclasses
+
+    from crossfire_ns.localize.folder import localize_folder, read_inputs
+    from crossfire_ns.localize.matchers import MATCHER_CONFIGS
+
+    matcher = dataclasses.replace(MATCHER_CONFIGS[job["method"]](), **dict(job.get("matcher_options", ())))
+    inputs = read_inputs(Path(job["query_dir"]))
+    return localize_folder(
+        crossfire_map, inputs, Path(job["output_dir"]), matcher=matcher, scene_extent=job["scene_extent"]
+    )
+
+
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="benchmarks worker: run ns-localize jobs with one map load each")
+    parser = argparse.ArgumentParser(description="benchmarks worker: localization jobs with one map load each")
     parser.add_argument("--jobs-file", type=Path, required=True)
     sys.exit(worker_main(parser.parse_args().jobs_file))

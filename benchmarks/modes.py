@@ -11,7 +11,7 @@ another job on the CPU everything takes several times longer: torch's two thread
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 from benchmarks.scenes import SceneSizes
 
@@ -28,8 +28,8 @@ class ModeSettings:
     """Query conditions (``benchmarks.lighting.CONDITIONS``, plus ``relit`` for the synthetic scene)."""
     train_args: Tuple[str, ...] = ()
     """Extra ns-train arguments for every map."""
-    localize_args: Tuple[str, ...] = ()
-    """Extra ns-localize arguments for every map-based job (the localizer's defaults otherwise)."""
+    matcher_options: Dict[str, Tuple[Tuple[str, Any], ...]] = field(default_factory=dict)
+    """Per method, (field, value) pairs of its matcher config (ns-localize's ``--matcher.<field>``); defaults otherwise."""
     description: str = ""
     """One line for the report."""
     notes: Dict[str, str] = field(default_factory=dict)
@@ -42,7 +42,7 @@ MODES: Dict[str, ModeSettings] = {
         ),
         iterations=30,
         train_args=("--pipeline.model.descriptor-loss-start-step", "10"),
-        localize_args=("--localizer.photometric-steps", "10"),
+        matcher_options={"photometric": (("steps", 10),)},
         description="harness check only: 30-iteration maps, 1 query per scene; the figures mean nothing",
     ),
     "quick": ModeSettings(

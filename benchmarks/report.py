@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from matplotlib.figure import Figure
 
-from crossfire_ns.localize.outputs import atomic_open, write_csv_atomic
+from crossfire_ns.io.atomic import atomic_open, write_csv_atomic
 
 SECTION_HEADING = "## Relocalization benchmark (benchmarks.run)"
 

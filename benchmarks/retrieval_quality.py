@@ -31,27 +31,23 @@ class RetrievalQuality:
     """Retrieval scores to compare (see ns-localize --retrieval)."""
 
     def main(self) -> dict:
-        from crossfire_ns.localize.geometry import c2w_pose_errors, original_to_normalized
-        from crossfire_ns.localize.priors import RetrievalIndex
-        from crossfire_ns.localize.queries import load_query_set, read_query_image
-        from crossfire_ns.localize.run import frame_normalization, load_map
+        from crossfire_ns.geometry import c2w_pose_errors
+        from crossfire_ns.io.queries import load_query_set, read_query_image
+        from crossfire_ns.localize.priors import retrieval_index
+        from crossfire_ns.map import load_map
 
-        pipeline = load_map(self.load_config)
-        normalization = frame_normalization(pipeline)
-        train = pipeline.datamanager.train_dataset
-        c2ws = np.tile(np.eye(4), (len(train.cameras), 1, 1))
-        c2ws[:, :3, :4] = train.cameras.camera_to_worlds.cpu().numpy()
-        images = [train.get_image_float32(i) for i in range(len(train))]
+        crossfire_map = load_map(self.load_config)
+        c2ws = crossfire_map.train_c2w
         queries = [q for q in load_query_set(self.query_dir)[0] if q.c2w_gt is not None]
         table = Table(title=f"Top-1 retrieval: {self.query_dir} ({len(queries)} queries)")
         for column in ("score", "median top-1 rotation error", "best possible", "true-closeness rank of top-1"):
             table.add_column(column)
         report = {}
         for score in self.scores:
-            index = RetrievalIndex(pipeline.model, images, c2ws, score=score)
+            index = retrieval_index(crossfire_map, score)
             top1, best, ranks = [], [], []
             for query in queries:
-                truth = original_to_normalized(query.c2w_gt, *normalization)
+                truth = crossfire_map.to_normalized(query.c2w_gt)
                 angles = np.array([c2w_pose_errors(c2w, truth)[1] for c2w in c2ws])
                 chosen = int(index.scores(read_query_image(query)).argmax())
                 top1.append(angles[chosen])

@@ -33,7 +33,7 @@ from benchmarks.localize import ALL_METHODS, MAP_METHODS, PEER, LocalizeJob, run
 from benchmarks.modes import MODES, ModeSettings
 from benchmarks.scenes import SCENE_NAMES, PreparedScene, prepare_scene
 from benchmarks.train import TrainResult, TrainSpec, last_train_step, log_tail, map_dir, train_map
-from crossfire_ns.localize.outputs import write_json_atomic
+from crossfire_ns.io.atomic import write_json_atomic
 
 CONSOLE = Console()
 REPO = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ def run_scene(
                     load_config=None if method == PEER else outcome.train.config,
                     train_dir=prepared.train_dir if method == PEER else None,
                     map_key=spec.key() if method != PEER else "",
-                    extra_args=settings.localize_args if method in MAP_METHODS else (),
+                    matcher_options=settings.matcher_options.get(method, ()),
                 )
             )
     if run.rerun:
@@ -350,7 +350,10 @@ def section_body(
         f"images: synthetic {sizes.synthetic_size[0]}x{sizes.synthetic_size[1]}, fox 1080x1920 / "
         f"{sizes.fox_downscale}, fern `{sizes.fern_images}`, lego {sizes.lego_size}x{sizes.lego_size}. "
         "Map methods use ns-localize's defaults (top-3 retrieval priors)"
-        + (f" plus `{' '.join(settings.localize_args)}`" if settings.localize_args else "")
+        + "".join(
+            f" plus `{' '.join(f'--matcher.{k}={v}' for k, v in options)}` for {method}"
+            for method, options in settings.matcher_options.items()
+        )
         + ". The peer (`python -m benchmarks.peer`) uses the same images and no radiance field; its map time is "
         "SIFT + matching + triangulation.",
         "",

@@ -25,17 +25,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from crossfire_ns.io.atomic import write_json_atomic, write_png_atomic
+from crossfire_ns.io.transforms import write_transforms
+from crossfire_ns.metrics import camera_extent
+
 LLFF_HOLDOUT = (0, 8, 16)
 SCENE_NAMES = ("synthetic", "fox", "fern", "lego")
 """Every scene the benchmark knows, in the order it runs them."""
 
 
 def _write_transforms(path: Path, intrinsics: dict, frames: List[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"camera_model": "OPENCV", **intrinsics, "frames": frames}, indent=2))
-    tmp.replace(path)
-    return path
+    return write_transforms(path, frames, camera_model="OPENCV", **intrinsics)
 
 
 def select_evenly(count: int, num: Optional[int]) -> List[int]:
@@ -49,16 +49,6 @@ def select_evenly(count: int, num: Optional[int]) -> List[int]:
     return sorted({int(round(i)) for i in np.linspace(0, count - 1, num)})
 
 
-def camera_extent(c2ws: np.ndarray) -> float:
-    """Diagonal of the bounding box of the camera centres: the scene size recall thresholds scale with.
-
-    It is ns-localize's default ``--scene-extent`` (computed there from the training cameras); the
-    benchmark computes it from the training transforms.json and passes it to every method explicitly.
-    """
-    centres = np.asarray(c2ws, dtype=np.float64)[:, :3, 3]
-    return float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0))) or 1.0
-
-
 def transforms_extent(transforms: Path) -> float:
     """``camera_extent`` of the frames of a transforms.json."""
     frames = json.loads(Path(transforms).read_text())["frames"]
@@ -66,10 +56,7 @@ def transforms_extent(transforms: Path) -> float:
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(rgb).save(tmp)
-    tmp.replace(path)
+    write_png_atomic(path, rgb)
 
 
 def resize_rgb(image: Image.Image, size: Tuple[int, int], background: Tuple[int, int, int] = (255, 255, 255)):
@@ -217,7 +204,7 @@ def synthetic_to_transforms(
     ``query_lighting``). With ``with_relit`` the scene's own relit queries go to ``out_dir/relit``.
     Returns (train transforms.json, query transforms.json, relit transforms.json or None).
     """
-    from crossfire_ns.synthetic_scene import TRAIN_LIGHTING, SyntheticSceneConfig, generate_scene
+    from crossfire_ns.synthetic import TRAIN_LIGHTING, SyntheticSceneConfig, generate_scene
 
     config = SyntheticSceneConfig(width=width, height=height, num_train=num_train, num_query=num_queries, seed=seed)
     train_dir = generate_scene(out_dir / "train", config, query_lighting=TRAIN_LIGHTING)
@@ -234,10 +221,7 @@ def _move_queries(src: Path, dst: Path) -> Path:
     meta = json.loads((src / "transforms.json").read_text())
     for frame in meta["frames"]:
         frame["file_path"] = str((src / frame["file_path"]).resolve())
-    dst.mkdir(parents=True, exist_ok=True)
-    tmp = dst / "transforms.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(dst / "transforms.json")
+    write_json_atomic(dst / "transforms.json", meta)
     return dst / "transforms.json"
 
 
@@ -328,9 +312,7 @@ def prepare_scene(
             "query": str(query),
             "relit": None if relit is None else str(relit),
         }
-        tmp = marker.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(cached, indent=2))
-        tmp.replace(marker)
+        write_json_atomic(marker, cached)
     train, query = Path(cached["train"]), Path(cached["query"])
     num_train, size = _count_and_size(train)
     num_queries, _ = _count_and_size(query)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from benchmarks.process import TIMEOUT_CODE, run_logged
-from crossfire_ns.localize.outputs import write_json_atomic
+from crossfire_ns.io.atomic import write_json_atomic
 
 NEVER = str(10**9)
 """Step interval that never comes: evaluation during training is switched off (it would only cost time)."""
@@ -62,7 +62,7 @@ class TrainResult:
 
 
 def train_command(spec: TrainSpec, output_dir: Path, timestamp: str) -> List[str]:
-    """The ns-train command line (as ``crossfire_ns.demo`` runs it), with evaluation during training off."""
+    """The ns-train command line (as ``crossfire_ns.scripts.demo`` runs it), with evaluation during training off."""
     ns_train = str(Path(sys.executable).parent / "ns-train")
     return [
         ns_train, spec.method, "--data", str(spec.data),

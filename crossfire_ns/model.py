@@ -101,6 +101,9 @@ class CrossfireModel(NerfactoModel):
         with offline_lpips():
             super().populate_modules()
         self.renderer_expected_depth = _SampleCapturingDepthRenderer(method="expected")
+        self.descriptors_enabled = True
+        """Whether ``get_outputs`` renders the descriptor field (off inside ``render_for_localization`` when the
+        matcher does not read it)."""
         self.descriptor_field = DescriptorField(
             self.scene_box.aabb,
             descriptor_dim=self.config.descriptor_dim,
@@ -154,7 +157,8 @@ class CrossfireModel(NerfactoModel):
         outputs = super().get_outputs(ray_bundle)
         weights, ray_samples = self.renderer_expected_depth.captured
         self.renderer_expected_depth.captured = None
-        outputs["descriptor"] = self.render_descriptors(ray_samples, weights)
+        if self.descriptors_enabled or self.training:
+            outputs["descriptor"] = self.render_descriptors(ray_samples, weights)
         if self.training:
             depth = outputs["expected_depth"].detach()
             outputs["ray_points"] = ray_bundle.origins + ray_bundle.directions * depth
@@ -167,6 +171,17 @@ class CrossfireModel(NerfactoModel):
         outputs = super().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
         outputs.update(self.crossfire_viewer.image_outputs(outputs))
         return outputs
+
+    @torch.no_grad()
+    def render_for_localization(self, camera_ray_bundle: RayBundle, descriptors: bool = True) -> Dict[str, Tensor]:
+        """The plain per-frame render that localization reads: nerfacto's outputs (rgb, depth, accumulation, ...)
+        and, only when ``descriptors``, the descriptor field; never the viewer outputs."""
+        enabled = self.descriptors_enabled
+        self.descriptors_enabled = descriptors
+        try:
+            return super().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
+        finally:
+            self.descriptors_enabled = enabled
 
     def encode_images(self, images: Tensor, augment: bool = False) -> Tensor:
         """(B, H, W, 3|4) images in [0, 1] to dense features (B, D, H/s, W/s); RGBA is composited on white."""

@@ -74,7 +74,7 @@ def shared_scene(name: str) -> Path:
 @pytest.fixture(scope="session")
 def bundled_scene(tmp_path_factory) -> Path:
     """A small synthetic scene (train views + lighting-changed queries), generated once per session."""
-    from crossfire_ns.synthetic_scene import SyntheticSceneConfig, generate_scene
+    from crossfire_ns.synthetic import SyntheticSceneConfig, generate_scene
 
     out = tmp_path_factory.mktemp("scene")
     return generate_scene(out, SyntheticSceneConfig(width=80, height=60, num_train=16, num_query=4, seed=3))

@@ -1,4 +1,4 @@
-"""Test helpers: train a tiny crossfire-lite map in-process and read back its logged scalars."""
+"""Test helpers: a tiny crossfire-lite map trained in-process, sample localization results, folder listings."""
 
 from __future__ import annotations
 
@@ -40,3 +40,30 @@ def train_lite(scene: Path, out_dir: Path, iterations: int, loss_start: int) -> 
     accumulator.Reload()
     scalars = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
     return base / "config.yml", scalars
+
+
+def pose(x: float):
+    """A 4x4 camera-to-world at (x, 2, -1), axis-aligned."""
+    import numpy as np
+
+    c2w = np.eye(4)
+    c2w[:3, 3] = [x, 2.0, -1.0]
+    return c2w
+
+
+def sample_results():
+    """One localized, one failed and one unreadable query, all with ground truth."""
+    from crossfire_ns.results import QueryResult
+
+    return [
+        QueryResult("images/a.png", "localized", pose(1.0), 120, 300, 0.8, 1.5, "localized", 0.02, 0.4, True),
+        QueryResult(
+            "images/b.png", "failed", None, 3, 40, None, 2.5, "only 3 inliers, need at least 12", None, None, True
+        ),
+        QueryResult("images/c.png", "unreadable", message="cannot be read", has_gt=True),
+    ]
+
+
+def leftovers(folder: Path) -> list:
+    """Names in a folder, sorted (temporary files of atomic writes would show here)."""
+    return sorted(p.name for p in Path(folder).iterdir())

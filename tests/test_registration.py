@@ -40,7 +40,7 @@ def test_optimizer_groups_cover_model_param_groups():
 def test_console_scripts_are_registered():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("ns-localize") == "crossfire_ns.scripts.localize:entrypoint"
-    assert scripts.get("crossfire-make-scene") == "crossfire_ns.synthetic_scene:entrypoint"
+    assert scripts.get("crossfire-make-scene") == "crossfire_ns.scripts.make_scene:entrypoint"
 
 
 @pytest.mark.parametrize("method", ["crossfire", "crossfire-lite"])

@@ -2,7 +2,7 @@
 
 Pixel coordinates need no conversion: nerfstudio and COLMAP both put the centre of the first pixel at
 (0.5, 0.5). Poses do: transforms.json holds OpenGL camera-to-world, COLMAP wants OpenCV world-to-camera
-(``cam_from_world``), which is what ``crossfire_ns.localize.geometry`` converts.
+(``cam_from_world``), which is what ``crossfire_ns.geometry`` converts.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from crossfire_ns.localize.geometry import opencv_w2c_to_opengl_c2w, opengl_c2w_to_opencv_w2c
+from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w, opengl_c2w_to_opencv_w2c
 
 
 def colmap_camera(K: np.ndarray, width: int, height: int, dist: Optional[np.ndarray] = None, fisheye: bool = False):

@@ -25,18 +25,13 @@ from benchmarks.peer.localization import LocalizationConfig, localize
 from benchmarks.peer.matching import MatchConfig, epipolar_inliers, make_matcher, match
 from benchmarks.peer.pairs import pairs_from_poses
 from benchmarks.peer.triangulation import SfmMap, TriangulationConfig, build_tracks, triangulate_tracks
-from benchmarks.scenes import camera_extent
-from crossfire_ns.localize.geometry import c2w_pose_errors, opengl_c2w_to_opencv_w2c
-from crossfire_ns.localize.metrics import summarize
-from crossfire_ns.localize.outputs import (
-    plot_errors,
-    print_results_table,
-    write_csv_atomic,
-    write_json_atomic,
-    write_poses_json,
-)
-from crossfire_ns.localize.queries import QueryImage, QueryImageError, load_query_set, read_query_image
-from crossfire_ns.localize.results import QueryResult
+from crossfire_ns.geometry import c2w_pose_errors, opengl_c2w_to_opencv_w2c
+from crossfire_ns.io.atomic import atomic_open, write_csv_atomic, write_json_atomic
+from crossfire_ns.io.queries import QueryImage, QueryImageError, load_query_set, read_query_image
+from crossfire_ns.io.transforms import write_poses_json
+from crossfire_ns.localize.outputs import plot_errors, print_results_table
+from crossfire_ns.metrics import camera_extent, summarize
+from crossfire_ns.results import QueryResult
 
 CONSOLE = Console()
 MATCHER_NAME = "sfm-sift"
@@ -141,8 +136,6 @@ def _map_key(train_dir: Path, config: MapConfig) -> str:
 
 def save_map(peer_map: PeerMap, map_dir: Path, key: str) -> None:
     """``map.npz`` (features, point ids, points) and ``map.json`` (key and statistics), written atomically."""
-    from crossfire_ns.localize.outputs import atomic_open
-
     arrays: Dict[str, np.ndarray] = {"points3d": peer_map.sfm.points3d, "track_lengths": peer_map.sfm.track_lengths}
     for i, (f, ids) in enumerate(zip(peer_map.features, peer_map.sfm.point_ids)):
         arrays[f"keypoints_{i}"], arrays[f"descriptors_{i}"], arrays[f"point_ids_{i}"] = f.keypoints, f.descriptors, ids

@@ -1,178 +1,53 @@
-"""Writing localization results: atomic JSON/CSV, a nerfstudio-format poses file, an error plot, a console table.
+"""Writing a localization run: poses.json, results.csv, summary.json, the error plot, overlays, a console table.
 
-Every file is written to a temporary file in the destination folder and moved into place with ``os.replace``,
-so an interrupted run never leaves a truncated file and an existing file survives a failed rewrite.
+Every file goes through ``crossfire_ns.io.atomic``, so an interrupted run never leaves a truncated file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from crossfire_ns.localize.queries import FISHEYE_MODELS, QueryImage
-from crossfire_ns.localize.results import QueryResult
+from crossfire_ns.io.atomic import PathLike, atomic_open, write_csv_atomic, write_json_atomic, write_png_atomic
+from crossfire_ns.io.queries import QueryImage
+from crossfire_ns.io.transforms import ResultLike, write_poses_json
+from crossfire_ns.results import QueryResult
 
-PathLike = Union[str, Path]
-ResultLike = Union[QueryResult, Mapping[str, Any]]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+OUTPUT_FILES = ("poses.json", "results.csv", "summary.json", "errors.png")
+"""What ``write_outputs`` writes into the output folder."""
 
 
-@contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temporary sibling of ``path``; on success it replaces ``path``, on error it is deleted."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def to_jsonable(obj: Any) -> Any:
-    """numpy arrays/scalars, Paths and dataclass-like records -> plain JSON types; NaN and inf -> None."""
-    if isinstance(obj, QueryResult):
-        return to_jsonable(obj.to_dict())
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json_atomic(path: PathLike, obj: Any, indent: int = 2) -> None:
-    """Write ``obj`` as strict JSON (see ``to_jsonable``) atomically."""
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(to_jsonable(obj), handle, indent=indent, allow_nan=False)
-        handle.write("\n")
-
-
-def _csv_value(value: Any) -> Any:
-    value = to_jsonable(value)
-    if value is None:
-        return ""
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return value
-
-
-def write_csv_atomic(
-    path: PathLike, rows: Sequence[Mapping[str, Any]], fieldnames: Optional[Sequence[str]] = None
-) -> None:
-    """Write dict rows as CSV atomically; columns are ``fieldnames`` or the keys in order of first appearance."""
-    if fieldnames is None:
-        fieldnames = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fieldnames), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: _csv_value(row.get(key)) for key in fieldnames})
-
-
-def intrinsics_frame_fields(query: QueryImage) -> Dict[str, Any]:
-    """nerfstudio transforms.json camera keys (fl_x, ..., distortion, camera_model) of a query, where known."""
-    fields: Dict[str, Any] = {}
-    if query.K is not None:
-        K = np.asarray(query.K, dtype=np.float64)
-        fields.update(fl_x=float(K[0, 0]), fl_y=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
-    if query.width is not None and query.height is not None:
-        fields.update(w=int(query.width), h=int(query.height))
-    if query.dist_coeffs is not None:
-        d = [float(x) for x in np.asarray(query.dist_coeffs).reshape(-1)]
-        if query.camera_model in FISHEYE_MODELS:
-            fields.update(k1=d[0], k2=d[1], k3=d[2], k4=d[3])
-        else:
-            fields.update(k1=d[0], k2=d[1], p1=d[2], p2=d[3], k3=d[4] if len(d) > 4 else 0.0)
-    if fields:
-        fields["camera_model"] = query.camera_model
-    return fields
-
-
-def write_poses_json(
-    path: PathLike,
-    results: Iterable[ResultLike],
-    queries: Optional[Sequence[QueryImage]] = None,
+def write_outputs(
+    output_dir: PathLike,
+    results: Sequence[QueryResult],
+    queries: Sequence[QueryImage],
+    summary: Mapping[str, Any],
+    thresholds: Sequence[Tuple[float, float]] = (),
     metadata: Optional[Mapping[str, Any]] = None,
 ) -> None:
-    """Estimated poses in nerfstudio's transforms.json format, one frame per query, in the query set's order.
-
-    ``transform_matrix`` is the estimated camera-to-world (OpenGL, original frame) or null when the query was
-    not localized; ``status``, ``num_inliers``, ``seconds`` etc. are extra per-frame keys. Intrinsics come from
-    the matching ``queries`` (by ``file_path``); set ``K``/``width``/``height`` on them first to record defaults
-    the localizer used.
-    """
-    by_path = {q.file_path: q for q in queries or []}
-    frames = []
-    for item in results:
-        r = QueryResult.from_any(item)
-        frame: Dict[str, Any] = {"file_path": r.file_path}
-        if r.file_path in by_path:
-            frame.update(intrinsics_frame_fields(by_path[r.file_path]))
-        frame.update(
-            transform_matrix=r.c2w if r.status == "localized" else None,
-            status=r.status,
-            num_inliers=r.num_inliers,
-            num_matches=r.num_matches,
-            reprojection_error_px=r.reprojection_error_px,
-            seconds=r.seconds,
-            translation_error=r.t_err,
-            rotation_error_deg=r.r_err,
-            message=r.message,
-        )
-        frames.append(frame)
-    document: Dict[str, Any] = {}
-    if metadata:
-        document["metadata"] = dict(metadata)
-    document["frames"] = frames
-    write_json_atomic(path, document)
+    """poses.json (with ``metadata``), results.csv (one row per query), summary.json and errors.png."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_poses_json(out / "poses.json", results, queries, metadata=metadata)
+    rows = []
+    for result in results:
+        row = result.to_dict()
+        row.pop("c2w")
+        rows.append(row)
+    write_csv_atomic(out / "results.csv", rows)
+    write_json_atomic(out / "summary.json", summary)
+    plot_errors(out / "errors.png", results, thresholds)
 
 
-def read_poses_json(path: PathLike) -> Dict[str, np.ndarray]:
-    """``file_path -> 4x4 c2w`` of the frames with a matrix in a transforms-format file (e.g. ``write_poses_json``)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    poses = {}
-    for frame in data.get("frames", []):
-        matrix = frame.get("transform_matrix")
-        if matrix is None:
-            continue
-        matrix = np.asarray(matrix, dtype=np.float64)
-        if matrix.shape not in ((4, 4), (3, 4)):
-            raise ValueError(f"{path}: frame {frame.get('file_path')!r} has a transform_matrix of shape {matrix.shape}")
-        c2w = np.eye(4)
-        c2w[: matrix.shape[0]] = matrix
-        poses[frame["file_path"]] = c2w
-    return poses
+def write_overlay(path: PathLike, image: np.ndarray, render: np.ndarray) -> None:
+    """The query (H, W, 3 uint8) beside the map rendered at its estimate, as one PNG."""
+    write_png_atomic(path, np.concatenate([image, render], axis=1))
 
 
 def _cdf(errors: List[float], total: int) -> Tuple[np.ndarray, np.ndarray]:

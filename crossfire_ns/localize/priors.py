@@ -1,14 +1,14 @@
-"""Coarse priors for a query by retrieval of training views.
+"""Coarse priors for a query: retrieval of training views, a poses file, or the previous estimate.
 
 Two scores rank the training views: ``matches`` counts mutual-nearest-neighbour matches between the
 query's dense CNN features and each training view's (it uses where things are, not only what is there);
 ``gem`` compares GeM-pooled global descriptors (cheaper, weaker). Both are only as lighting-invariant as the
 CNN: on the bundled scene's relit queries both pick near-random views (BENCHMARKS.md).
-(Priors from a poses file or from the previous estimate are plain lookups, done in ``run``.)"""
+Priors from a poses file or from the previous estimate are plain lookups (``priors_for``)."""
 
 from __future__ import annotations
 
-from typing import List, Literal
+from typing import List, Literal, Mapping, Optional
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from rich.progress import track
 from crossfire_ns.localize.matching import global_descriptor, mutual_nearest_neighbours
 
 RetrievalScore = Literal["matches", "gem"]
+PriorKind = Literal["retrieval", "poses", "sequential"]
 
 
 class RetrievalIndex:
@@ -80,3 +81,40 @@ class RetrievalIndex:
 def _cells(features: torch.Tensor) -> torch.Tensor:
     """(D, h, w) feature map -> (h * w, D) rows for matching."""
     return features.reshape(features.shape[0], -1).T.contiguous()
+
+
+def retrieval_index(crossfire_map, score: RetrievalScore = "matches", min_similarity: float = 0.6) -> RetrievalIndex:
+    """The map's retrieval index, built once per map and settings (it holds the CNN features of every view)."""
+    return crossfire_map.cached(
+        ("retrieval_index", score, float(min_similarity)),
+        lambda: RetrievalIndex(
+            crossfire_map.model,
+            crossfire_map.training_images(),
+            crossfire_map.train_c2w,
+            score=score,
+            min_similarity=min_similarity,
+        ),
+    )
+
+
+def priors_for(
+    kind: PriorKind,
+    file_path: str,
+    image: np.ndarray,
+    k: int,
+    index: Optional[RetrievalIndex] = None,
+    poses: Optional[Mapping[str, np.ndarray]] = None,
+    previous: Optional[np.ndarray] = None,
+) -> List[np.ndarray]:
+    """Coarse priors (normalised frame, best first) for one query.
+
+    ``poses``: query ``file_path`` -> prior, already normalised (``kind="poses"``); ``previous``: the last estimate
+    (``kind="sequential"``; retrieval until there is one); otherwise the ``k`` best training views of ``index``."""
+    if kind == "poses":
+        prior = (poses or {}).get(file_path)
+        return [] if prior is None else [prior]
+    if kind == "sequential" and previous is not None:
+        return [previous]
+    if index is None:
+        raise ValueError(f"prior {kind!r} needs a retrieval index")
+    return index.query(image, k)

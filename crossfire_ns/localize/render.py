@@ -1,13 +1,15 @@
-"""Rendering the map at a hypothesised pose: descriptors, depth, colour and the 3D point of every pixel.
+"""Rendering the map at a hypothesised pose: depth, colour, the 3D point of every pixel and, when asked, descriptors.
 
-Poses here are camera-to-world in nerfstudio's normalised frame (OpenGL convention), intrinsics follow
-nerfstudio's convention (pixel centres at +0.5, so cx = W/2 for a centred principal point).
+Renders go through ``CrossfireModel.render_for_localization``: no viewer outputs, and the descriptor field only
+for matchers that read it. Poses here are camera-to-world in nerfstudio's normalised frame (OpenGL convention),
+intrinsics follow nerfstudio's convention (pixel centres at +0.5, so cx = W/2 for a centred principal point).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -19,7 +21,6 @@ from torch import Tensor
 class RenderedView:
     """What the map predicts for one camera; all tensors (h, w, C) on the model's device."""
 
-    descriptor: Tensor
     depth: Tensor
     rgb: Tensor
     accumulation: Tensor
@@ -27,6 +28,8 @@ class RenderedView:
     """World point of each pixel (normalised frame): ray origin + unit direction * median depth."""
     K: np.ndarray
     """Intrinsics of this render (3x3)."""
+    descriptor: Optional[Tensor] = None
+    """Rendered descriptor-field output; None when the renderer was built without descriptors."""
 
 
 def make_camera(c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Cameras:
@@ -46,8 +49,10 @@ def make_camera(c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Came
 class MapRenderer:
     """Renders a trained crossfire model and counts renders and seconds (rendering dominates on CPU)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, descriptors: bool = False) -> None:
         self.model = model
+        self.descriptors = descriptors
+        """Render the descriptor field too (only the field-descriptor matcher reads it)."""
         self.num_renders = 0
         self.seconds = 0.0
 
@@ -56,15 +61,15 @@ class MapRenderer:
         start = time.perf_counter()
         camera = make_camera(c2w, K, width, height).to(self.model.device)
         bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
-        outputs = self.model.get_outputs_for_camera_ray_bundle(bundle)
+        outputs = self.model.render_for_localization(bundle, descriptors=self.descriptors)
         points = bundle.origins + bundle.directions * outputs["depth"]
         self.num_renders += 1
         self.seconds += time.perf_counter() - start
         return RenderedView(
-            descriptor=outputs["descriptor"],
             depth=outputs["depth"],
             rgb=outputs["rgb"],
             accumulation=outputs["accumulation"],
             points=points,
             K=np.asarray(K, dtype=np.float64),
+            descriptor=outputs.get("descriptor"),
         )

@@ -1,6 +1,6 @@
 """ns-localize: 6-DoF poses for a folder of query images against a trained crossfire map.
 
-    ns-localize --load-config RUN/config.yml --query-dir DIR --output-dir OUT
+    ns-localize --load-config RUN/config.yml --query-dir DIR --output-dir OUT [matcher:sift] [--matcher.top-k 5]
 
 Outputs (written atomically): poses.json (nerfstudio transforms format, original data frame),
 results.csv (one row per query), summary.json (medians, recalls, timing, counts), errors.png.
@@ -12,19 +12,16 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Optional, Tuple
 
 import tyro
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from crossfire_ns.localize.localizer import LocalizerConfig
-from crossfire_ns.localize.priors import RetrievalScore
-
-PriorKind = Literal["retrieval", "poses", "sequential"]
-
-
-class LocalizeError(RuntimeError):
-    """A problem with the command's inputs that stops the whole run (the message says how to fix it)."""
+from crossfire_ns.errors import CrossfireInputError
+from crossfire_ns.localize.folder import DEFAULT_RECALL_THRESHOLDS, localize_folder, read_inputs
+from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherConfig
+from crossfire_ns.localize.priors import PriorKind, RetrievalScore
+from crossfire_ns.localize.run import IntrinsicsFlags
+from crossfire_ns.map import load_map
 
 
 @dataclass
@@ -37,8 +34,9 @@ class Localize:
     """Folder of query images (png/jpg); an optional transforms.json gives intrinsics and ground truth."""
     output_dir: Path
     """Where poses.json, results.csv, summary.json and errors.png go."""
-    localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
-    """Matcher and search settings."""
+    matcher: AnyMatcherConfig = field(default_factory=CrossfireMatcherConfig)
+    """The method: crossfire (CNN features vs the map's descriptors), sift (vs rendered RGB), photometric
+    (iNeRF-style) or prior (the top-1 prior unchanged: the baseline every method must beat)."""
     prior: PriorKind = "retrieval"
     """Coarse prior: retrieval of training views (default), a poses file, or the previous estimate (sequential)."""
     retrieval: RetrievalScore = "matches"
@@ -49,7 +47,7 @@ class Localize:
     data: Optional[Path] = None
     """Training data folder, if it moved since training (the map needs its training cameras and images)."""
     fx: Optional[float] = None
-    """Query focal length x (pixels); overrides transforms.json. Without any intrinsics the training camera is used."""
+    """Query focal length x (pixels) for queries without intrinsics. Without any, the training camera is used."""
     fy: Optional[float] = None
     """Query focal length y (pixels); defaults to fx."""
     cx: Optional[float] = None
@@ -58,7 +56,7 @@ class Localize:
     """Principal point y (pixels); defaults to height / 2."""
     scene_extent: Optional[float] = None
     """Scene size (original units) that recall thresholds scale with; default: diagonal of the training cameras' box."""
-    recall_thresholds: Tuple[Tuple[float, float], ...] = ((0.01, 1.0), (0.02, 2.0), (0.05, 5.0))
+    recall_thresholds: Tuple[Tuple[float, float], ...] = DEFAULT_RECALL_THRESHOLDS
     """Recall thresholds as (fraction of scene extent, degrees)."""
     overlays: bool = False
     """Also write overlays/<query>.png: the query beside the map rendered at its estimate."""
@@ -66,36 +64,42 @@ class Localize:
     """Only the first N queries (quick checks)."""
 
     def main(self) -> int:
-        from crossfire_ns.localize.run import run_localization
+        from nerfstudio.utils.rich_utils import CONSOLE
 
         try:
-            return run_localization(self)
-        except LocalizeError as err:
-            from nerfstudio.utils.rich_utils import CONSOLE
-
+            inputs = read_inputs(self.query_dir, self.prior, self.poses_file, self.max_queries)
+            crossfire_map = load_map(self.load_config, self.data)
+            localize_folder(
+                crossfire_map,
+                inputs,
+                self.output_dir,
+                matcher=self.matcher,
+                prior=self.prior,
+                retrieval=self.retrieval,
+                intrinsics=None if self.fx is None else IntrinsicsFlags(self.fx, self.fy, self.cx, self.cy),
+                scene_extent=self.scene_extent,
+                recall_thresholds=self.recall_thresholds,
+                overlays=self.overlays,
+            )
+        except CrossfireInputError as err:
             CONSOLE.print(f"[bold red]ns-localize: {err}")
             return 2
+        return 0
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
+TYRO_CONFIG = (tyro.conf.CascadeSubcommandArgs, tyro.conf.SuppressFixed)
+"""Options may come in any order around the matcher:<name> subcommand; fixed fields (_target) are hidden."""
 
 
 def entrypoint() -> None:
     # nerfstudio 1.1.5 indexes tensors in a way torch 2.14 warns about on every render; it is harmless.
     warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
     tyro.extras.set_accent_color("bright_yellow")
-    sys.exit(tyro.cli(Localize).main())
+    sys.exit(tyro.cli(Localize, config=TYRO_CONFIG).main())
 
 
 def get_parser_fn():
-    return tyro.extras.get_parser(Localize)
+    return tyro.extras.get_parser(Localize, config=TYRO_CONFIG)
 
 
 if __name__ == "__main__":

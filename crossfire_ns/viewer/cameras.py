@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from crossfire_ns.localize.geometry import original_to_normalized
-from crossfire_ns.localize.outputs import read_poses_json
-from crossfire_ns.localize.queries import QueryImage
+from crossfire_ns.geometry import original_to_normalized
+from crossfire_ns.io.queries import QueryImage
+from crossfire_ns.io.transforms import read_poses_json
 
 RGB = Tuple[int, int, int]
 
@@ -85,7 +85,7 @@ def localized_cameras(
     """Markers for every query of a poses.json: its estimate (if any) coloured by status, its ground truth if known.
 
     ``transform``/``scale`` map the poses' frame to nerfstudio's normalised frame (see
-    ``crossfire_ns.localize.run.frame_normalization``). ``queries`` (``file_path -> QueryImage``, from
+    ``crossfire_ns.map.frame_normalization``). ``queries`` (``file_path -> QueryImage``, from
     ``load_query_set`` on the query folder) add thumbnails and ground truth. The ground truth of a query without an
     estimate takes that query's status colour (so failed queries show where they are), otherwise
     ``GROUND_TRUTH_COLOR``. ``default_camera`` is ``(vertical fov, aspect)`` for frames without intrinsics.

@@ -1,9 +1,8 @@
-"""Screenshots of the crossfire viewer, taken in headless Chromium the way a user sees it.
+"""The crossfire viewer driven in headless Chromium the way a user sees it: ``ViewerSession``.
 
-``python -m crossfire_ns.viewer.screenshot --load-config <run>/config.yml --output-dir docs/images`` starts the
-viewer on the map (in this process), opens it in headless Chromium, and through the page (mouse clicks on the
-output dropdown and in the 3D view) takes ``viewer_descriptor_pca.png`` and ``viewer_descriptor_similarity.png``;
-with ``--poses-file`` also ``viewer_localized_cameras.png``. ``ViewerSession`` is shared with the browser test.
+It starts the viewer on a map (in this process), opens it in headless Chromium and uses the page (mouse clicks on
+the output dropdown and in the 3D view). The browser test and ``python -m crossfire_ns.scripts.viewer_screenshots``
+(the README screenshots) use it.
 """
 
 from __future__ import annotations
@@ -13,13 +12,13 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 
-from crossfire_ns.viewer.browser import HeadlessChromium, find_chromium
+from crossfire_ns.map import cameras_c2w
+from crossfire_ns.viewer.browser import HeadlessChromium
 from crossfire_ns.viewer.serve import look_through_training_camera, start_viewer, stop_viewer, viewer_url
 
 CONTROL_LABELS = ("Refresh descriptor PCA", "Pick similarity reference", "Load localized cameras")
@@ -68,8 +67,7 @@ class ViewerSession:
 
         cameras = self.pipeline.datamanager.train_dataset.cameras
         centres = cameras.camera_to_worlds[:, :3, 3].cpu().numpy()
-        c2w = np.eye(4)
-        c2w[:3] = cameras.camera_to_worlds[index].cpu().numpy()
+        c2w = cameras_c2w(cameras)[index]
         distance = float(np.linalg.norm(c2w[:3, 3] - centres.mean(axis=0)))
         c2w[:3, 3] += back * distance * c2w[:3, 2]  # OpenGL: +z points backwards
         wxyz, position = viser_pose(c2w, 10.0)
@@ -220,74 +218,3 @@ def save_png(png: bytes, path: Path, max_bytes: int = 280_000) -> int:
         if path.stat().st_size <= max_bytes:
             break
     return path.stat().st_size
-
-
-@dataclass
-class Screenshots:
-    """Take the README screenshots of the crossfire viewer in headless Chromium."""
-
-    load_config: Path
-    """config.yml of a trained crossfire map."""
-    output_dir: Path = Path("docs/images")
-    """Where the PNGs go."""
-    camera_index: int = 0
-    """Training camera to look through."""
-    pick: Tuple[float, float] = (0.3, 0.55)
-    """Where to click for the similarity reference, as fractions of the 3D view (x, y)."""
-    poses_file: Optional[Path] = None
-    """A poses.json from ns-localize: also take viewer_localized_cameras.png."""
-    query_dir: Optional[Path] = None
-    """The --query-dir of that run (thumbnails and ground truth)."""
-    max_res: int = 256
-    """The viewer's max render resolution."""
-    width: int = 1200
-    """Browser window width."""
-    height: int = 1100
-    """Browser window height."""
-
-    def main(self) -> None:
-        from nerfstudio.utils.rich_utils import CONSOLE
-
-        from crossfire_ns.localize.run import load_map
-
-        chromium = find_chromium()
-        if chromium is None:
-            raise SystemExit("chromium not found: apt-get install chromium (or set CROSSFIRE_CHROMIUM)")
-        pipeline = load_map(Path(self.load_config))
-        with ViewerSession(pipeline, chromium, self.width, self.height, self.max_res, timeout=180) as session:
-            session.look_through_training_camera(self.camera_index)
-            session.tools.request_pca_refit()
-            since = time.time()
-            session.select_output("descriptor_pca")
-            session.wait_for_frame("descriptor_pca", since)
-            self._save(session, "viewer_descriptor_pca.png", CONSOLE)
-            session.pick_reference(*self.pick)
-            since = time.time()
-            session.select_output("descriptor_similarity")
-            session.wait_for_frame("descriptor_similarity", since)
-            self._save(session, "viewer_descriptor_similarity.png", CONSOLE)
-            if self.poses_file is not None:
-                summary = session.load_cameras(self.poses_file, self.query_dir)
-                CONSOLE.print(summary)
-                session.view_from_behind_training_camera(self.camera_index)
-                since = time.time()
-                session.select_output("rgb")
-                session.wait_for_frame("rgb", since)
-                self._save(session, "viewer_localized_cameras.png", CONSOLE)
-
-    def _save(self, session: ViewerSession, name: str, console) -> None:
-        png, canvas = session.screenshot()
-        if is_blank(canvas):
-            raise RuntimeError(f"{name}: the 3D view is blank")
-        size = save_png(png, Path(self.output_dir) / name)
-        console.print(f"wrote {Path(self.output_dir) / name} ({size / 1024:.0f} KB)")
-
-
-def entrypoint() -> None:
-    import tyro
-
-    tyro.cli(Screenshots).main()
-
-
-if __name__ == "__main__":
-    entrypoint()

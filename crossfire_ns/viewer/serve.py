@@ -14,6 +14,8 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
+from crossfire_ns.map import cameras_c2w
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -90,8 +92,7 @@ def look_through_training_camera(viewer, index: int = 0) -> None:
     from crossfire_ns.viewer.cameras import viser_pose
 
     cameras = viewer.pipeline.datamanager.train_dataset.cameras
-    c2w = np.eye(4)
-    c2w[:3] = cameras.camera_to_worlds[index].cpu().numpy()
+    c2w = cameras_c2w(cameras)[index]
     wxyz, position = viser_pose(c2w, 10.0)
     fov = 2.0 * float(np.arctan(float(cameras.height[index]) / (2.0 * float(cameras.fy[index]))))
     for client in viewer.viser_server.get_clients().values():

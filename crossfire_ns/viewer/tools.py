@@ -39,6 +39,8 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import Tensor, nn
 
+from crossfire_ns.io.queries import QueryInputError, load_query_set
+from crossfire_ns.map import frame_normalization
 from crossfire_ns.viewer.cameras import CameraMarker, error_segments, load_thumbnail, localized_cameras, viser_pose
 from crossfire_ns.viewer.pca import PCAProjection, apply_pca, fit_pca
 from crossfire_ns.viewer.similarity import cosine_similarity_map, similarity_heatmap
@@ -268,8 +270,6 @@ class CrossfireViewerTools(nn.Module):
         Without ``query_dir``, a ``query_dir`` entry in the file's ``metadata`` is used when it exists. Problems are
         reported in the panel and on the console, never raised.
         """
-        from crossfire_ns.localize.queries import QueryInputError, load_query_set
-
         viewer = self._viewer()
         if viewer is None:
             CONSOLE.print("[yellow]crossfire viewer: drawing localized cameras needs the viewer.")
@@ -284,7 +284,7 @@ class CrossfireViewerTools(nn.Module):
                     queries = {q.file_path: q for q in load_query_set(query_dir)[0]}
                 except QueryInputError as err:
                     notes.append(f"no thumbnails or ground truth: {err}")
-            transform, scale = _pipeline_normalization(viewer.pipeline)
+            transform, scale = frame_normalization(viewer.pipeline)
             markers = localized_cameras(poses_path, transform, scale, queries, _training_camera_shape(viewer.pipeline))
         except (OSError, ValueError, KeyError, TypeError) as err:
             message = f"cannot read {poses_path}: {err}"
@@ -367,13 +367,6 @@ def _metadata_query_dir(poses_path: Path) -> Optional[Path]:
     data = json.loads(Path(poses_path).read_text(encoding="utf-8"))
     value = (data.get("metadata") or {}).get("query_dir") if isinstance(data, dict) else None
     return Path(value) if isinstance(value, str) and Path(value).is_dir() else None
-
-
-def _pipeline_normalization(pipeline) -> Tuple[np.ndarray, float]:
-    """(transform, scale) from the frame of poses.json to the viewer's, as ns-localize computes it."""
-    from crossfire_ns.localize.run import frame_normalization
-
-    return frame_normalization(pipeline)
 
 
 def _training_camera_shape(pipeline) -> Tuple[float, float]:

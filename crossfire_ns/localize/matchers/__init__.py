@@ -1,0 +1,64 @@
+"""The methods of ns-localize, one module each, chosen by name (``matcher:<name>`` on the command line).
+
+``crossfire`` (default) and ``sift`` share the render -> match -> PnP loop of ``feature``; ``photometric`` and
+``prior`` are the baselines. Every config's ``setup(model=..., renderer=...)`` builds its ``Matcher``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Type, Union
+
+import tyro
+from typing_extensions import Annotated
+
+from crossfire_ns.localize.matchers.base import Matcher, MatcherConfig, PoseEstimate
+from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, CrossfireMatcherConfig
+from crossfire_ns.localize.matchers.feature import Correspondences, FeatureMatcher, FeatureMatcherConfig
+from crossfire_ns.localize.matchers.photometric import PhotometricMatcher, PhotometricMatcherConfig
+from crossfire_ns.localize.matchers.prior import PriorMatcher, PriorMatcherConfig
+from crossfire_ns.localize.matchers.sift import SiftMatcher, SiftMatcherConfig
+
+MATCHER_CONFIGS: Dict[str, Type[MatcherConfig]] = {
+    "crossfire": CrossfireMatcherConfig,
+    "sift": SiftMatcherConfig,
+    "photometric": PhotometricMatcherConfig,
+    "prior": PriorMatcherConfig,
+}
+"""Method name -> its config class, in the order ``--help`` lists them."""
+
+AnyMatcherConfig = Union[
+    Annotated[CrossfireMatcherConfig, tyro.conf.subcommand("crossfire")],
+    Annotated[SiftMatcherConfig, tyro.conf.subcommand("sift")],
+    Annotated[PhotometricMatcherConfig, tyro.conf.subcommand("photometric")],
+    Annotated[PriorMatcherConfig, tyro.conf.subcommand("prior")],
+]
+"""A tyro field of this type is a subcommand per method, each with its own options."""
+
+
+def matcher_name(config: MatcherConfig) -> str:
+    """The method name of a matcher config (``crossfire``, ``sift``, ...)."""
+    for name, cls in MATCHER_CONFIGS.items():
+        if type(config) is cls:
+            return name
+    raise ValueError(f"{type(config).__name__} is not a registered matcher config")
+
+
+__all__ = [
+    "MATCHER_CONFIGS",
+    "AnyMatcherConfig",
+    "Correspondences",
+    "CrossfireMatcher",
+    "CrossfireMatcherConfig",
+    "FeatureMatcher",
+    "FeatureMatcherConfig",
+    "Matcher",
+    "MatcherConfig",
+    "PhotometricMatcher",
+    "PhotometricMatcherConfig",
+    "PoseEstimate",
+    "PriorMatcher",
+    "PriorMatcherConfig",
+    "SiftMatcher",
+    "SiftMatcherConfig",
+    "matcher_name",
+]

@@ -1,0 +1,65 @@
+"""The interface every method of ns-localize shares: a query image, its intrinsics and coarse priors in, a pose
+estimate out, with the map reached only through a renderer.
+
+Each method is a ``MatcherConfig`` (its own options, chosen by name on the command line) whose ``setup`` builds the
+``Matcher``, as nerfstudio's configs build their classes. Feature-based methods share the render -> match -> PnP loop
+of ``feature.FeatureMatcher`` and only say how a query and a render are matched; the prior-only and photometric
+baselines implement ``estimate`` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Type
+
+import numpy as np
+from nerfstudio.configs.base_config import InstantiateConfig
+
+from crossfire_ns.localize.render import MapRenderer
+
+
+@dataclass
+class PoseEstimate:
+    """The outcome for one query, in the normalised frame."""
+
+    success: bool
+    c2w: Optional[np.ndarray] = None
+    num_inliers: int = 0
+    num_matches: int = 0
+    reprojection_error_px: float = float("nan")
+    message: str = ""
+    num_renders: int = 0
+    render_seconds: float = 0.0
+    history: List[int] = field(default_factory=list)
+    """Inlier counts of every round, for diagnosis."""
+
+
+@dataclass
+class MatcherConfig(InstantiateConfig):
+    """Options of one localization method; ``setup(model=..., renderer=...)`` builds it."""
+
+    _target: Type = field(default_factory=lambda: Matcher)
+
+    @property
+    def num_priors(self) -> int:
+        """How many coarse priors (retrieved training views) the method uses."""
+        return 1
+
+    @property
+    def renders_descriptors(self) -> bool:
+        """Whether the method reads the descriptor field from renders (otherwise renders skip it)."""
+        return False
+
+
+class Matcher:
+    """One localization method on one map."""
+
+    def __init__(self, config: MatcherConfig, model, renderer: MapRenderer) -> None:
+        self.config = config
+        self.model = model
+        self.renderer = renderer
+
+    def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
+        """Pose of ``image`` (H, W, 3 uint8, undistorted) with intrinsics ``K`` from ``priors`` (4x4 c2w, normalised
+        frame, best first)."""
+        raise NotImplementedError

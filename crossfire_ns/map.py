@@ -1,0 +1,181 @@
+"""A trained crossfire map as a library object: load it once, then localize, view or benchmark against it.
+
+``load_map`` is the one way to load a map (ns-localize, the viewer tools, the benchmarks and the tests use it);
+``CrossfireMap.from_pipeline`` wraps a pipeline that is already running (the viewer's). Poses of the training
+data's transforms.json live in its *original* frame; nerfstudio's dataparser moves them into a *normalised* frame
+(``transform``, ``scale``), in which the model renders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from crossfire_ns.compat import allow_nerfstudio_checkpoints
+from crossfire_ns.errors import CrossfireInputError
+from crossfire_ns.geometry import (
+    normalized_to_original,
+    original_to_normalized,
+    saved_frame_normalization,
+    scale_intrinsics,
+)
+from crossfire_ns.metrics import camera_extent
+
+
+class MapLoadError(CrossfireInputError):
+    """The map cannot be loaded; the message names the file and the fix."""
+
+
+def cameras_c2w(cameras) -> np.ndarray:
+    """(N, 4, 4) float64 camera-to-world of nerfstudio ``Cameras`` (their frame: normalised for a dataset's)."""
+    c2w = np.tile(np.eye(4), (len(cameras), 1, 1))
+    c2w[:, :3, :4] = cameras.camera_to_worlds.detach().cpu().numpy()
+    return c2w
+
+
+def frame_normalization(pipeline) -> Tuple[np.ndarray, float]:
+    """(transform, scale) from the transforms.json frame of the training data to the normalised frame."""
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    transform = outputs.dataparser_transform.cpu().numpy()
+    scale = float(outputs.dataparser_scale)
+    data = Path(pipeline.datamanager.config.data or "")
+    meta_file = data / "transforms.json" if data.is_dir() else data
+    if meta_file.suffix == ".json" and meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        return saved_frame_normalization(transform, scale, meta.get("applied_transform"), meta.get("applied_scale"))
+    return transform, scale
+
+
+@dataclass
+class CrossfireMap:
+    """A loaded map: the nerfstudio pipeline, its frame normalisation and its training views."""
+
+    pipeline: Any
+    """nerfstudio's pipeline (``pipeline.model`` is the CrossfireModel), in eval mode."""
+    transform: np.ndarray
+    """(3, 4) from the original frame of the training transforms.json to the normalised frame (before ``scale``)."""
+    scale: float
+    config_path: Optional[Path] = None
+    """The config.yml it was loaded from (None for a running pipeline)."""
+    step: Optional[int] = None
+    """Training step of the checkpoint."""
+    checkpoint: Optional[Path] = None
+    cache: Dict[Hashable, Any] = field(default_factory=dict, repr=False)
+    """Things built once per map by its users (e.g. the retrieval index), see ``cached``."""
+
+    @classmethod
+    def from_pipeline(cls, pipeline, config_path=None, step=None, checkpoint=None) -> "CrossfireMap":
+        transform, scale = frame_normalization(pipeline)
+        return cls(pipeline, np.asarray(transform)[:3], scale, config_path, step, checkpoint)
+
+    @property
+    def model(self):
+        return self.pipeline.model
+
+    @property
+    def normalization(self) -> Tuple[np.ndarray, float]:
+        """``(transform, scale)``, as ``crossfire_ns.geometry.original_to_normalized`` takes them."""
+        return self.transform, self.scale
+
+    @property
+    def train_dataset(self):
+        return self.pipeline.datamanager.train_dataset
+
+    @property
+    def train_cameras(self):
+        return self.train_dataset.cameras
+
+    @cached_property
+    def train_c2w(self) -> np.ndarray:
+        """(N, 4, 4) training camera-to-world poses, normalised frame."""
+        return cameras_c2w(self.train_cameras)
+
+    def to_original(self, c2w: np.ndarray) -> np.ndarray:
+        """Normalised-frame pose(s) -> the training data's original frame."""
+        return normalized_to_original(c2w, self.transform, self.scale)
+
+    def to_normalized(self, c2w: np.ndarray) -> np.ndarray:
+        """Original-frame pose(s) -> the normalised frame the model renders in."""
+        return original_to_normalized(c2w, self.transform, self.scale)
+
+    def camera_extent(self) -> float:
+        """Diagonal of the box of the training camera centres, in the original frame's units."""
+        return camera_extent(self.to_original(self.train_c2w))
+
+    def training_image(self, index: int) -> torch.Tensor:
+        """(H, W, 3|4) float image in [0, 1] of training view ``index`` (as training loaded it)."""
+        return self.train_dataset.get_image_float32(index)
+
+    def training_images(self) -> List[torch.Tensor]:
+        return [self.training_image(i) for i in range(len(self.train_dataset))]
+
+    def training_intrinsics(self, width: int, height: int, index: int = 0) -> np.ndarray:
+        """3x3 K of training camera ``index``, scaled to an image of ``width`` x ``height``."""
+        cams = self.train_cameras
+        K = np.array(
+            [
+                [float(cams.fx[index]), 0, float(cams.cx[index])],
+                [0, float(cams.fy[index]), float(cams.cy[index])],
+                [0, 0, 1],
+            ]
+        )
+        return scale_intrinsics(K, width / int(cams.width[index]), height / int(cams.height[index]))
+
+    def cached(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()`` once per ``key`` for this map (the map outlives the queries that use it)."""
+        if key not in self.cache:
+            self.cache[key] = build()
+        return self.cache[key]
+
+
+def load_map(config_path: Path, data: Optional[Path] = None) -> CrossfireMap:
+    """The trained map of a ``config.yml`` written by ns-train, found relative to that file (whatever the current
+    directory is); ``data`` is the training data's folder when it moved since training."""
+    from nerfstudio.utils.eval_utils import eval_setup
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    allow_nerfstudio_checkpoints()
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise MapLoadError(
+            f"{config_path}: no such file. Pass the config.yml that ns-train wrote (outputs/<exp>/<method>/<time>/)."
+        )
+
+    def relocate(config):
+        base = config_path.resolve().parent
+        if (base.name, base.parent.name) == (config.timestamp, config.method_name):
+            config.output_dir = base.parent.parent.parent
+            config.experiment_name = base.parent.parent.name
+        if data is not None:
+            config.data = data
+            config.pipeline.datamanager.data = data
+            config.pipeline.datamanager.dataparser.data = data
+        source = config.pipeline.datamanager.data or config.pipeline.datamanager.dataparser.data
+        if source is not None and not Path(source).exists():
+            raise MapLoadError(f"{config_path}: the training data {source} is gone; pass --data with its new location.")
+        if not str(config.method_name).startswith("crossfire"):
+            raise MapLoadError(
+                f"{config_path}: method {config.method_name!r} is not a crossfire map; train with ns-train crossfire-lite."
+            )
+        checkpoints = config.get_checkpoint_dir()
+        if not checkpoints.is_dir() or not any(checkpoints.glob("*.ckpt")):
+            raise MapLoadError(
+                f"{config_path}: no checkpoint in {checkpoints} (nerfstudio_models/*.ckpt). Let ns-train finish (or "
+                f"save a checkpoint with --steps-per-save), or pass the config.yml of a finished run."
+            )
+        return config
+
+    try:
+        _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="val", update_config_callback=relocate)
+    except FileNotFoundError as err:
+        raise MapLoadError(
+            f"{config_path}: could not load the map ({err}). Is training finished (nerfstudio_models/*.ckpt)?"
+        ) from err
+    CONSOLE.print(f"Loaded map {config_path.parent} at step {step} ({checkpoint.name}).")
+    return CrossfireMap.from_pipeline(pipeline, config_path=config_path, step=int(step), checkpoint=Path(checkpoint))

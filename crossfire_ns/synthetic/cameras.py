@@ -1,0 +1,62 @@
+"""Camera poses of the bundled scene: look-at poses upright w.r.t. +z, the ring of training views and the queries
+between them."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from crossfire_ns.synthetic.config import WORLD_UP, SyntheticSceneConfig
+
+
+def look_at(eye: Sequence[float], target: Sequence[float], roll_deg: float = 0.0) -> np.ndarray:
+    """4x4 OpenGL camera-to-world at ``eye`` looking at ``target``, upright w.r.t. +z, then rolled."""
+    eye = np.asarray(eye, dtype=np.float64)
+    forward = np.asarray(target, dtype=np.float64) - eye
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, WORLD_UP)
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    a = math.radians(roll_deg)
+    right, up = math.cos(a) * right + math.sin(a) * up, -math.sin(a) * right + math.cos(a) * up
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, -forward, eye
+    return c2w
+
+
+def _ring_pose(rng: np.random.Generator, azimuth: float, config: SyntheticSceneConfig) -> np.ndarray:
+    """One camera on the ring at ``azimuth``, random radius/height, looking near the centre."""
+    radius = config.camera_radius + rng.uniform(-1.0, 1.0) * config.camera_radius_jitter
+    height = rng.uniform(config.camera_height_min, config.camera_height_max)
+    eye = np.array([radius * math.cos(azimuth), radius * math.sin(azimuth), height])
+    target = rng.normal(0.0, config.target_jitter, size=3)
+    return look_at(eye, target, roll_deg=rng.uniform(-1.0, 1.0) * config.roll_jitter_deg)
+
+
+def sample_poses(config: SyntheticSceneConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """(num_train, 4, 4) training and (num_query, 4, 4) query OpenGL camera-to-world poses.
+
+    Training azimuths are evenly spaced with jitter; queries sit at midpoints between neighbouring
+    training azimuths (with a little jitter), with their own random heights and radii, so they are new
+    poses rather than duplicates. Training and query poses use separate random streams.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 2]))
+    full_circle = config.arc_deg >= 360.0
+    step = math.radians(min(config.arc_deg, 360.0)) / config.num_train
+    azimuths = np.arange(config.num_train) * step + rng.uniform(-0.25, 0.25, config.num_train) * step
+    train = np.stack([_ring_pose(rng, a, config) for a in azimuths]) if config.num_train else np.zeros((0, 4, 4))
+
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 3]))
+    ordered = np.sort(np.mod(azimuths, 2.0 * math.pi)) if full_circle else np.sort(azimuths)
+    # On a full circle the last gap wraps around; on an arc, queries stay between training views.
+    gaps = np.diff(np.concatenate([ordered, ordered[:1] + 2.0 * math.pi])) if full_circle else np.diff(ordered)
+    midpoints = ordered[: len(gaps)] + gaps / 2.0
+    picks = (np.arange(config.num_query) * len(gaps)) // max(config.num_query, 1) + len(gaps) // (
+        2 * max(config.num_query, 1)
+    )
+    picks %= len(gaps)
+    query_az = midpoints[picks] + rng.uniform(-0.15, 0.15, config.num_query) * gaps[picks]
+    query = np.stack([_ring_pose(rng, a, config) for a in query_az]) if config.num_query else np.zeros((0, 4, 4))
+    return train, query

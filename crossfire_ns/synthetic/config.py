@@ -1,0 +1,160 @@
+"""What the bundled scene generator makes: its config, the camera intrinsics and the two lightings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+GENERATOR_VERSION = "1.0.0"
+"""Bumped whenever the rendered pixels or poses for a given config would change."""
+
+WORLD_UP = (0.0, 0.0, 1.0)
+"""The world's up axis (+z): cameras are upright with respect to it."""
+
+NUM_ROOM_FACES = 6
+"""Material ids 0..5 are the room faces (-x, +x, -y, +y, -z floor, +z ceiling); objects follow."""
+
+
+@dataclass
+class SyntheticSceneConfig:
+    """What to generate; the same config and seed give byte-identical output."""
+
+    width: int = 160
+    """Image width in pixels (small, so a NeRF trains in minutes on CPU)."""
+    height: int = 120
+    """Image height in pixels."""
+    num_train: int = 40
+    """Number of training views on the camera ring (enough azimuth coverage for a NeRF)."""
+    num_query: int = 10
+    """Number of held-out query views, placed between training azimuths, rendered under changed lighting."""
+    fov_x_deg: float = 60.0
+    """Horizontal field of view in degrees; fl_y = fl_x (square pixels)."""
+    seed: int = 0
+    """Seeds object placement, textures, camera poses and query sensor noise."""
+    supersample: int = 2
+    """Anti-aliasing: render supersample x supersample rays per pixel and box-average them."""
+    room_half_size: float = 4.0
+    """Half the side of the cubic room (world units); the walls are the far background of every view."""
+    camera_radius: float = 2.5
+    """Mean horizontal distance of the cameras from the room's vertical axis."""
+    camera_radius_jitter: float = 0.15
+    """Cameras' distance from the axis varies uniformly by +/- this, so views are not on one circle."""
+    camera_height_min: float = -0.3
+    """Lowest camera height (z), so that views see the objects from varied elevations."""
+    camera_height_max: float = 0.8
+    """Highest camera height (z)."""
+    target_jitter: float = 0.15
+    """Std of the random offset (world units) of each camera's look-at target around the origin."""
+    roll_jitter_deg: float = 2.0
+    """Cameras roll uniformly by +/- this many degrees, so poses are not all perfectly upright."""
+    num_spheres: int = 3
+    """Number of textured spheres in the middle (parallax against the walls)."""
+    num_boxes: int = 2
+    """Number of textured axis-aligned boxes in the middle."""
+    texture_scale: float = 1.0
+    """Size of texture features (larger: coarser patterns, which a small NeRF learns faster)."""
+    arc_deg: float = 360.0
+    """Azimuth range of the camera ring: 360 orbits the objects; less is a denser capture of one side."""
+
+
+@dataclass(frozen=True)
+class PinholeIntrinsics:
+    """Pinhole intrinsics in nerfstudio's convention (pixel centres at +0.5)."""
+
+    fx: float
+    """Focal length along x, in pixels."""
+    fy: float
+    """Focal length along y, in pixels."""
+    cx: float
+    """Principal point x (w / 2 for a centred principal point)."""
+    cy: float
+    """Principal point y (h / 2)."""
+    width: int
+    """Image width in pixels."""
+    height: int
+    """Image height in pixels."""
+
+    @staticmethod
+    def from_fov(width: int, height: int, fov_x_deg: float) -> "PinholeIntrinsics":
+        """Square pixels and a centred principal point: the exact intrinsics the renderer uses."""
+        fx = (width / 2.0) / math.tan(math.radians(fov_x_deg) / 2.0)
+        return PinholeIntrinsics(fx=fx, fy=fx, cx=width / 2.0, cy=height / 2.0, width=width, height=height)
+
+    def matrix(self) -> np.ndarray:
+        """The 3x3 K matrix (OpenCV convention)."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def to_transforms(self) -> dict:
+        """The intrinsics keys of a nerfstudio ``transforms.json`` (OPENCV model, zero distortion)."""
+        return {
+            "camera_model": "OPENCV",
+            "fl_x": self.fx,
+            "fl_y": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
+            "w": self.width,
+            "h": self.height,
+            "k1": 0.0,
+            "k2": 0.0,
+            "p1": 0.0,
+            "p2": 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """Lambertian shading by ambient light plus one point light, then a simple camera response.
+
+    pixel = (exposure * color_gain * albedo * (ambient + diffuse * light_color * max(0, n.l) * falloff))
+    ** (1 / gamma) + noise, with falloff = 1 / (1 + (distance / falloff_distance)^2).
+    """
+
+    light_position: Tuple[float, float, float]
+    """Point light position (world units), inside the room."""
+    light_color: Tuple[float, float, float]
+    """RGB colour of the point light."""
+    ambient: float
+    """Ambient term, so that surfaces facing away from the light are not black (no shadows are cast)."""
+    diffuse: float
+    """Strength of the point light."""
+    falloff_distance: float
+    """Distance at which the point light's irradiance has halved."""
+    exposure: float
+    """Global exposure multiplier (linear)."""
+    color_gain: Tuple[float, float, float]
+    """Per-channel gain: a white-balance / colour cast."""
+    gamma: float
+    """Encoding gamma: the linear value x is written as x ** (1 / gamma)."""
+    noise_std: float
+    """Std of additive Gaussian sensor noise on the encoded [0, 1] values (0 = clean)."""
+
+
+TRAIN_LIGHTING = Lighting(
+    light_position=(1.5, -1.0, 3.0),
+    light_color=(1.0, 1.0, 1.0),
+    ambient=0.4,
+    diffuse=1.5,
+    falloff_distance=5.0,
+    exposure=1.45,
+    color_gain=(1.0, 1.0, 1.0),
+    gamma=1.3,
+    noise_std=0.0,
+)
+"""Lighting of the training views: a white light above, neutral camera, no noise."""
+
+QUERY_LIGHTING = Lighting(
+    light_position=(-2.5, 2.0, 0.5),
+    light_color=(1.0, 0.85, 0.6),
+    ambient=0.3,
+    diffuse=1.8,
+    falloff_distance=5.0,
+    exposure=1.15,
+    color_gain=(1.15, 0.95, 0.75),
+    gamma=1.8,
+    noise_std=0.015,
+)
+"""Lighting of the queries: a warm, lower light on the opposite side of the room, less ambient light,
+a darker exposure, a warm colour cast, a different gamma and mild sensor noise."""

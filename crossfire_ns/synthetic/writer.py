@@ -1,0 +1,146 @@
+"""Writing a scene: images first, then transforms.json files and scene.json, each atomically."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from crossfire_ns.io.atomic import write_json_atomic, write_png_atomic
+from crossfire_ns.synthetic.cameras import sample_poses
+from crossfire_ns.synthetic.config import (
+    GENERATOR_VERSION,
+    QUERY_LIGHTING,
+    TRAIN_LIGHTING,
+    WORLD_UP,
+    Lighting,
+    PinholeIntrinsics,
+    SyntheticSceneConfig,
+)
+from crossfire_ns.synthetic.geometry import Scene, build_scene
+from crossfire_ns.synthetic.render import render_view, to_uint8
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    """8-bit RGB PNG, written atomically."""
+    write_png_atomic(path, to_uint8(rgb))
+
+
+def _validate(config: SyntheticSceneConfig) -> None:
+    """Reject configs that would render nonsense (cameras outside the room, empty images, ...)."""
+    if config.width < 1 or config.height < 1:
+        raise ValueError(f"image size must be positive, got {config.width}x{config.height}")
+    if config.supersample < 1:
+        raise ValueError(f"supersample must be >= 1, got {config.supersample}")
+    if config.num_train < 1 or config.num_query < 0:
+        raise ValueError(f"need num_train >= 1 and num_query >= 0, got {config.num_train}, {config.num_query}")
+    if not 0.0 < config.fov_x_deg < 180.0:
+        raise ValueError(f"fov_x_deg must be in (0, 180), got {config.fov_x_deg}")
+    if config.camera_height_min > config.camera_height_max:
+        raise ValueError("camera_height_min must not exceed camera_height_max")
+    reach = max(
+        config.camera_radius + config.camera_radius_jitter,
+        abs(config.camera_height_min),
+        abs(config.camera_height_max),
+    )
+    if reach >= config.room_half_size - 0.1:
+        raise ValueError(f"cameras (reach {reach}) must stay inside the room (half size {config.room_half_size})")
+    if config.camera_radius - config.camera_radius_jitter < 2.0:
+        raise ValueError("camera ring too small: cameras would collide with the central objects")
+
+
+def generate_scene(
+    output_dir: Path,
+    config: Optional[SyntheticSceneConfig] = None,
+    train_lighting: Lighting = TRAIN_LIGHTING,
+    query_lighting: Lighting = QUERY_LIGHTING,
+    on_view: Optional[Callable[[str], None]] = None,
+) -> Path:
+    """Render and write the scene (layout below) and return ``output_dir``.
+
+    ``output_dir/transforms.json`` + ``images/train_XXX.png`` (training views, nerfstudio format),
+    ``output_dir/queries/transforms.json`` + ``queries/images/query_XXX.png`` (ground-truth poses in the
+    same world frame, changed lighting) and ``output_dir/scene.json`` (metadata). Images are written
+    first and the JSON files last, each atomically, so a listed image always exists. ``on_view`` is
+    called with each image's relative path after it is written (for progress reporting).
+    """
+    config = config if config is not None else SyntheticSceneConfig()
+    _validate(config)
+    output_dir = Path(output_dir)
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    (output_dir / "queries" / "images").mkdir(parents=True, exist_ok=True)
+
+    scene = build_scene(config)
+    intrinsics = PinholeIntrinsics.from_fov(config.width, config.height, config.fov_x_deg)
+    train_poses, query_poses = sample_poses(config)
+
+    def render_set(poses: np.ndarray, lighting: Lighting, prefix: str, base: Path, stream: int) -> List[dict]:
+        frames = []
+        for i, c2w in enumerate(poses):
+            rel = f"images/{prefix}_{i:03d}.png"
+            rgb, _ = render_view(
+                c2w, intrinsics, lighting, scene, config.supersample, noise_seed=_noise_seed(config, stream, i)
+            )
+            _write_png(base / rel, rgb)
+            frames.append({"file_path": rel, "transform_matrix": c2w.tolist()})
+            if on_view is not None:
+                on_view(str((base / rel).relative_to(output_dir)))
+        return frames
+
+    train_frames = render_set(train_poses, train_lighting, "train", output_dir, 0)
+    query_frames = render_set(query_poses, query_lighting, "query", output_dir / "queries", 1)
+
+    write_json_atomic(output_dir / "transforms.json", {**intrinsics.to_transforms(), "frames": train_frames})
+    write_json_atomic(
+        output_dir / "queries" / "transforms.json", {**intrinsics.to_transforms(), "frames": query_frames}
+    )
+    write_json_atomic(
+        output_dir / "scene.json",
+        _metadata(config, scene, intrinsics, train_poses, query_poses, train_lighting, query_lighting),
+    )
+    return output_dir
+
+
+def _noise_seed(config: SyntheticSceneConfig, stream: int, index: int) -> int:
+    """Per-view sensor-noise seed: deterministic, distinct per seed, set and view."""
+    return int(np.random.SeedSequence([config.seed, 5, stream, index]).generate_state(1)[0])
+
+
+def _metadata(
+    config: SyntheticSceneConfig,
+    scene: Scene,
+    intrinsics: PinholeIntrinsics,
+    train_poses: np.ndarray,
+    query_poses: np.ndarray,
+    train_lighting: Lighting,
+    query_lighting: Lighting,
+) -> dict:
+    """Contents of scene.json: everything needed to interpret (or regenerate) the scene."""
+    centres = np.concatenate([train_poses[:, :3, 3], query_poses[:, :3, 3]])
+    obj_lo = [scene.sphere_centers - scene.sphere_radii[:, None], scene.box_centers - scene.box_half_sizes]
+    obj_hi = [scene.sphere_centers + scene.sphere_radii[:, None], scene.box_centers + scene.box_half_sizes]
+    lo = np.min(np.concatenate([centres, *obj_lo]), axis=0)
+    hi = np.max(np.concatenate([centres, *obj_hi]), axis=0)
+    room_lo, room_hi = scene.bounds()
+    return {
+        "generator": "crossfire_ns.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "seed": config.seed,
+        "config": asdict(config),
+        "world_up": list(WORLD_UP),
+        "pose_convention": "transform_matrix is camera-to-world, OpenGL camera axes (x right, y up, looks -z)",
+        "scene_extent": scene.extent(),
+        "scene_extent_definition": "diagonal of the axis-aligned bounding box of all geometry (the room), world units",
+        "camera_object_extent": float(np.linalg.norm(hi - lo)),
+        "camera_object_extent_definition": "diagonal of the bounding box of all camera centres and central objects",
+        "room": {"min": room_lo.tolist(), "max": room_hi.tolist()},
+        "objects": scene.objects(),
+        "intrinsics": intrinsics.to_transforms(),
+        "lighting": {"train": asdict(train_lighting), "query": asdict(query_lighting)},
+        "num_train": len(train_poses),
+        "num_query": len(query_poses),
+        "train_transforms": "transforms.json",
+        "query_transforms": "queries/transforms.json",
+    }

@@ -1,0 +1,231 @@
+"""Reading query folders: good sets, and every bad input with a message that names the file and says how to fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossfire_ns.io.queries import (
+    QueryImageError,
+    QueryInputError,
+    load_query_set,
+    read_query_image,
+    undistort_if_needed,
+)
+
+W, H = 40, 30
+
+
+def write_image(path: Path, width: int = W, height: int = H, seed: int = 0) -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def c2w(x: float) -> list:
+    matrix = np.eye(4)
+    matrix[0, 3] = x
+    return matrix.tolist()
+
+
+def write_transforms(folder: Path, frames: list, **global_keys) -> Path:
+    meta = {"fl_x": 50.0, "fl_y": 51.0, "cx": W / 2, "cy": H / 2, "w": W, "h": H, **global_keys, "frames": frames}
+    path = folder / "transforms.json"
+    path.write_text(json.dumps(meta))
+    return path
+
+
+# --- good sets -----------------------------------------------------------------------------------------------------
+
+
+def test_folder_without_transforms(tmp_path: Path):
+    write_image(tmp_path / "b.JPG")
+    expected = write_image(tmp_path / "a.png", seed=1)
+    (tmp_path / "notes.txt").write_text("not an image")
+    queries, warnings = load_query_set(tmp_path)
+    assert [q.file_path for q in queries] == ["a.png", "b.JPG"]
+    assert all(q.K is None and q.c2w_gt is None for q in queries)
+    assert warnings and "intrinsics" in warnings[0]
+    np.testing.assert_array_equal(read_query_image(queries[0]), expected)
+
+
+def test_folder_with_intrinsics_override(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    queries, warnings = load_query_set(tmp_path, intrinsics_override=(10.0, 11.0, 20.0, 15.0))
+    np.testing.assert_allclose(queries[0].K, [[10, 0, 20], [0, 11, 15], [0, 0, 1]])
+    assert warnings == []
+
+
+def test_transforms_global_and_per_frame_keys(tmp_path: Path):
+    write_image(tmp_path / "images" / "q0.png")
+    write_image(tmp_path / "images" / "q1.png", width=2 * W, height=2 * H)
+    write_image(tmp_path / "unlisted.png")
+    frames = [
+        {"file_path": "images/q0.png", "transform_matrix": c2w(1.0)},
+        {"file_path": "images/q1.png", "fl_x": 100.0, "fl_y": 102.0, "cx": W, "cy": H, "w": 2 * W, "h": 2 * H,
+         "k1": 0.1, "p2": 0.01},
+    ]  # fmt: skip
+    write_transforms(tmp_path, frames, camera_model="OPENCV")
+    queries, warnings = load_query_set(tmp_path)
+    assert [q.file_path for q in queries] == ["images/q0.png", "images/q1.png"]
+    q0, q1 = queries
+    np.testing.assert_allclose(q0.K, [[50, 0, W / 2], [0, 51, H / 2], [0, 0, 1]])
+    assert (q0.width, q0.height) == (W, H) and q0.dist_coeffs is None
+    np.testing.assert_allclose(q0.c2w_gt, c2w(1.0))
+    np.testing.assert_allclose(q1.K, [[100, 0, W], [0, 102, H], [0, 0, 1]])
+    assert (q1.width, q1.height) == (2 * W, 2 * H) and q1.c2w_gt is None
+    np.testing.assert_allclose(q1.dist_coeffs, [0.1, 0.0, 0.0, 0.01, 0.0])  # OpenCV order k1 k2 p1 p2 k3
+    assert any("unlisted.png" in w for w in warnings)  # not a query, but the user is told
+    assert any("transform_matrix" in w for w in warnings)  # ground truth on only some frames
+    assert read_query_image(q1).shape == (2 * H, 2 * W, 3)
+
+
+def test_transforms_without_any_intrinsics_gives_k_none(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": [{"file_path": "a.png"}]}))
+    queries, warnings = load_query_set(tmp_path)
+    assert queries[0].K is None and any("no intrinsics" in w for w in warnings)
+
+
+def test_undistort_keeps_k_and_inverts_distortion():
+    K = np.array([[80.0, 0, 48.0], [0, 80.0, 32.0], [0, 0, 1.0]])
+    dist = np.array([-0.4, 0.1, 0.0, 0.0, 0.0])
+    image = np.zeros((64, 96, 3), dtype=np.uint8)
+    assert undistort_if_needed(image, K, None) is image
+    assert undistort_if_needed(image, K, np.zeros(5)) is image
+    # a dot at undistorted pixel u lands, in the distorted image, where OpenCV's model sends it
+    K_cv = K.copy()
+    K_cv[:2, 2] -= 0.5
+    target = np.array([[85.0, 55.0]])  # centre-convention pixel in the undistorted image
+    ray = np.linalg.solve(K_cv, [target[0, 0], target[0, 1], 1.0])
+    distorted, _ = cv2.projectPoints(ray[None], np.zeros(3), np.zeros(3), K_cv, dist)
+    u, v = np.round(distorted.reshape(2)).astype(int)
+    assert np.hypot(u - target[0, 0], v - target[0, 1]) > 4  # the distortion moves it visibly
+    image[v - 1 : v + 2, u - 1 : u + 2] = 255
+    out = undistort_if_needed(image, K, dist)
+    assert out.shape == image.shape
+    peak = np.unravel_index(out[..., 0].astype(float).argmax(), out.shape[:2])
+    assert abs(peak[1] - target[0, 0]) <= 1 and abs(peak[0] - target[0, 1]) <= 1
+
+
+# --- fatal problems with the set ---------------------------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path: Path):
+    with pytest.raises(QueryInputError, match="does not exist") as info:
+        load_query_set(tmp_path / "nope")
+    assert "nope" in str(info.value) and "Pass an existing folder" in str(info.value)
+
+
+def test_empty_folder(tmp_path: Path):
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(QueryInputError, match="no query images") as info:
+        load_query_set(tmp_path)
+    assert str(tmp_path) in str(info.value) and "Put the query images" in str(info.value)
+
+
+def test_empty_folder_points_to_subfolder(tmp_path: Path):
+    write_image(tmp_path / "images" / "a.png")
+    with pytest.raises(QueryInputError, match="sub-folders") as info:
+        load_query_set(tmp_path)
+    assert "images" in str(info.value) and "pass that folder" in str(info.value)
+
+
+def test_invalid_json_names_line_and_column(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "transforms.json").write_text('{\n  "frames": [\n    {"file_path": "a.png",}\n  ]\n}\n')
+    with pytest.raises(QueryInputError) as info:
+        load_query_set(tmp_path)
+    message = str(info.value)
+    assert "transforms.json" in message and "line 3" in message and "column" in message and "Fix" in message
+
+
+@pytest.mark.parametrize(
+    "meta,expected",
+    [
+        ({"fl_x": 1.0}, "'frames'"),
+        ({"frames": []}, "empty"),
+        ({"frames": [{"transform_matrix": c2w(0)}]}, "'file_path'"),
+        ({"fl_x": 50.0, "fl_y": 50.0, "frames": [{"file_path": "a.png"}]}, "'cx', 'cy', 'w', 'h'"),
+        ({"fl_x": 50.0, "fl_y": 50.0, "cx": 1, "cy": 1, "w": 40.5, "h": 30, "frames": [{"file_path": "a.png"}]}, "'w'"),
+        (
+            {"fl_x": "fifty", "fl_y": 50.0, "cx": 1, "cy": 1, "w": 40, "h": 30, "frames": [{"file_path": "a.png"}]},
+            "'fl_x'",
+        ),
+        ({"frames": [{"file_path": "a.png", "transform_matrix": [[1, 0, 0], [0, 1, 0]]}]}, "shape (2, 3)"),
+        ({"frames": [{"file_path": "a.png", "transform_matrix": [["x"] * 4] * 4}]}, "numeric"),
+        ({"camera_model": "EQUIRECTANGULAR", "frames": [{"file_path": "a.png"}]}, "not supported"),
+        ({"frames": [{"file_path": "a.png", "k4": 0.1}]}, "k4"),
+    ],
+)
+def test_malformed_transforms(tmp_path: Path, meta, expected):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(QueryInputError) as info:
+        load_query_set(tmp_path)
+    message = str(info.value)
+    assert "transforms.json" in message and expected in message
+    assert "Fix" in message or "Undistort" in message
+
+
+def test_frame_pointing_to_missing_file(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    write_transforms(tmp_path, [{"file_path": "a.png"}, {"file_path": "images/missing.png"}])
+    with pytest.raises(QueryInputError) as info:
+        load_query_set(tmp_path)
+    message = str(info.value)
+    assert "frames[1]" in message and "missing.png" in message and "does not exist" in message
+    assert "Fix 'file_path'" in message
+
+
+# --- per-image problems: not fatal -----------------------------------------------------------------------------
+
+
+def test_corrupt_file_among_good_ones(tmp_path: Path):
+    write_image(tmp_path / "good1.png")
+    (tmp_path / "broken.jpg").write_bytes(b"this is not a jpeg at all")
+    write_image(tmp_path / "good2.jpeg")
+    queries, _ = load_query_set(tmp_path)
+    assert [q.file_path for q in queries] == ["broken.jpg", "good1.png", "good2.jpeg"]
+    assert read_query_image(queries[1]).shape == (H, W, 3)
+    assert read_query_image(queries[2]).shape == (H, W, 3)
+    with pytest.raises(QueryImageError) as info:
+        read_query_image(queries[0])
+    assert "broken.jpg" in str(info.value) and "Replace it" in str(info.value)
+
+
+def test_truncated_png_is_a_query_image_error(tmp_path: Path):
+    write_image(tmp_path / "a.png", width=200, height=200)
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "a.png").write_bytes(data[: len(data) // 2])
+    queries, _ = load_query_set(tmp_path)
+    with pytest.raises(QueryImageError, match="a.png"):
+        read_query_image(queries[0])
+
+
+def test_size_disagreeing_with_intrinsics(tmp_path: Path):
+    write_image(tmp_path / "small.png", width=W // 2, height=H // 2)
+    write_image(tmp_path / "ok.png")
+    write_transforms(tmp_path, [{"file_path": "small.png"}, {"file_path": "ok.png"}])
+    queries, _ = load_query_set(tmp_path)
+    assert read_query_image(queries[1]).shape == (H, W, 3)
+    with pytest.raises(QueryImageError) as info:
+        read_query_image(queries[0])
+    message = str(info.value)
+    assert "small.png" in message and f"{W // 2}x{H // 2}" in message and f"{W}x{H}" in message
+    assert "Fix 'w'/'h'" in message
+
+
+def test_rgba_and_grayscale_become_rgb(tmp_path: Path):
+    Image.fromarray(np.full((H, W, 4), 200, dtype=np.uint8)).save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((H, W), 100, dtype=np.uint8)).save(tmp_path / "gray.png")
+    queries, _ = load_query_set(tmp_path)
+    for query in queries:
+        image = read_query_image(query)
+        assert image.shape == (H, W, 3) and image.dtype == np.uint8
