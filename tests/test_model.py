@@ -128,3 +128,31 @@ def test_warp_loss_trains_the_encoder_from_the_first_step(model):
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
     assert all(p.grad is None for p in model.descriptor_field.parameters())
+
+
+def _camera_bundle(width: int = 8, height: int = 6):
+    from nerfstudio.cameras.cameras import Cameras
+
+    c2w = torch.eye(4)[:3]
+    c2w[2, 3] = 0.5
+    camera = Cameras(
+        camera_to_worlds=c2w[None], fx=8.0, fy=8.0, cx=width / 2, cy=height / 2, width=width, height=height
+    )
+    return camera.generate_rays(camera_indices=0, keep_shape=True)
+
+
+def test_localization_renders_skip_viewer_outputs_and_the_field_unless_asked(model):
+    model.eval()
+    bundle = _camera_bundle()
+    calls = []
+    original = model.descriptor_field.forward
+    model.descriptor_field.forward = lambda positions: calls.append(1) or original(positions)
+    plain = model.render_for_localization(bundle, descriptors=False)
+    assert {"rgb", "depth", "accumulation"} <= set(plain) and plain["rgb"].shape == (6, 8, 3)
+    assert "descriptor" not in plain and "descriptor_pca" not in plain and not calls
+    with_field = model.render_for_localization(bundle, descriptors=True)
+    assert with_field["descriptor"].shape == (6, 8, 8) and calls and "descriptor_similarity" not in with_field
+    assert torch.equal(plain["depth"], with_field["depth"])  # the same geometry either way
+    viewer = model.get_outputs_for_camera_ray_bundle(bundle)  # the viewer's path keeps its outputs
+    assert {"descriptor", "descriptor_pca", "descriptor_similarity"} <= set(viewer)
+    assert model.descriptors_enabled

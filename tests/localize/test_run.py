@@ -1,0 +1,53 @@
+"""Localization as a library call: a loaded map and queries in, results in memory out, nothing written."""
+
+import numpy as np
+import pytest
+
+from crossfire_ns.io.queries import load_query_set
+from crossfire_ns.localize.localizer import Localizer
+from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherConfig
+from crossfire_ns.localize.priors import retrieval_index
+from crossfire_ns.localize.run import localize_queries
+from crossfire_ns.map import load_map
+
+pytestmark = pytest.mark.slow
+FAST = CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0)
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_map):
+    return load_map(trained_map[0])
+
+
+def test_results_in_memory_on_a_loaded_map(loaded, bundled_scene, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    queries, _ = load_query_set(bundled_scene / "queries")
+    results = localize_queries(loaded, queries, FAST)
+    assert [r.file_path for r in results] == [q.file_path for q in queries]
+    assert all(r.status in ("localized", "failed") and r.has_gt for r in results)
+    assert all(r.num_renders >= 1 for r in results)
+    for r in results:
+        if r.status == "localized":
+            assert r.c2w.shape == (4, 4) and r.t_err is not None  # original frame, scored against ground truth
+    assert list(tmp_path.iterdir()) == []  # writing is a separate step
+
+
+def test_the_retrieval_index_is_built_once_per_map(loaded, bundled_scene):
+    index = retrieval_index(loaded, "matches")
+    queries, _ = load_query_set(bundled_scene / "queries")
+    localize_queries(loaded, queries[:1], PriorMatcherConfig())
+    assert retrieval_index(loaded, "matches") is index
+    assert retrieval_index(loaded, "gem") is not index
+
+
+def test_prior_poses_are_taken_in_the_original_frame(loaded, bundled_scene):
+    queries, _ = load_query_set(bundled_scene / "queries")
+    truth = {q.file_path: q.c2w_gt for q in queries}
+    localizer = Localizer(loaded.model, PriorMatcherConfig())
+    results = localize_queries(loaded, queries, prior="poses", prior_poses=truth, localizer=localizer)
+    for result in results:
+        assert result.status == "localized" and result.num_renders == 0
+        np.testing.assert_allclose(result.c2w, truth[result.file_path], atol=1e-5)
+        assert result.t_err < 1e-5 and result.r_err < 1e-3
+    missing = localize_queries(loaded, queries[:1], PriorMatcherConfig(), prior="poses", prior_poses={})
+    assert missing[0].status == "failed" and "poses file" in missing[0].message

@@ -1,0 +1,63 @@
+"""CrossfireMap: one way to load a trained map, with the data's frame normalisation and training views."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from crossfire_ns.errors import CrossfireInputError
+from crossfire_ns.map import CrossfireMap, MapLoadError, load_map
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_map):
+    return load_map(trained_map[0])
+
+
+def test_loaded_map_has_pipeline_frame_and_training_views(loaded, trained_map, bundled_scene):
+    assert isinstance(loaded, CrossfireMap) and loaded.config_path == trained_map[0]
+    assert loaded.step is not None and loaded.checkpoint.suffix == ".ckpt"
+    frames = json.loads((bundled_scene / "transforms.json").read_text())["frames"]
+    assert loaded.train_c2w.shape == (len(loaded.train_dataset), 4, 4) and len(loaded.train_dataset) <= len(frames)
+    original = loaded.to_original(loaded.train_c2w)  # the training poses as transforms.json gives them
+    by_name = {f["file_path"]: np.asarray(f["transform_matrix"]) for f in frames}
+    names = [p.relative_to(bundled_scene).as_posix() for p in loaded.train_dataset.image_filenames]
+    np.testing.assert_allclose(original, np.stack([by_name[n] for n in names]), atol=1e-4)
+    np.testing.assert_allclose(loaded.to_normalized(original), loaded.train_c2w, atol=1e-5)
+    centres = original[:, :3, 3]
+    assert loaded.camera_extent() == pytest.approx(np.linalg.norm(centres.max(0) - centres.min(0)), rel=1e-5)
+    image = loaded.training_image(0)
+    assert image.shape[:2] == (60, 80) and float(image.max()) <= 1.0
+    K = loaded.training_intrinsics(40, 30)
+    meta = json.loads((bundled_scene / "transforms.json").read_text())
+    assert K[0, 0] == pytest.approx(meta["fl_x"] / 2) and K[1, 2] == pytest.approx(meta["cy"] / 2)
+
+
+def test_things_built_for_a_map_are_built_once(loaded):
+    built = []
+    first = loaded.cached(("probe", 1), lambda: built.append(1) or object())
+    assert loaded.cached(("probe", 1), lambda: built.append(1) or object()) is first and built == [1]
+
+
+def test_missing_config_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(MapLoadError, match="ns-train") as err:
+        load_map(tmp_path / "nope" / "config.yml")
+    assert "nope/config.yml" in str(err.value) and isinstance(err.value, CrossfireInputError)
+
+
+def test_a_run_without_checkpoints_is_a_clear_error(trained_map, tmp_path):
+    experiment = trained_map[0].parents[2]  # <experiment>/<method>/<timestamp>/config.yml
+    shutil.copytree(experiment, tmp_path / experiment.name)
+    run = tmp_path / trained_map[0].relative_to(experiment.parent).parent
+    for checkpoint in (run / "nerfstudio_models").glob("*.ckpt"):
+        checkpoint.unlink()
+    with pytest.raises(MapLoadError, match="no checkpoint"):
+        load_map(run / "config.yml")
+
+
+def test_moved_training_data_is_a_clear_error(trained_map, tmp_path):
+    with pytest.raises(MapLoadError, match="--data"):
+        load_map(trained_map[0], data=tmp_path / "moved-away")
