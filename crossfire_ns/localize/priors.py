@@ -3,8 +3,7 @@
 Two scores rank the training views: ``matches`` counts mutual-nearest-neighbour matches between the
 query's dense CNN features and each training view's (it uses where things are, not only what is there);
 ``gem`` compares GeM-pooled global descriptors (cheaper, weaker). Both are only as lighting-invariant as the
-CNN: on the bundled scene's relit queries both pick near-random views (BENCHMARKS.md).
-Priors from a poses file or from the previous estimate are plain lookups (``priors_for``)."""
+CNN. Priors from a poses file or from the previous estimate are plain lookups (``priors_for``)."""
 
 from __future__ import annotations
 
