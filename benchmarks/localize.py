@@ -67,7 +67,8 @@ class LocalizeJob:
         options = [
             arg for name, value in self.matcher_options for arg in (f"--matcher.{name.replace('_', '-')}", str(value))
         ]
-        return ["--load-config", str(self.load_config), *common, f"matcher:{self.method}", *options]
+        # the benchmark decides what is finished (job.json); a job it reruns starts afresh
+        return ["--load-config", str(self.load_config), *common, "--overwrite", f"matcher:{self.method}", *options]
 
     def payload(self) -> Dict[str, Any]:
         """What the worker needs to run this job (JSON)."""
@@ -257,7 +258,12 @@ def run_job(crossfire_map, job: dict) -> dict:
     matcher = dataclasses.replace(MATCHER_CONFIGS[job["method"]](), **dict(job.get("matcher_options", ())))
     inputs = read_inputs(Path(job["query_dir"]))
     return localize_folder(
-        crossfire_map, inputs, Path(job["output_dir"]), matcher=matcher, scene_extent=job["scene_extent"]
+        crossfire_map,
+        inputs,
+        Path(job["output_dir"]),
+        matcher=matcher,
+        scene_extent=job["scene_extent"],
+        overwrite=True,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Literal, Mapping, Optional, Union
@@ -51,6 +52,28 @@ class QueryResult:
             if isinstance(value, float) and not math.isfinite(value):
                 out[key] = None
         return out
+
+    @classmethod
+    def from_csv_row(cls, row: Mapping[str, str]) -> "QueryResult":
+        """Parse a row of results.csv (``to_dict`` written by ``io.atomic.write_csv_atomic``) back."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: Dict[str, Any] = {}
+        for name, text in row.items():
+            if name not in types or text is None:
+                continue
+            if name in ("file_path", "status", "message"):
+                kwargs[name] = text
+            elif text == "":
+                continue
+            elif name == "c2w":
+                kwargs[name] = np.asarray(json.loads(text), dtype=np.float64)
+            elif name == "has_gt":
+                kwargs[name] = text == "True"
+            elif name in ("num_inliers", "num_matches", "num_renders"):
+                kwargs[name] = int(text)
+            else:
+                kwargs[name] = float(text)
+        return cls(**kwargs)
 
     @classmethod
     def from_any(cls, item: Union["QueryResult", Mapping[str, Any]]) -> "QueryResult":

@@ -74,7 +74,8 @@ def write_json_atomic(path: PathLike, obj: Any, indent: int = 2) -> None:
         handle.write("\n")
 
 
-def _csv_value(value: Any) -> Any:
+def csv_value(value: Any) -> Any:
+    """A cell of a CSV row: JSON types, lists and dicts as JSON text, None as empty."""
     value = to_jsonable(value)
     if value is None:
         return ""
@@ -93,7 +94,7 @@ def write_csv_atomic(
         writer = csv.DictWriter(handle, fieldnames=list(fieldnames), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: _csv_value(row.get(key)) for key in fieldnames})
+            writer.writerow({key: csv_value(row.get(key)) for key in fieldnames})
 
 
 def write_png_atomic(path: PathLike, rgb: np.ndarray) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from crossfire_ns.errors import CrossfireInputError
-from crossfire_ns.geometry import pose_matrix
+from crossfire_ns.geometry import pose_matrix, scale_intrinsics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TRANSFORMS_NAME = "transforms.json"
@@ -273,20 +273,48 @@ def _ground_truth(frame: Dict[str, Any], where: str, hint: str) -> Optional[np.n
         raise QueryInputError(f"{err}. {hint}") from err
 
 
-def read_query_image(query: QueryImage) -> np.ndarray:
-    """The query image as (H, W, 3) uint8 RGB; raises ``QueryImageError`` if it is unusable.
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag that asks viewers to rotate or flip the stored pixels."""
 
-    Read with PIL like nerfstudio's datasets (no EXIF rotation), so sizes and intrinsics agree with training.
-    """
+
+def image_to_rgb(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PIL image as training sees images: alpha composited on white (nerfstudio's
+    default background), 16-bit grey scaled to 8 bits (not clipped), palette and grey expanded."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(image).astype(np.float64)  # PNG's 16-bit grey opens as I;16 or I
+        grey = np.clip(np.round(grey * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode == "F":
+        grey = np.clip(np.round(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+        return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_query_image(query: QueryImage) -> np.ndarray:
+    """The query image as (H, W, 3) uint8 RGB (see ``image_to_rgb``); raises ``QueryImageError`` if it is unusable.
+
+    Read with PIL like nerfstudio's datasets. An EXIF orientation other than "as stored" is refused: nerfstudio
+    trains on the stored pixels, and intrinsics are given for them."""
     try:
         with Image.open(query.path) as image:
             image.load()
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+            rgb = image_to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise QueryImageError(
             f"{query.path}: cannot be read as an image ({err}). Replace it with a valid PNG/JPEG or remove it "
             f"from the query set."
         ) from err
+    if orientation not in (None, 1):
+        raise QueryImageError(
+            f"{query.path}: EXIF orientation {orientation} asks for the pixels to be rotated or flipped, which "
+            f"ns-localize does not do (nerfstudio trains on stored pixels). Save the image upright without the tag "
+            f"(e.g. PIL's ImageOps.exif_transpose, or exiftran -ai) and give intrinsics for the upright image."
+        )
     height, width = rgb.shape[:2]
     if query.width is not None and query.height is not None and (width, height) != (query.width, query.height):
         raise QueryImageError(
@@ -295,6 +323,18 @@ def read_query_image(query: QueryImage) -> np.ndarray:
             f"at {query.width}x{query.height}."
         )
     return rgb
+
+
+def downscale_to(image: np.ndarray, K: np.ndarray, max_side: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(image, K)`` with the longer side at most ``max_side`` pixels (area-averaged; K scaled exactly as the
+    pixels are, nerfstudio's convention); unchanged when it is already that small."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return image, K
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return resized, scale_intrinsics(K, new_w / width, new_h / height)
 
 
 def undistort_if_needed(

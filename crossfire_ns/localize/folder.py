@@ -7,6 +7,11 @@ some, and writes the outputs (``outputs``). ns-localize and the benchmarks both 
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -15,13 +20,20 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.console import Console
 
 from crossfire_ns.errors import CrossfireInputError
-from crossfire_ns.io.queries import QueryImage, QueryInputError, load_query_set, read_query_image
-from crossfire_ns.io.transforms import read_poses_json
+from crossfire_ns.io.atomic import csv_value, to_jsonable, write_csv_atomic, write_json_atomic
+from crossfire_ns.io.queries import QueryImage, QueryInputError, downscale_to, load_query_set, read_query_image
+from crossfire_ns.io.transforms import read_poses_json, write_poses_json
 from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.matchers import CrossfireMatcherConfig, MatcherConfig, matcher_name
-from crossfire_ns.localize.outputs import OUTPUT_FILES, print_results_table, write_outputs, write_overlay
+from crossfire_ns.localize.outputs import (
+    OUTPUT_FILES,
+    RESULT_COLUMNS,
+    print_results_table,
+    write_outputs,
+    write_overlay,
+)
 from crossfire_ns.localize.priors import PriorKind, RetrievalScore
-from crossfire_ns.localize.run import IntrinsicsFlags, localize_queries
+from crossfire_ns.localize.run import MAX_IMAGE_SIDE, IntrinsicsFlags, localize_queries
 from crossfire_ns.map import CrossfireMap
 from crossfire_ns.metrics import summarize
 from crossfire_ns.results import QueryResult
@@ -96,6 +108,101 @@ def evaluate(
     return summary, thresholds
 
 
+RUN_FILE = "run.json"
+"""What run an output folder holds (map, queries, method and its settings): a rerun resumes only the same run."""
+
+WRITE_EVERY = 5
+"""poses.json and summary.json are rewritten after this many new queries (and at the end)."""
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool = False) -> None:
+    """Create ``output_dir`` and check it is writable, before any map is loaded; refuse a folder that holds another
+    tool's or an unidentified run's results unless ``overwrite``."""
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise LocalizeError(f"{out}: cannot write the outputs there ({err}); pass a writable --output-dir.") from err
+    if not overwrite and not (out / RUN_FILE).is_file() and any((out / name).exists() for name in OUTPUT_FILES):
+        raise LocalizeError(
+            f"{out}: holds localization results that are not from a resumable ns-localize run (no {RUN_FILE}); "
+            f"pass --overwrite to replace them or choose another --output-dir."
+        )
+
+
+def run_identity(crossfire_map: CrossfireMap, inputs: FolderInputs, matcher: MatcherConfig, **settings: Any) -> dict:
+    """What makes two runs the same run (evaluation settings and the number of queries do not)."""
+    options = {k: v for k, v in dataclasses.asdict(matcher).items() if not k.startswith("_")}
+    return to_jsonable(
+        {
+            "map": str(Path(crossfire_map.config_path).resolve()) if crossfire_map.config_path else None,
+            "checkpoint": None if crossfire_map.checkpoint is None else Path(crossfire_map.checkpoint).name,
+            "query_dir": str(inputs.query_dir.resolve()),
+            "matcher": matcher_name(matcher),
+            "matcher_options": options,
+            **settings,
+        }
+    )
+
+
+def _finished_results(out: Path, identity: dict, overwrite: bool) -> Dict[str, QueryResult]:
+    """The results a previous run of the same identity left in ``out`` (file_path -> result); refuses another run's."""
+    run_file = out / RUN_FILE
+    if overwrite or not run_file.is_file():
+        return {}
+    try:
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise LocalizeError(f"{run_file}: unreadable ({err}); pass --overwrite to start afresh.") from err
+    if previous != identity:
+        differs = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+        raise LocalizeError(
+            f"{out}: holds the results of a different run (it differs in {', '.join(differs)}); pass --overwrite "
+            f"to replace them or choose another --output-dir."
+        )
+    finished: Dict[str, QueryResult] = {}
+    csv_file = out / "results.csv"
+    if csv_file.is_file():
+        with csv_file.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    result = QueryResult.from_csv_row(row)
+                except (ValueError, TypeError, KeyError):
+                    continue  # a row cut short by a crash: that query is done again
+                finished[result.file_path] = result
+    return finished
+
+
+class _Progress:
+    """Appends each finished query to results.csv and rewrites poses.json and summary.json every few queries."""
+
+    def __init__(self, out: Path, inputs: FolderInputs, finished: Dict[str, QueryResult], write) -> None:
+        self.out, self.inputs, self.write = out, inputs, write
+        self.results = dict(finished)
+        self.new = 0
+        rows = [self.results[q.file_path] for q in inputs.queries if q.file_path in self.results]
+        write_csv_atomic(out / "results.csv", [r.to_dict() for r in rows], fieldnames=RESULT_COLUMNS)
+        self.handle = (out / "results.csv").open("a", newline="", encoding="utf-8")
+        self.writer = csv.DictWriter(self.handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+
+    def __call__(self, result: QueryResult) -> None:
+        self.results[result.file_path] = result
+        self.writer.writerow({k: csv_value(v) for k, v in result.to_dict().items()})
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.new += 1
+        if self.new % WRITE_EVERY == 0:
+            self.write(self.ordered(), final=False)
+
+    def ordered(self) -> List[QueryResult]:
+        return [self.results[q.file_path] for q in self.inputs.queries if q.file_path in self.results]
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 def localize_folder(
     crossfire_map: CrossfireMap,
     inputs: FolderInputs,
@@ -104,46 +211,109 @@ def localize_folder(
     prior: PriorKind = "retrieval",
     retrieval: RetrievalScore = "matches",
     intrinsics: Optional[IntrinsicsFlags] = None,
+    max_image_side: int = MAX_IMAGE_SIDE,
     scene_extent: Optional[float] = None,
     recall_thresholds: Sequence[Tuple[float, float]] = DEFAULT_RECALL_THRESHOLDS,
     overlays: bool = False,
+    overwrite: bool = False,
     console: Optional[Console] = None,
 ) -> Dict[str, Any]:
     """Localize ``inputs`` against the map, write poses.json, results.csv, summary.json, errors.png (and overlays/)
-    into ``output_dir``; returns the summary. ``scene_extent`` (original units) defaults to the training cameras'."""
+    into ``output_dir``; returns the summary. ``scene_extent`` (original units) defaults to the training cameras'.
+
+    Each query's result is appended to results.csv as it finishes and poses.json / summary.json are rewritten every
+    ``WRITE_EVERY`` queries, so an interruption (Ctrl-C: ``KeyboardInterrupt`` is re-raised after the writes) loses
+    nothing; the same call again reuses the finished queries. ``overwrite`` starts afresh."""
     console = console or CONSOLE
+    out = Path(output_dir)
     matcher = matcher if matcher is not None else CrossfireMatcherConfig()
-    localizer = Localizer(crossfire_map.model, matcher)
-    results = localize_queries(
+    prepare_output_dir(out, overwrite)
+    identity = run_identity(
         crossfire_map,
-        inputs.queries,
+        inputs,
+        matcher,
         prior=prior,
         retrieval=retrieval,
-        prior_poses=inputs.prior_poses,
-        intrinsics=intrinsics,
-        localizer=localizer,
-        console=console,
+        intrinsics=None if intrinsics is None else dataclasses.asdict(intrinsics),
+        max_image_side=max_image_side,
+        prior_poses=sorted(inputs.prior_poses),
     )
-    summary, thresholds = evaluate(results, scene_extent or crossfire_map.camera_extent(), recall_thresholds)
-    summary.update({"matcher": matcher_name(matcher), "prior": prior, "config": str(crossfire_map.config_path)})
-    metadata = {"matcher": matcher_name(matcher), "query_dir": str(inputs.query_dir.resolve())}
-    write_outputs(output_dir, results, inputs.queries, summary, thresholds, metadata)
+    finished = _finished_results(out, identity, overwrite)
+    if overwrite:
+        for name in (*OUTPUT_FILES, RUN_FILE):
+            (out / name).unlink(missing_ok=True)
+    write_json_atomic(out / RUN_FILE, identity)
+    todo = [q for q in inputs.queries if q.file_path not in finished]
+    reused = len(inputs.queries) - len(todo)
+    if reused:
+        console.print(
+            f"Resuming {out}: {reused} of {len(inputs.queries)} queries reused from results.csv, {len(todo)} to do."
+        )
+    extent = scene_extent or crossfire_map.camera_extent()
+    name = matcher_name(matcher)
+    metadata = {"matcher": name, "query_dir": str(inputs.query_dir.resolve())}
+
+    def write(results: List[QueryResult], final: bool) -> Dict[str, Any]:
+        summary, thresholds = evaluate(results, extent, recall_thresholds)
+        summary.update({"matcher": name, "prior": prior, "config": str(crossfire_map.config_path)})
+        summary.update({"complete": final and len(results) == len(inputs.queries), "reused": reused})
+        if final:
+            write_outputs(out, results, inputs.queries, summary, thresholds, metadata)
+        else:
+            write_poses_json(out / "poses.json", results, inputs.queries, metadata=metadata)
+            write_json_atomic(out / "summary.json", summary)
+        return summary
+
+    progress = _Progress(out, inputs, finished, write)
+    localizer = Localizer(crossfire_map.model, matcher)
+    try:
+        localize_queries(
+            crossfire_map,
+            todo,
+            prior=prior,
+            retrieval=retrieval,
+            prior_poses=inputs.prior_poses,
+            intrinsics=intrinsics,
+            max_image_side=max_image_side,
+            localizer=localizer,
+            on_result=progress,
+            console=console,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        done = progress.ordered()
+        write(done, final=False)
+        console.print(
+            f"[yellow]Interrupted after {len(done)} of {len(inputs.queries)} queries; their results are in {out}/. "
+            f"Run the same command again to resume."
+        )
+        raise
+    progress.close()
+    results = progress.ordered()
+    summary = write(results, final=True)
     print_results_table(results, summary, console=console)
     if overlays:
-        write_overlays(Path(output_dir) / "overlays", results, inputs.queries, localizer, crossfire_map)
-    console.print(f"Outputs in {output_dir}/: {', '.join(OUTPUT_FILES)}")
+        write_overlays(out / "overlays", results, inputs.queries, localizer, crossfire_map, max_image_side)
+    console.print(f"Outputs in {out}/: {', '.join(OUTPUT_FILES)}")
     return summary
 
 
-def write_overlays(folder: Path, results, queries, localizer: Localizer, crossfire_map: CrossfireMap) -> None:
-    """overlays/<query>.png: each localized query beside the map rendered at its estimate."""
+def overlay_name(file_path: str) -> str:
+    """A unique flat file name for a query's overlay: its path with folders joined by "__"."""
+    return "__".join(Path(file_path).with_suffix(".png").parts)
+
+
+def write_overlays(
+    folder: Path, results, queries, localizer: Localizer, crossfire_map: CrossfireMap, max_image_side: int
+) -> None:
+    """overlays/<query path>.png: each localized query beside the map rendered at its estimate."""
     by_path = {q.file_path: q for q in queries}
     for result in results:
         query = by_path[result.file_path]
-        if result.c2w is None:
+        if result.c2w is None or query.K is None:
             continue
-        image = read_query_image(query)
+        image, K = downscale_to(read_query_image(query), query.K, max_image_side)
         height, width = image.shape[:2]
-        view = localizer.renderer.render(crossfire_map.to_normalized(result.c2w), query.K, width, height)
+        view = localizer.renderer.render(crossfire_map.to_normalized(result.c2w), K, width, height)
         render = (view.rgb.clamp(0, 1) * 255).byte().cpu().numpy()
-        write_overlay(folder / Path(result.file_path).with_suffix(".png").name, image, render)
+        write_overlay(folder / overlay_name(result.file_path), image, render)

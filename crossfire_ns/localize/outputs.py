@@ -22,6 +22,9 @@ from crossfire_ns.results import QueryResult
 OUTPUT_FILES = ("poses.json", "results.csv", "summary.json", "errors.png")
 """What ``write_outputs`` writes into the output folder."""
 
+RESULT_COLUMNS = tuple(QueryResult.__dataclass_fields__)
+"""Columns of results.csv: every field of ``QueryResult`` (``c2w`` as JSON), so a run can be resumed from it."""
+
 
 def write_outputs(
     output_dir: PathLike,
@@ -35,12 +38,7 @@ def write_outputs(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_poses_json(out / "poses.json", results, queries, metadata=metadata)
-    rows = []
-    for result in results:
-        row = result.to_dict()
-        row.pop("c2w")
-        rows.append(row)
-    write_csv_atomic(out / "results.csv", rows)
+    write_csv_atomic(out / "results.csv", [result.to_dict() for result in results], fieldnames=RESULT_COLUMNS)
     write_json_atomic(out / "summary.json", summary)
     plot_errors(out / "errors.png", results, thresholds)
 

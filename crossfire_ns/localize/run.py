@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from crossfire_ns.geometry import c2w_pose_errors
-from crossfire_ns.io.queries import QueryImage, QueryImageError, read_query_image, undistort_if_needed
+from crossfire_ns.io.queries import QueryImage, QueryImageError, downscale_to, read_query_image, undistort_if_needed
 from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.matchers import MatcherConfig, PoseEstimate
 from crossfire_ns.localize.priors import PriorKind, RetrievalScore, priors_for, retrieval_index
@@ -55,13 +55,25 @@ def progress_bar(console: Optional[Console] = None) -> Progress:
     )
 
 
-def default_intrinsics(
-    crossfire_map: CrossfireMap, width: int, height: int, flags: Optional[IntrinsicsFlags] = None
-) -> Tuple[np.ndarray, str]:
-    """(K, where it came from) for a query without intrinsics: the flags if given, else the training camera."""
-    if flags is not None:
-        return flags.matrix(width, height), "command-line flags"
-    return crossfire_map.training_intrinsics(width, height), "the training camera"
+MAX_IMAGE_SIDE = 1024
+"""Default cap on a query's longer side (pixels): larger queries are downscaled, their intrinsics with them."""
+
+ASPECT_TOLERANCE = 0.01
+"""A query this much (relative) off the training camera's aspect ratio cannot borrow its intrinsics."""
+
+
+def default_intrinsics(crossfire_map: CrossfireMap, width: int, height: int) -> np.ndarray:
+    """The training camera's K scaled to a ``width`` x ``height`` query; ``QueryImageError`` when the aspect ratio
+    differs (scaling would give anisotropic focal lengths that the query's camera does not have)."""
+    cams = crossfire_map.train_cameras
+    train_w, train_h = int(cams.width[0]), int(cams.height[0])
+    if abs((width / height) / (train_w / train_h) - 1.0) > ASPECT_TOLERANCE:
+        raise QueryImageError(
+            f"image is {width}x{height} (aspect {width / height:.3f}) but the training camera is {train_w}x{train_h} "
+            f"(aspect {train_w / train_h:.3f}), so its intrinsics do not apply. Give this query's intrinsics in a "
+            f"transforms.json beside it (fl_x, fl_y, cx, cy, w, h) or with --fx/--fy/--cx/--cy."
+        )
+    return crossfire_map.training_intrinsics(width, height)
 
 
 def localize_queries(
@@ -72,6 +84,7 @@ def localize_queries(
     retrieval: RetrievalScore = "matches",
     prior_poses: Optional[Mapping[str, np.ndarray]] = None,
     intrinsics: Optional[IntrinsicsFlags] = None,
+    max_image_side: int = MAX_IMAGE_SIDE,
     retrieval_min_similarity: float = 0.6,
     localizer: Optional[Localizer] = None,
     on_result: Optional[Callable[[QueryResult], None]] = None,
@@ -79,9 +92,11 @@ def localize_queries(
 ) -> List[QueryResult]:
     """One ``QueryResult`` per query, in order; poses in the data's original frame.
 
-    ``prior_poses``: ``file_path`` -> prior camera-to-world in the original frame (``prior="poses"``). Queries without
-    intrinsics get ``intrinsics`` or the training camera's (recorded on the ``QueryImage``). ``localizer`` reuses a
-    built one (else one is built from ``matcher``); ``on_result`` is called as each query finishes.
+    ``prior_poses``: ``file_path`` -> prior camera-to-world in the original frame (``prior="poses"``). ``intrinsics``
+    replace every query's (distortion included); otherwise queries without intrinsics get the training camera's
+    (recorded on the ``QueryImage``). Queries larger than ``max_image_side`` are downscaled for localization.
+    ``localizer`` reuses a built one (else one is built from ``matcher``); ``on_result`` is called as each query
+    finishes. Every step of a query runs inside one guard: its failure is its result, never the run's end.
     """
     console = console or CONSOLE
     localizer = localizer if localizer is not None else Localizer(crossfire_map.model, matcher)
@@ -98,18 +113,34 @@ def localize_queries(
             start = time.perf_counter()
             try:
                 image = read_query_image(query)
-            except QueryImageError as err:
-                console.print(f"[red]{err}")
-                result = QueryResult(query.file_path, "unreadable", message=str(err), has_gt=query.has_gt)
-            else:
-                if query.K is None:
-                    query.K, source = default_intrinsics(crossfire_map, image.shape[1], image.shape[0], intrinsics)
-                    query.width, query.height = image.shape[1], image.shape[0]
+                if intrinsics is not None:
+                    query.K, query.dist_coeffs, query.camera_model = (
+                        intrinsics.matrix(*image.shape[1::-1]),
+                        None,
+                        "PINHOLE",
+                    )
+                elif query.K is None:
+                    query.K = default_intrinsics(crossfire_map, image.shape[1], image.shape[0])
                     if not warned:
-                        console.print(f"[yellow]warning: queries without intrinsics use {source}.")
+                        console.print("[yellow]warning: queries without intrinsics use the training camera.")
                         warned = True
+                query.width, query.height = image.shape[1], image.shape[0]
+            except QueryImageError as err:
+                message = str(err) if str(query.path) in str(err) else f"{query.path}: {err}"
+                console.print(f"[red]{message}")
+                result = QueryResult(query.file_path, "unreadable", message=message, has_gt=query.has_gt)
+            else:
                 result, estimate = _localize_one(
-                    crossfire_map, localizer, query, image, prior, index, normalized_poses, previous, console
+                    crossfire_map,
+                    localizer,
+                    query,
+                    image,
+                    prior,
+                    index,
+                    normalized_poses,
+                    previous,
+                    max_image_side,
+                    console,
                 )
                 result.seconds = time.perf_counter() - start
                 if estimate is not None and estimate.success:
@@ -122,17 +153,18 @@ def localize_queries(
 
 
 def _localize_one(
-    crossfire_map, localizer, query, image, prior, index, poses, previous, console
+    crossfire_map, localizer, query, image, prior, index, poses, previous, max_image_side, console
 ) -> Tuple[QueryResult, Optional[PoseEstimate]]:
-    """Every step of one query inside one guard: undistortion, priors, matching and PnP."""
+    """Every step of one query inside one guard: undistortion, downscaling, priors, matching and PnP."""
     result = QueryResult(query.file_path, "failed", has_gt=query.has_gt)
     try:
         image = undistort_if_needed(image, query.K, query.dist_coeffs, fisheye=query.fisheye)
+        image, K = downscale_to(image, query.K, max_image_side)
         priors = priors_for(prior, query.file_path, image, localizer.config.num_priors, index, poses, previous)
         if not priors:
             result.message = "no prior for this query (--prior poses: is it in the poses file?)"
             return result, None
-        estimate = localizer.estimate(image, query.K, priors)
+        estimate = localizer.estimate(image, K, priors)
     except Exception as err:  # noqa: BLE001  one query's failure must not end the run
         result.message = f"{type(err).__name__}: {err}"
         console.print(f"[red]{query.file_path}: localization failed with {result.message}")

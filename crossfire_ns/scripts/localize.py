@@ -17,10 +17,10 @@ from typing import Optional, Tuple
 import tyro
 
 from crossfire_ns.errors import CrossfireInputError
-from crossfire_ns.localize.folder import DEFAULT_RECALL_THRESHOLDS, localize_folder, read_inputs
+from crossfire_ns.localize.folder import DEFAULT_RECALL_THRESHOLDS, localize_folder, prepare_output_dir, read_inputs
 from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherConfig
 from crossfire_ns.localize.priors import PriorKind, RetrievalScore
-from crossfire_ns.localize.run import IntrinsicsFlags
+from crossfire_ns.localize.run import MAX_IMAGE_SIDE, IntrinsicsFlags
 from crossfire_ns.map import load_map
 
 
@@ -47,7 +47,8 @@ class Localize:
     data: Optional[Path] = None
     """Training data folder, if it moved since training (the map needs its training cameras and images)."""
     fx: Optional[float] = None
-    """Query focal length x (pixels) for queries without intrinsics. Without any, the training camera is used."""
+    """Query focal length x (pixels); with it, these flags replace every query's intrinsics (transforms.json's too,
+    distortion included). Without any intrinsics a query uses the training camera's, if its aspect ratio matches."""
     fy: Optional[float] = None
     """Query focal length y (pixels); defaults to fx."""
     cx: Optional[float] = None
@@ -62,12 +63,18 @@ class Localize:
     """Also write overlays/<query>.png: the query beside the map rendered at its estimate."""
     max_queries: Optional[int] = None
     """Only the first N queries (quick checks)."""
+    max_image_side: int = MAX_IMAGE_SIDE
+    """Queries whose longer side exceeds this many pixels are downscaled (their intrinsics with them)."""
+    overwrite: bool = False
+    """Start afresh in an output folder that holds results; without it the same run resumes (finished queries are
+    reused) and a different run's folder is refused."""
 
     def main(self) -> int:
         from nerfstudio.utils.rich_utils import CONSOLE
 
         try:
             inputs = read_inputs(self.query_dir, self.prior, self.poses_file, self.max_queries)
+            prepare_output_dir(self.output_dir, self.overwrite)  # before the map: loading it takes a while
             crossfire_map = load_map(self.load_config, self.data)
             localize_folder(
                 crossfire_map,
@@ -80,10 +87,14 @@ class Localize:
                 scene_extent=self.scene_extent,
                 recall_thresholds=self.recall_thresholds,
                 overlays=self.overlays,
+                max_image_side=self.max_image_side,
+                overwrite=self.overwrite,
             )
         except CrossfireInputError as err:
             CONSOLE.print(f"[bold red]ns-localize: {err}")
             return 2
+        except KeyboardInterrupt:
+            return 130  # what was done is written (localize_folder said so)
         return 0
 
 

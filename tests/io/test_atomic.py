@@ -67,3 +67,16 @@ def test_csv_round_trip_and_failure(tmp_path: Path, monkeypatch):
         write_csv_atomic(path, [{"file_path": "z"}])
     assert path.read_text().count("images/") == 3  # previous content intact
     assert leftovers(tmp_path) == ["rows.csv"]
+
+
+def test_results_csv_round_trips_to_query_results(tmp_path: Path):
+    from crossfire_ns.localize.outputs import RESULT_COLUMNS
+    from crossfire_ns.results import QueryResult
+
+    path = tmp_path / "results.csv"
+    results = sample_results()
+    write_csv_atomic(path, [r.to_dict() for r in results], fieldnames=RESULT_COLUMNS)
+    with path.open(newline="") as handle:
+        back = [QueryResult.from_csv_row(row) for row in csv.DictReader(handle)]
+    for original, parsed in zip(results, back):
+        assert parsed.to_dict() == original.to_dict()

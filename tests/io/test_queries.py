@@ -11,8 +11,11 @@ import pytest
 from PIL import Image
 
 from crossfire_ns.io.queries import (
+    EXIF_ORIENTATION,
+    QueryImage,
     QueryImageError,
     QueryInputError,
+    downscale_to,
     load_query_set,
     read_query_image,
     undistort_if_needed,
@@ -229,3 +232,45 @@ def test_rgba_and_grayscale_become_rgb(tmp_path: Path):
     for query in queries:
         image = read_query_image(query)
         assert image.shape == (H, W, 3) and image.dtype == np.uint8
+
+
+def test_rgba_is_composited_on_white_as_in_training(tmp_path: Path):
+    rgba = np.zeros((H, W, 4), dtype=np.uint8)
+    rgba[..., :3] = 40
+    rgba[:, : W // 2, 3] = 255  # left half opaque, right half transparent
+    rgba[:, W // 2 :, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    image = read_query_image(QueryImage(tmp_path / "a.png", "a.png"))
+    assert (image[:, : W // 2] == 40).all() and (image[:, W // 2 :] == 255).all()
+
+
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path: Path):
+    grey = np.linspace(0, 65535, H * W).reshape(H, W).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    image = read_query_image(QueryImage(tmp_path / "deep.png", "deep.png"))
+    assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+    np.testing.assert_allclose(image[..., 0], grey / 257.0, atol=0.51)
+    assert image.std() > 50  # the old read clipped everything above 255 to white: a flat, textureless image
+
+
+def test_exif_orientation_is_refused_with_the_fix(tmp_path: Path):
+    image = Image.fromarray(write_image(tmp_path / "plain.jpg"))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # rotate 90 degrees to display
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    with pytest.raises(QueryImageError, match="EXIF orientation 6.*exif_transpose"):
+        read_query_image(QueryImage(tmp_path / "rotated.jpg", "rotated.jpg"))
+    upright = Image.Exif()
+    upright[EXIF_ORIENTATION] = 1
+    image.save(tmp_path / "upright.jpg", exif=upright.tobytes())
+    assert read_query_image(QueryImage(tmp_path / "upright.jpg", "upright.jpg")).shape == (H, W, 3)
+
+
+def test_downscale_scales_intrinsics_with_the_pixels():
+    K = np.array([[400.0, 0, 200.0], [0, 400.0, 150.0], [0, 0, 1]])
+    image = np.zeros((300, 400, 3), np.uint8)
+    small, K_small = downscale_to(image, K, 100)
+    assert small.shape == (75, 100, 3)
+    np.testing.assert_allclose(K_small, np.diag([0.25, 0.25, 1.0]) @ K)
+    same, K_same = downscale_to(image, K, 400)
+    assert same is image and K_same is K

@@ -1,0 +1,189 @@
+"""The ns-localize step on a folder: outputs as each query finishes, resume, refusal of another run's folder, a
+folder of bad inputs, and interruption with SIGINT."""
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossfire_ns.localize.folder import LocalizeError, overlay_name, prepare_output_dir
+
+
+def test_output_folder_is_checked_before_anything_runs(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(LocalizeError, match="cannot write the outputs there"):
+        prepare_output_dir(blocker / "out")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "poses.json").write_text("{}")
+    with pytest.raises(LocalizeError, match="--overwrite"):
+        prepare_output_dir(other)
+    prepare_output_dir(other, overwrite=True)
+    prepare_output_dir(tmp_path / "new" / "folder")
+    assert (tmp_path / "new" / "folder").is_dir() and list((tmp_path / "new" / "folder").iterdir()) == []
+
+
+def test_overlay_names_are_unique_across_subfolders():
+    names = {overlay_name(p) for p in ("a/q.png", "b/q.png", "q.jpg", "a/b/q.png")}
+    assert len(names) == 4 and all("/" not in n and n.endswith(".png") for n in names)
+
+
+# ---------------------------------------------------------------------------------------------- on a trained map
+
+FAST_ARGS = ["--matcher.top-k", "1", "--matcher.iterations", "1", "--matcher.refine-iterations", "0"]
+
+
+def _ns_localize(config, query_dir, out, *extra):
+    return [sys.executable, "-m", "crossfire_ns.scripts.localize", "--load-config", str(config),
+            "--query-dir", str(query_dir), "--output-dir", str(out), *FAST_ARGS, *extra]  # fmt: skip
+
+
+def _rows(out: Path):
+    with (out / "results.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def many_queries(bundled_scene, tmp_path):
+    """The scene's 4 queries, each listed three times (12 queries), so a run takes long enough to interrupt."""
+    qdir = tmp_path / "many"
+    shutil.copytree(bundled_scene / "queries", qdir)
+    meta = json.loads((qdir / "transforms.json").read_text())
+    frames = []
+    for copy in range(3):
+        for frame in meta["frames"]:
+            name = f"images/copy{copy}_{Path(frame['file_path']).name}"
+            shutil.copy(qdir / frame["file_path"], qdir / name)
+            frames.append({**frame, "file_path": name})
+    meta["frames"] = frames
+    (qdir / "transforms.json").write_text(json.dumps(meta))
+    return qdir
+
+
+@pytest.mark.slow
+def test_sigint_stops_cleanly_and_the_same_command_resumes(trained_map, many_queries, tmp_path):
+    out = tmp_path / "out"
+    command = _ns_localize(trained_map[0], many_queries, out)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if (out / "results.csv").is_file() and len(_rows(out)) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be interrupted:\n" + process.communicate()[0]
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "Interrupted after" in output and "resume" in output
+    done = _rows(out)
+    assert 2 <= len(done) < 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["num_queries"] == len(done)
+    assert len(json.loads((out / "poses.json").read_text())["frames"]) == len(done)
+    assert not list(out.glob(".*.tmp"))
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(done)} of 12 queries reused" in again.stdout.replace("\n", " ")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and summary["num_queries"] == 12 and summary["reused"] == len(done)
+    rows = _rows(out)
+    assert [r["file_path"] for r in rows] == [
+        f["file_path"] for f in json.loads((many_queries / "transforms.json").read_text())["frames"]
+    ]
+    assert [r["seconds"] for r in rows[: len(done)]] == [r["seconds"] for r in done]  # reused, not redone
+
+
+@pytest.mark.slow
+def test_a_different_run_is_refused_and_overwrite_starts_afresh(trained_map, bundled_scene, tmp_path):
+    from crossfire_ns.scripts.localize import Localize
+
+    out = tmp_path / "out"
+    base = dict(load_config=trained_map[0], query_dir=bundled_scene / "queries", output_dir=out)
+    from crossfire_ns.localize.matchers import PriorMatcherConfig, SiftMatcherConfig
+
+    assert Localize(**base, matcher=PriorMatcherConfig(), max_queries=2).main() == 0
+    assert len(_rows(out)) == 2
+    assert Localize(**base, matcher=PriorMatcherConfig()).main() == 0  # same run, more queries: resumed
+    assert len(_rows(out)) == 4 and json.loads((out / "summary.json").read_text())["reused"] == 2
+    assert Localize(**base, matcher=SiftMatcherConfig(top_k=1, iterations=1, refine_iterations=0)).main() == 2
+    assert Localize(**base, matcher=PriorMatcherConfig(), overwrite=True).main() == 0
+    assert json.loads((out / "summary.json").read_text())["reused"] == 0
+
+
+@pytest.mark.slow
+def test_a_folder_of_bad_inputs_completes_and_names_each_problem(trained_map, bundled_scene, tmp_path, capsys):
+    from crossfire_ns.localize.matchers import CrossfireMatcherConfig
+    from crossfire_ns.scripts.localize import Localize
+
+    qdir = tmp_path / "mixed"
+    shutil.copytree(bundled_scene / "queries", qdir)
+    meta = json.loads((qdir / "transforms.json").read_text())
+    good = meta["frames"][:2]
+    w, h = meta["w"], meta["h"]
+    first = qdir / good[0]["file_path"]
+    images = qdir / "images"
+    (images / "truncated.png").write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    (images / "empty.png").write_bytes(b"")
+    (images / "notes.txt").write_text("not an image")
+    pixels = np.asarray(Image.open(first).convert("RGB"))
+    Image.fromarray(np.concatenate([pixels, np.full((h, w, 1), 255, np.uint8)], axis=-1)).save(images / "rgba.png")
+    grey = (pixels.mean(-1) * 257).astype(np.uint16)
+    Image.fromarray(grey).save(images / "deep.png")
+    Image.fromarray(pixels).resize((w * 4, h * 4), Image.BICUBIC).save(images / "big.png")
+    pose = good[0]["transform_matrix"]
+    frames = list(good)
+    for name in ("truncated.png", "empty.png", "notes.txt", "rgba.png", "deep.png"):
+        frames.append({"file_path": f"images/{name}", "transform_matrix": pose})
+    scaled = {k: meta[k] * 4 for k in ("fl_x", "fl_y", "cx", "cy")}
+    frames.append({"file_path": "images/big.png", "transform_matrix": pose, **scaled, "w": w * 4, "h": h * 4})
+    meta["frames"] = frames
+    (qdir / "transforms.json").write_text(json.dumps(meta))
+
+    fast = CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0)
+    out = tmp_path / "out"
+    code = Localize(trained_map[0], qdir, out, matcher=fast, max_image_side=2 * w).main()
+    assert code == 0
+    rows = {r["file_path"]: r for r in _rows(out)}
+    assert len(rows) == len(frames)
+    for name in ("truncated.png", "empty.png", "notes.txt"):
+        assert rows[f"images/{name}"]["status"] == "unreadable" and name in rows[f"images/{name}"]["message"]
+    for name in ("rgba.png", "deep.png", "big.png"):  # read properly: localized or failed on the evidence
+        assert rows[f"images/{name}"]["status"] in ("localized", "failed"), rows[f"images/{name}"]
+        assert "Error" not in rows[f"images/{name}"]["message"]
+    for frame in good:
+        assert rows[frame["file_path"]]["status"] in ("localized", "failed")
+    assert sum(r["status"] == "localized" for r in rows.values()) >= 1
+
+
+@pytest.mark.slow
+def test_intrinsics_flags_override_transforms_and_a_foreign_aspect_needs_intrinsics(
+    trained_map, bundled_scene, tmp_path
+):
+    from crossfire_ns.localize.matchers import PriorMatcherConfig
+    from crossfire_ns.scripts.localize import Localize
+
+    out = tmp_path / "flags"
+    assert Localize(trained_map[0], bundled_scene / "queries", out, matcher=PriorMatcherConfig(), fx=77.0).main() == 0
+    frames = json.loads((out / "poses.json").read_text())["frames"]
+    assert all(f["fl_x"] == 77.0 and f["fl_y"] == 77.0 for f in frames)
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    image = Image.open(bundled_scene / "queries" / "images" / "query_000.png")
+    image.crop((0, 0, image.width, image.height // 2)).save(bare / "wide.png")  # another aspect ratio
+    image.save(bare / "same.png")
+    out = tmp_path / "bare-out"
+    assert Localize(trained_map[0], bare, out, matcher=PriorMatcherConfig()).main() == 0
+    rows = {r["file_path"]: r for r in _rows(out)}
+    assert rows["wide.png"]["status"] == "unreadable" and "--fx" in rows["wide.png"]["message"]
+    assert rows["same.png"]["status"] == "localized"
