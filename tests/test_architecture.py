@@ -1,4 +1,4 @@
-"""Imports run one way: pure helpers -> map -> model/viewer -> localize -> scripts -> benchmarks.
+"""Imports run one way: pure helpers -> map -> model/viewer -> localize -> server -> scripts -> benchmarks.
 
 Read from the source with ``ast`` (function-local imports count), so that the layering stays true.
 """
@@ -41,6 +41,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
         ),
     ),
     ("localize", ("crossfire_ns.localize",)),
+    ("server", ("crossfire_ns.server",)),
     ("scripts", ("crossfire_ns.scripts",)),
     ("benchmarks", ("benchmarks",)),
 )

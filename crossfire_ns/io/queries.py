@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -294,27 +294,32 @@ def image_to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_query_image(query: QueryImage) -> np.ndarray:
-    """The query image as (H, W, 3) uint8 RGB (see ``image_to_rgb``); raises ``QueryImageError`` if it is unusable.
-
-    Read with PIL like nerfstudio's datasets. An EXIF orientation other than "as stored" is refused: nerfstudio
-    trains on the stored pixels, and intrinsics are given for them."""
+def decode_image(source: Union[str, Path, IO[bytes]], name: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file or stream (see ``image_to_rgb``); ``QueryImageError`` naming ``name``
+    when it is not a readable image or asks for an EXIF rotation (nerfstudio trains on stored pixels)."""
     try:
-        with Image.open(query.path) as image:
+        with Image.open(source) as image:
             image.load()
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
             rgb = image_to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise QueryImageError(
-            f"{query.path}: cannot be read as an image ({err}). Replace it with a valid PNG/JPEG or remove it "
+            f"{name}: cannot be read as an image ({err}). Replace it with a valid PNG/JPEG or remove it "
             f"from the query set."
         ) from err
     if orientation not in (None, 1):
         raise QueryImageError(
-            f"{query.path}: EXIF orientation {orientation} asks for the pixels to be rotated or flipped, which "
+            f"{name}: EXIF orientation {orientation} asks for the pixels to be rotated or flipped, which "
             f"ns-localize does not do (nerfstudio trains on stored pixels). Save the image upright without the tag "
             f"(e.g. PIL's ImageOps.exif_transpose, or exiftran -ai) and give intrinsics for the upright image."
         )
+    return rgb
+
+
+def read_query_image(query: QueryImage) -> np.ndarray:
+    """The query image as (H, W, 3) uint8 RGB (``decode_image``); raises ``QueryImageError`` if it is unusable,
+    also when its size disagrees with the intrinsics given for it."""
+    rgb = decode_image(query.path, str(query.path))
     height, width = rgb.shape[:2]
     if query.width is not None and query.height is not None and (width, height) != (query.width, query.height):
         raise QueryImageError(

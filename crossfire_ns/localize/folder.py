@@ -21,8 +21,10 @@ from rich.console import Console
 
 from crossfire_ns.errors import CrossfireInputError
 from crossfire_ns.io.atomic import csv_value, to_jsonable, write_csv_atomic, write_json_atomic
+from crossfire_ns.io.pose_formats import read_hloc_poses
 from crossfire_ns.io.queries import QueryImage, QueryInputError, downscale_to, load_query_set, read_query_image
 from crossfire_ns.io.transforms import read_poses_json, write_poses_json
+from crossfire_ns.localize.api import MAX_IMAGE_SIDE, MapLocalizer
 from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.matchers import CrossfireMatcherConfig, MatcherConfig, matcher_name
 from crossfire_ns.localize.outputs import (
@@ -33,7 +35,7 @@ from crossfire_ns.localize.outputs import (
     write_overlay,
 )
 from crossfire_ns.localize.priors import PriorKind, RetrievalScore
-from crossfire_ns.localize.run import MAX_IMAGE_SIDE, IntrinsicsFlags, localize_queries
+from crossfire_ns.localize.run import IntrinsicsFlags, localize_queries
 from crossfire_ns.map import CrossfireMap
 from crossfire_ns.metrics import summarize
 from crossfire_ns.results import QueryResult
@@ -78,10 +80,11 @@ def read_inputs(
     poses = {}
     if poses_file is not None:
         try:
-            poses = read_poses_json(poses_file)
+            poses = read_hloc_poses(poses_file) if Path(poses_file).suffix == ".txt" else read_poses_json(poses_file)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise LocalizeError(
-                f"{poses_file}: cannot read prior poses ({err}); give a transforms.json with frames[].transform_matrix."
+                f"{poses_file}: cannot read prior poses ({err}); give a transforms.json with frames[].transform_matrix "
+                f"or an hloc results file (.txt: name qw qx qy qz tx ty tz, world-to-camera)."
             ) from err
     for warning in warnings:
         console.print(f"[yellow]warning: {warning}")
@@ -265,17 +268,15 @@ def localize_folder(
         return summary
 
     progress = _Progress(out, inputs, finished, write)
-    localizer = Localizer(crossfire_map.model, matcher)
+    map_localizer = MapLocalizer(crossfire_map, matcher, retrieval=retrieval, max_image_side=max_image_side)
     try:
         localize_queries(
             crossfire_map,
             todo,
             prior=prior,
-            retrieval=retrieval,
             prior_poses=inputs.prior_poses,
             intrinsics=intrinsics,
-            max_image_side=max_image_side,
-            localizer=localizer,
+            map_localizer=map_localizer,
             on_result=progress,
             console=console,
         )
@@ -293,7 +294,9 @@ def localize_folder(
     summary = write(results, final=True)
     print_results_table(results, summary, console=console)
     if overlays:
-        write_overlays(out / "overlays", results, inputs.queries, localizer, crossfire_map, max_image_side)
+        write_overlays(
+            out / "overlays", results, inputs.queries, map_localizer.localizer, crossfire_map, max_image_side
+        )
     console.print(f"Outputs in {out}/: {', '.join(OUTPUT_FILES)}")
     return summary
 

@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from crossfire_ns.io.atomic import PathLike, atomic_open, write_csv_atomic, write_json_atomic, write_png_atomic
+from crossfire_ns.io.pose_formats import write_hloc_results, write_tum_trajectory
 from crossfire_ns.io.queries import QueryImage
 from crossfire_ns.io.transforms import ResultLike, write_poses_json
 from crossfire_ns.results import QueryResult
 
-OUTPUT_FILES = ("poses.json", "results.csv", "summary.json", "errors.png")
+OUTPUT_FILES = ("poses.json", "results.csv", "summary.json", "errors.png", "results_hloc.txt", "trajectory_tum.txt")
 """What ``write_outputs`` writes into the output folder."""
 
 RESULT_COLUMNS = tuple(QueryResult.__dataclass_fields__)
@@ -34,13 +35,16 @@ def write_outputs(
     thresholds: Sequence[Tuple[float, float]] = (),
     metadata: Optional[Mapping[str, Any]] = None,
 ) -> None:
-    """poses.json (with ``metadata``), results.csv (one row per query), summary.json and errors.png."""
+    """poses.json (with ``metadata``), results.csv (one row per query), summary.json, errors.png, hloc's
+    results_hloc.txt and a TUM trajectory_tum.txt (timestamps: the queries' order)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_poses_json(out / "poses.json", results, queries, metadata=metadata)
     write_csv_atomic(out / "results.csv", [result.to_dict() for result in results], fieldnames=RESULT_COLUMNS)
     write_json_atomic(out / "summary.json", summary)
     plot_errors(out / "errors.png", results, thresholds)
+    write_hloc_results(out / "results_hloc.txt", results)
+    write_tum_trajectory(out / "trajectory_tum.txt", results, timestamps=range(len(results)))
 
 
 def write_overlay(path: PathLike, image: np.ndarray, render: np.ndarray) -> None:

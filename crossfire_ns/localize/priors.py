@@ -3,11 +3,11 @@
 Two scores rank the training views: ``matches`` counts mutual-nearest-neighbour matches between the
 query's dense CNN features and each training view's (it uses where things are, not only what is there);
 ``gem`` compares GeM-pooled global descriptors (cheaper, weaker). Both are only as lighting-invariant as the
-CNN. Priors from a poses file or from the previous estimate are plain lookups (``priors_for``)."""
+CNN. Priors from a poses file or from the previous estimate are plain lookups (``api.MapLocalizer``)."""
 
 from __future__ import annotations
 
-from typing import List, Literal, Mapping, Optional
+from typing import List, Literal
 
 import numpy as np
 import torch
@@ -94,26 +94,3 @@ def retrieval_index(crossfire_map, score: RetrievalScore = "matches", min_simila
             min_similarity=min_similarity,
         ),
     )
-
-
-def priors_for(
-    kind: PriorKind,
-    file_path: str,
-    image: np.ndarray,
-    k: int,
-    index: Optional[RetrievalIndex] = None,
-    poses: Optional[Mapping[str, np.ndarray]] = None,
-    previous: Optional[np.ndarray] = None,
-) -> List[np.ndarray]:
-    """Coarse priors (normalised frame, best first) for one query.
-
-    ``poses``: query ``file_path`` -> prior, already normalised (``kind="poses"``); ``previous``: the last estimate
-    (``kind="sequential"``; retrieval until there is one); otherwise the ``k`` best training views of ``index``."""
-    if kind == "poses":
-        prior = (poses or {}).get(file_path)
-        return [] if prior is None else [prior]
-    if kind == "sequential" and previous is not None:
-        return [previous]
-    if index is None:
-        raise ValueError(f"prior {kind!r} needs a retrieval index")
-    return index.query(image, k)

@@ -3,7 +3,8 @@
     ns-localize --load-config RUN/config.yml --query-dir DIR --output-dir OUT [matcher:sift] [--matcher.top-k 5]
 
 Outputs (written atomically): poses.json (nerfstudio transforms format, original data frame),
-results.csv (one row per query), summary.json (medians, recalls, timing, counts), errors.png.
+results.csv (one row per query), summary.json (medians, recalls, timing, counts), errors.png,
+results_hloc.txt (hloc's format) and trajectory_tum.txt (TUM).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Optional, Tuple
 import tyro
 
 from crossfire_ns.errors import CrossfireInputError
+from crossfire_ns.localize.api import MAX_IMAGE_SIDE
 from crossfire_ns.localize.folder import DEFAULT_RECALL_THRESHOLDS, localize_folder, prepare_output_dir, read_inputs
 from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherConfig
 from crossfire_ns.localize.priors import PriorKind, RetrievalScore
-from crossfire_ns.localize.run import MAX_IMAGE_SIDE, IntrinsicsFlags
+from crossfire_ns.localize.run import IntrinsicsFlags
 from crossfire_ns.map import load_map
 
 
@@ -43,7 +45,8 @@ class Localize:
     """How retrieval ranks training views: count of mutual-nearest-neighbour CNN feature matches (robust to
     lighting) or gem (cosine of GeM-pooled global descriptors; faster, weaker)."""
     poses_file: Optional[Path] = None
-    """With --prior poses: a transforms.json whose frames give a prior transform_matrix (original frame) per file_path."""
+    """With --prior poses: a transforms.json whose frames give a prior transform_matrix (original frame) per
+    file_path, or an hloc results file (.txt: name qw qx qy qz tx ty tz, world-to-camera, COLMAP convention)."""
     data: Optional[Path] = None
     """Training data folder, if it moved since training (the map needs its training cameras and images)."""
     fx: Optional[float] = None

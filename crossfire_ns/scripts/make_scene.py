@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import tyro
 
-from crossfire_ns.synthetic import SyntheticSceneConfig, generate_scene
+from crossfire_ns.synthetic import SyntheticSceneConfig, WalkConfig, generate_scene, generate_walk
 
 
 @dataclass
@@ -22,6 +22,8 @@ class MakeSceneArgs:
     """Folder to write transforms.json, images/, queries/ and scene.json into."""
     scene: tyro.conf.OmitArgPrefixes[SyntheticSceneConfig] = field(default_factory=SyntheticSceneConfig)
     """Scene parameters."""
+    walk: WalkConfig = field(default_factory=WalkConfig)
+    """With --walk.frames N: also a smooth camera path of N frames through the room in walk/ (for tracking)."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -36,6 +38,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("Rendering views", total=total)
         out = generate_scene(args.output_dir, config, on_view=lambda _: progress.advance(task))
+    if args.walk.frames > 0:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("Rendering the walk", total=args.walk.frames)
+            generate_walk(out / "walk", config, args.walk, on_view=lambda _: progress.advance(task))
+        console.print(f"Wrote a walk of {args.walk.frames} frames to {out / 'walk'}", markup=False, highlight=False)
     console.print(
         f"Wrote {config.num_train} training views and {config.num_query} queries "
         f"({config.width}x{config.height}, seed {config.seed}) to {out}",

@@ -22,7 +22,7 @@ Modules: ``config`` (what to generate, intrinsics, lightings), ``textures`` (sol
 ``crossfire-make-scene`` (``crossfire_ns.scripts.make_scene``) is the command.
 """
 
-from crossfire_ns.synthetic.cameras import look_at, sample_poses
+from crossfire_ns.synthetic.cameras import look_at, sample_poses, walk_poses
 from crossfire_ns.synthetic.config import (
     GENERATOR_VERSION,
     NUM_ROOM_FACES,
@@ -32,11 +32,12 @@ from crossfire_ns.synthetic.config import (
     Lighting,
     PinholeIntrinsics,
     SyntheticSceneConfig,
+    WalkConfig,
 )
 from crossfire_ns.synthetic.geometry import Scene, build_scene, cast_rays, surface_distance
 from crossfire_ns.synthetic.render import pixel_rays, render_view, to_uint8
 from crossfire_ns.synthetic.textures import Material
-from crossfire_ns.synthetic.writer import generate_scene
+from crossfire_ns.synthetic.writer import generate_scene, generate_walk
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -49,13 +50,16 @@ __all__ = [
     "PinholeIntrinsics",
     "Scene",
     "SyntheticSceneConfig",
+    "WalkConfig",
     "build_scene",
     "cast_rays",
     "generate_scene",
+    "generate_walk",
     "look_at",
     "pixel_rays",
     "render_view",
     "sample_poses",
     "surface_distance",
+    "walk_poses",
     "to_uint8",
 ]

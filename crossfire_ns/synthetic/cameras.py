@@ -8,7 +8,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from crossfire_ns.synthetic.config import WORLD_UP, SyntheticSceneConfig
+from crossfire_ns.synthetic.config import WORLD_UP, SyntheticSceneConfig, WalkConfig
 
 
 def look_at(eye: Sequence[float], target: Sequence[float], roll_deg: float = 0.0) -> np.ndarray:
@@ -60,3 +60,30 @@ def sample_poses(config: SyntheticSceneConfig) -> Tuple[np.ndarray, np.ndarray]:
     query_az = midpoints[picks] + rng.uniform(-0.15, 0.15, config.num_query) * gaps[picks]
     query = np.stack([_ring_pose(rng, a, config) for a in query_az]) if config.num_query else np.zeros((0, 4, 4))
     return train, query
+
+
+def walk_pose(config: SyntheticSceneConfig, walk: WalkConfig, u: float) -> np.ndarray:
+    """The path's OpenGL camera-to-world at ``u`` in [0, 1] (start to end): smooth in position and orientation.
+
+    Along the ring over ``walk.arc_deg`` from a seeded start azimuth; radius, height and the look-at target wiggle
+    slowly (a few sine periods over the path) within the ring's limits, so the camera moves as a robot's would."""
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, walk.seed, 11]))
+    start, phases = rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi, 4)
+    azimuth = start + math.radians(walk.arc_deg) * u
+    radius = config.camera_radius + config.camera_radius_jitter * math.sin(2 * math.pi * 1.5 * u + phases[0])
+    middle = 0.5 * (config.camera_height_min + config.camera_height_max)
+    half = 0.5 * (config.camera_height_max - config.camera_height_min)
+    height = middle + half * math.sin(2 * math.pi * 1.0 * u + phases[1])
+    eye = np.array([radius * math.cos(azimuth), radius * math.sin(azimuth), height])
+    target = config.target_jitter * np.array(
+        [math.sin(2 * math.pi * 2.0 * u + phases[2]), math.cos(2 * math.pi * 2.0 * u + phases[3]), 0.0]
+    )
+    return look_at(eye, target, roll_deg=config.roll_jitter_deg * math.sin(2 * math.pi * u + phases[0]))
+
+
+def walk_poses(config: SyntheticSceneConfig, walk: WalkConfig) -> np.ndarray:
+    """(walk.frames, 4, 4) poses of the path's frames, evenly spaced along it."""
+    if walk.frames <= 0:
+        return np.zeros((0, 4, 4))
+    steps = np.linspace(0.0, 1.0, walk.frames)
+    return np.stack([walk_pose(config, walk, float(u)) for u in steps])

@@ -60,6 +60,24 @@ class SyntheticSceneConfig:
     """Azimuth range of the camera ring: 360 orbits the objects; less is a denser capture of one side."""
 
 
+@dataclass
+class WalkConfig:
+    """A smooth camera path through the room, as a robot walking around the objects would see it."""
+
+    frames: int = 0
+    """Frames on the path (0: no path); 100-200 make a tracking run."""
+    arc_deg: float = 120.0
+    """Azimuth the path sweeps along the camera ring."""
+    blur_steps: int = 1
+    """Motion blur: each frame averages this many renders spread over the motion to the next frame (1: sharp)."""
+    shutter: float = 0.5
+    """Share of the motion to the next frame during which the shutter is open (with blur_steps > 1)."""
+    lighting: str = "query"
+    """query (the queries' changed lighting) or train (the training views' lighting)."""
+    seed: int = 0
+    """Seeds the path's start and wiggles."""
+
+
 @dataclass(frozen=True)
 class PinholeIntrinsics:
     """Pinhole intrinsics in nerfstudio's convention (pixel centres at +0.5)."""

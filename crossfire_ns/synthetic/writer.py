@@ -9,7 +9,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from crossfire_ns.io.atomic import write_json_atomic, write_png_atomic
-from crossfire_ns.synthetic.cameras import sample_poses
+from crossfire_ns.synthetic.cameras import sample_poses, walk_pose, walk_poses
 from crossfire_ns.synthetic.config import (
     GENERATOR_VERSION,
     QUERY_LIGHTING,
@@ -18,6 +18,7 @@ from crossfire_ns.synthetic.config import (
     Lighting,
     PinholeIntrinsics,
     SyntheticSceneConfig,
+    WalkConfig,
 )
 from crossfire_ns.synthetic.geometry import Scene, build_scene
 from crossfire_ns.synthetic.render import render_view, to_uint8
@@ -144,3 +145,47 @@ def _metadata(
         "train_transforms": "transforms.json",
         "query_transforms": "queries/transforms.json",
     }
+
+
+def generate_walk(
+    output_dir: Path,
+    config: Optional[SyntheticSceneConfig] = None,
+    walk: Optional[WalkConfig] = None,
+    on_view: Optional[Callable[[str], None]] = None,
+) -> Path:
+    """Render the path of ``walk`` into ``output_dir`` (``transforms.json`` with ground truth + ``images/frame_XXXX.png``,
+    frames in order) and return ``output_dir``. With ``blur_steps`` > 1 each frame averages renders spread over the
+    first ``shutter`` of the motion to the next frame (true motion blur, in linear colour before noise is added)."""
+    config = config if config is not None else SyntheticSceneConfig()
+    walk = walk if walk is not None else WalkConfig(frames=150)
+    _validate(config)
+    if walk.frames < 1 or walk.blur_steps < 1 or walk.lighting not in ("query", "train"):
+        raise ValueError(f"a walk needs frames >= 1, blur_steps >= 1 and lighting query|train, got {walk}")
+    output_dir = Path(output_dir)
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    scene = build_scene(config)
+    intrinsics = PinholeIntrinsics.from_fov(config.width, config.height, config.fov_x_deg)
+    lighting = QUERY_LIGHTING if walk.lighting == "query" else TRAIN_LIGHTING
+    quiet = Lighting(**{**asdict(lighting), "noise_std": 0.0})
+    poses = walk_poses(config, walk)
+    frames = []
+    for i, c2w in enumerate(poses):
+        rel = f"images/frame_{i:04d}.png"
+        if walk.blur_steps == 1:
+            rgb, _ = render_view(
+                c2w, intrinsics, lighting, scene, config.supersample, noise_seed=_noise_seed(config, 2, i)
+            )
+        else:
+            u0, du = i / max(walk.frames - 1, 1), walk.shutter / max(walk.frames - 1, 1)
+            sub = [walk_pose(config, walk, u0 + du * k / (walk.blur_steps - 1)) for k in range(walk.blur_steps)]
+            rgb = np.mean([render_view(p, intrinsics, quiet, scene, config.supersample)[0] for p in sub], axis=0)
+            if lighting.noise_std > 0:
+                rng = np.random.default_rng(np.random.SeedSequence([_noise_seed(config, 2, i), 4]))
+                rgb = np.clip(rgb + rng.normal(0.0, lighting.noise_std, size=rgb.shape), 0.0, 1.0)
+        _write_png(output_dir / rel, rgb)
+        frames.append({"file_path": rel, "transform_matrix": c2w.tolist()})
+        if on_view is not None:
+            on_view(rel)
+    meta = {**intrinsics.to_transforms(), "walk": asdict(walk), "frames": frames}
+    write_json_atomic(output_dir / "transforms.json", meta)
+    return output_dir

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from crossfire_ns.io.queries import load_query_set
-from crossfire_ns.localize.localizer import Localizer
+from crossfire_ns.localize.api import MapLocalizer
 from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherConfig
 from crossfire_ns.localize.priors import retrieval_index
 from crossfire_ns.localize.run import localize_queries
@@ -43,8 +43,8 @@ def test_the_retrieval_index_is_built_once_per_map(loaded, bundled_scene):
 def test_prior_poses_are_taken_in_the_original_frame(loaded, bundled_scene):
     queries, _ = load_query_set(bundled_scene / "queries")
     truth = {q.file_path: q.c2w_gt for q in queries}
-    localizer = Localizer(loaded.model, PriorMatcherConfig())
-    results = localize_queries(loaded, queries, prior="poses", prior_poses=truth, localizer=localizer)
+    localizer = MapLocalizer(loaded, PriorMatcherConfig())
+    results = localize_queries(loaded, queries, prior="poses", prior_poses=truth, map_localizer=localizer)
     for result in results:
         assert result.status == "localized" and result.num_renders == 0
         np.testing.assert_allclose(result.c2w, truth[result.file_path], atol=1e-5)

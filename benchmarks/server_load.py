@@ -1,0 +1,140 @@
+"""Load on ns-localize-server: N concurrent clients x M requests each, on 2 CPU cores.
+
+    python -m benchmarks.server_load --load-config RUN/config.yml --query-dir DIR [--clients 4 --requests 5]
+
+Starts the server as its own process (as a robot's host would run it), waits for /health, then every client posts
+the folder's queries in turn (with their intrinsics from transforms.json). Reports latency p50 / p95 of the answered
+requests, how many were answered 200 / 503 (busy) / other or lost, and the server's resident memory before, during
+and after (psutil), as a table and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import httpx
+import numpy as np
+import psutil
+import tyro
+from rich.console import Console
+
+from crossfire_ns.io.atomic import write_json_atomic
+from crossfire_ns.io.queries import load_query_set
+
+CONSOLE = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class ServerLoad:
+    load_config: Path
+    """config.yml of a trained crossfire map."""
+    query_dir: Path
+    """Queries to post (a transforms.json with intrinsics)."""
+    clients: int = 4
+    """Concurrent clients."""
+    requests: int = 5
+    """Requests per client."""
+    queue_size: int = 8
+    """The server's queue (more waiting requests are answered 503)."""
+    output: Optional[Path] = None
+    """Also write the figures here as JSON."""
+
+    def main(self) -> Dict:
+        queries, _ = load_query_set(self.query_dir)
+        payloads = [(q.path.name, q.path.read_bytes(), q.K) for q in queries]
+        port = _free_port()
+        command = [sys.executable, "-m", "crossfire_ns.scripts.server", "--load-config", str(self.load_config)]
+        command += ["--port", str(port), "--queue-size", str(self.queue_size)]
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            started = time.perf_counter()
+            while True:
+                if server.poll() is not None:
+                    raise SystemExit(f"the server exited with {server.returncode}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            load_seconds = time.perf_counter() - started
+            process = psutil.Process(server.pid)
+            memory = {"after_load_mb": process.memory_info().rss / 2**20}
+            samples: List[float] = []
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    samples.append(process.memory_info().rss / 2**20)
+                    stop.wait(0.5)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+
+            def client(index: int) -> List[tuple]:
+                out = []
+                with httpx.Client(timeout=600) as session:
+                    for request in range(self.requests):
+                        name, data, K = payloads[(index + request) % len(payloads)]
+                        form = {} if K is None else {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}
+                        start = time.perf_counter()
+                        try:
+                            code = session.post(
+                                f"{url}/localize",
+                                files={"image": (name, data)},
+                                data={k: str(v) for k, v in form.items()},
+                            ).status_code
+                        except httpx.HTTPError as err:
+                            code = f"lost: {type(err).__name__}"
+                        out.append((code, time.perf_counter() - start))
+                return out
+
+            wall = time.perf_counter()
+            with ThreadPoolExecutor(self.clients) as pool:
+                calls = [c for batch in pool.map(client, range(self.clients)) for c in batch]
+            wall = time.perf_counter() - wall
+            stop.set()
+            sampler.join()
+            memory.update(during_max_mb=max(samples) if samples else None, after_mb=process.memory_info().rss / 2**20)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        answered = [seconds for code, seconds in calls if code == 200]
+        codes: Dict[str, int] = {}
+        for code, _ in calls:
+            codes[str(code)] = codes.get(str(code), 0) + 1
+        report = {
+            "clients": self.clients,
+            "requests_per_client": self.requests,
+            "codes": codes,
+            "lost": sum(1 for code, _ in calls if code not in (200, 503)),
+            "latency_p50_s": float(np.percentile(answered, 50)) if answered else None,
+            "latency_p95_s": float(np.percentile(answered, 95)) if answered else None,
+            "throughput_per_s": len(answered) / wall,
+            "wall_s": wall,
+            "map_load_s": load_seconds,
+            "memory_mb": memory,
+        }
+        CONSOLE.print_json(json.dumps(report))
+        if self.output is not None:
+            write_json_atomic(self.output, report)
+        return report
+
+
+if __name__ == "__main__":
+    tyro.cli(ServerLoad).main()

@@ -1,0 +1,180 @@
+"""Tracking a moving camera: ``ns-localize --prior sequential`` and the server's ``sequence`` mode over a walk.
+
+    crossfire-make-scene --output-dir SCENE --walk.frames 150 [--walk.blur-steps 5]   # SCENE/walk/
+    python -m benchmarks.tracking --load-config RUN/config.yml --walk-dir SCENE/walk --output-dir OUT
+
+For each mode: frames per second (1 / median seconds per frame, and over the whole run), accuracy against the
+walk's ground truth (median errors, recall at 1%/1 deg, 2%/2 deg, 5%/5 deg of the scene), lost frames and whether
+the next frame was found again (recovery: retrieval, then tracking again), and ``evo_ape`` (translation part, no
+alignment: both trajectories are in the training data's frame) on the TUM exports, so that the figures do not rest
+only on our own metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import httpx
+import numpy as np
+import tyro
+from rich.console import Console
+
+from crossfire_ns.geometry import c2w_pose_errors
+from crossfire_ns.io.atomic import write_json_atomic
+from crossfire_ns.io.pose_formats import write_tum_trajectory
+from crossfire_ns.localize.folder import localize_folder, read_inputs
+from crossfire_ns.map import load_map
+from crossfire_ns.results import QueryResult
+
+CONSOLE = Console()
+
+
+def evo_ape(reference: Path, estimate: Path) -> Dict[str, float]:
+    """``evo_ape tum reference estimate`` (translation part, not aligned): its statistics (max, mean, median, ...)."""
+    command = shutil.which("evo_ape") or str(Path(sys.executable).parent / "evo_ape")
+    if not Path(command).exists():
+        return {"error": "evo is not installed (pip install evo; it is in the bench extra)"}
+    out = subprocess.run(
+        [command, "tum", str(reference), str(estimate), "--no_warnings"], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        return {"error": (out.stderr or out.stdout).strip()[-500:]}
+    stats = {}
+    for line in out.stdout.splitlines():
+        match = re.match(r"^\s*(max|mean|median|min|rmse|sse|std)\s+([-+0-9.eE]+)\s*$", line)
+        if match:
+            stats[match.group(1)] = float(match.group(2))
+    return stats
+
+
+def recovery(results: List[QueryResult]) -> Dict[str, int]:
+    """Lost frames (not localized) and how many of the losses were followed by a localized frame."""
+    lost = [i for i, r in enumerate(results) if r.status != "localized"]
+    found_again = sum(1 for i in lost if i + 1 < len(results) and results[i + 1].status == "localized")
+    ends_lost = bool(lost) and lost[-1] == len(results) - 1
+    return {"lost": len(lost), "found_again_next_frame": found_again, "lost_at_the_end": int(ends_lost)}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Tracking:
+    load_config: Path
+    """config.yml of a trained crossfire map of the scene the walk is in."""
+    walk_dir: Path
+    """A walk (crossfire-make-scene --walk.frames N writes SCENE/walk/)."""
+    output_dir: Path
+    """Outputs: sequential/ (ns-localize's), server/ (answers), TUM files, tracking.json."""
+    max_frames: Optional[int] = None
+    """Only the first N frames."""
+    server: bool = True
+    """Also the server's sequence mode over the same frames."""
+    scene_extent: Optional[float] = None
+    """Scene size for the recall thresholds (default: the training cameras')."""
+
+    def main(self) -> Dict:
+        out = Path(self.output_dir)
+        inputs = read_inputs(self.walk_dir, prior="sequential", max_queries=self.max_frames)
+        queries = inputs.queries
+        gt = out / "ground_truth_tum.txt"
+        truth = [QueryResult(q.file_path, "localized", q.c2w_gt) for q in queries]
+        write_tum_trajectory(gt, truth, timestamps=range(len(queries)))
+        report: Dict[str, Dict] = {}
+
+        crossfire_map = load_map(self.load_config)
+        extent = self.scene_extent or crossfire_map.camera_extent()
+        start = time.perf_counter()
+        summary = localize_folder(
+            crossfire_map, inputs, out / "sequential", prior="sequential", scene_extent=extent, overwrite=True
+        )
+        wall = time.perf_counter() - start
+        with (out / "sequential" / "results.csv").open(newline="") as handle:
+            results = [QueryResult.from_csv_row(row) for row in csv.DictReader(handle)]
+        report["ns-localize --prior sequential"] = self._figures(
+            summary, results, wall, gt, out / "sequential" / "trajectory_tum.txt"
+        )
+        del crossfire_map
+
+        if self.server:
+            report["server sequence mode"] = self._server(queries, out / "server", gt, extent)
+        write_json_atomic(out / "tracking.json", report)
+        CONSOLE.print_json(json.dumps(report))
+        return report
+
+    def _figures(self, summary, results, wall, gt, estimate) -> Dict:
+        return {
+            "frames": len(results),
+            "fps_median": 1.0 / summary["median_seconds"] if summary.get("median_seconds") else None,
+            "fps_overall": len(results) / wall,
+            "median_translation_error": summary["median_translation_error"],
+            "median_rotation_error_deg": summary["median_rotation_error_deg"],
+            "recall": {f"{r['translation']:.3g}/{r['rotation_deg']:g}deg": r["recall"] for r in summary["recall"]},
+            "localized": summary["num_localized"],
+            **recovery(results),
+            "evo_ape_translation": evo_ape(gt, estimate),
+        }
+
+    def _server(self, queries, out: Path, gt: Path, extent: float) -> Dict:
+        from crossfire_ns.localize.folder import evaluate
+
+        out.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        command = [sys.executable, "-m", "crossfire_ns.scripts.server", "--load-config", str(self.load_config)]
+        server = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        results: List[QueryResult] = []
+        try:
+            while True:
+                if server.poll() is not None:
+                    raise SystemExit(f"the server exited with {server.returncode}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            start = time.perf_counter()
+            with httpx.Client(timeout=600) as session:
+                for query in queries:
+                    K = query.K
+                    form = {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "sequence": "walk"}
+                    sent = time.perf_counter()
+                    answer = session.post(
+                        f"{url}/localize",
+                        files={"image": (query.path.name, query.path.read_bytes())},
+                        data={k: str(v) for k, v in form.items()},
+                    ).json()
+                    result = QueryResult(query.file_path, answer.get("status", "failed"), has_gt=True)
+                    result.seconds = time.perf_counter() - sent
+                    result.message = answer.get("prior_source", "") + ": " + answer.get("message", "")
+                    if result.status == "localized":
+                        result.c2w = np.asarray(answer["transform_matrix"])
+                        result.num_inliers = answer["num_inliers"]
+                        result.t_err, result.r_err = c2w_pose_errors(result.c2w, query.c2w_gt)
+                    results.append(result)
+            wall = time.perf_counter() - start
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        estimate = out / "trajectory_tum.txt"
+        write_tum_trajectory(estimate, results, timestamps=range(len(results)))
+        write_json_atomic(out / "answers.json", [r.to_dict() for r in results])
+        summary, _ = evaluate(results, extent)
+        return self._figures(summary, results, wall, gt, estimate)
+
+
+if __name__ == "__main__":
+    tyro.cli(Tracking).main()

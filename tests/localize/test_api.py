@@ -1,0 +1,61 @@
+"""MapLocalizer: a map loaded once, one image at a time (arrays, paths, priors, sequences), bad input as answers."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossfire_ns.io.queries import QueryImageError, load_query_set
+from crossfire_ns.localize.api import MapLocalizer, as_rgb
+from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherConfig
+from crossfire_ns.map import load_map
+
+
+def test_arrays_become_rgb_as_files_do():
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 3] = 0
+    assert (as_rgb(rgba) == 255).all()  # transparent: composited on white
+    assert as_rgb(np.full((4, 6), 7, np.uint8)).shape == (4, 6, 3)
+    assert as_rgb(np.full((4, 6, 3), 65535, np.uint16)).max() == 255
+    with pytest.raises(QueryImageError, match="uint8 or uint16"):
+        as_rgb(np.zeros((4, 6, 3), np.float32))
+    with pytest.raises(QueryImageError, match="shape"):
+        as_rgb(np.zeros((4, 6, 2), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_map):
+    return load_map(trained_map[0])
+
+
+@pytest.mark.slow
+def test_one_image_at_a_time_from_paths_arrays_and_priors(loaded, bundled_scene):
+    query = load_query_set(bundled_scene / "queries")[0][0]
+    localizer = MapLocalizer(loaded, PriorMatcherConfig())
+    given = localizer.localize(query.path, K=query.K, prior=query.c2w_gt)
+    assert given.localized and given.prior_source == "given"
+    np.testing.assert_allclose(given.c2w, query.c2w_gt, atol=1e-5)
+    assert given.qvec.shape == (4,) and given.to_dict()["colmap"]["tvec"] == pytest.approx(given.tvec.tolist())
+    retrieved = localizer.localize(np.asarray(Image.open(query.path)), K=query.K)
+    assert retrieved.localized and retrieved.prior_source == "retrieval" and not retrieved.warnings
+    default = localizer.localize(query.path)
+    assert default.localized and "training camera" in default.warnings[0]
+    wide = localizer.localize(np.zeros((10, 80, 3), np.uint8))
+    assert wide.status == "unreadable" and "aspect" in wide.message
+    bad = localizer.localize(query.path, K=np.eye(2))
+    assert bad.status == "unreadable" and "3x3" in bad.message
+    missing = localizer.localize(bundled_scene / "nope.png", K=query.K)
+    assert missing.status == "unreadable" and "nope.png" in missing.message
+
+
+@pytest.mark.slow
+def test_a_sequence_falls_back_to_retrieval_after_a_lost_frame(loaded, bundled_scene):
+    query = load_query_set(bundled_scene / "queries")[0][0]
+    localizer = MapLocalizer(loaded, CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0))
+    first = localizer.localize(query.path, K=query.K, sequence="s")
+    assert first.prior_source == "retrieval"
+    blank = np.full((query.height, query.width, 3), 128, np.uint8)
+    if first.localized:
+        lost = localizer.localize(blank, K=query.K, sequence="s")
+        assert not lost.localized and lost.prior_source == "sequence, then retrieval"
+    assert localizer.localize(query.path, K=query.K, sequence="s").prior_source == "retrieval"
+    localizer.end_sequence("s")
