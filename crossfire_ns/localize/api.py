@@ -13,6 +13,7 @@ transforms.json and poses.json); ``qvec``/``tvec`` the same pose world-to-camera
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -124,12 +125,16 @@ class MapLocalizer:
         retrieval: RetrievalScore = "matches",
         max_image_side: int = MAX_IMAGE_SIDE,
         retrieval_min_similarity: float = 0.6,
+        match_training_scale: bool = True,
     ) -> None:
         self.map = crossfire_map
         self.localizer = Localizer(crossfire_map.model, matcher)
         self.retrieval = retrieval
         self.retrieval_min_similarity = retrieval_min_similarity
         self.max_image_side = max_image_side
+        self.match_training_scale = match_training_scale
+        """Downscale a query whose focal length (px) exceeds the training camera's to it: the scene's CNN is not
+        scale-invariant, and a full-resolution phone photo would otherwise cost gigabytes of similarity matrices."""
         self._sequences: Dict[str, np.ndarray] = {}
         """Sequence id -> last estimate (normalised frame)."""
         self._lock = threading.Lock()
@@ -155,6 +160,16 @@ class MapLocalizer:
                 f"image's intrinsics (fl_x, fl_y, cx, cy in a transforms.json, --fx/--fy/--cx/--cy, or fx/fy/cx/cy)."
             )
         return self.map.training_intrinsics(width, height)
+
+    def max_side_for(self, width: int, height: int, K: np.ndarray) -> int:
+        """The longer side a query is localized at: ``max_image_side``, and with ``match_training_scale`` no finer
+        than the training camera's focal length."""
+        side = self.max_image_side
+        if self.match_training_scale:
+            ratio = float(self.map.train_cameras.fx[0]) / float(K[0, 0])
+            if ratio < 1.0:
+                side = min(side, max(1, math.ceil(max(width, height) * ratio)))
+        return side
 
     def end_sequence(self, sequence: str) -> None:
         """Forget a sequence's last estimate (its next image starts from retrieval)."""
@@ -201,7 +216,7 @@ class MapLocalizer:
     def _localize_rgb(self, rgb, K, prior, sequence, dist_coeffs, fisheye) -> Localization:
         try:
             rgb = undistort_if_needed(rgb, K, dist_coeffs, fisheye=fisheye)
-            rgb, K = downscale_to(rgb, K, self.max_image_side)
+            rgb, K = downscale_to(rgb, K, self.max_side_for(rgb.shape[1], rgb.shape[0], K))
             if prior is not None:
                 source, estimate = "given", self.localizer.estimate(rgb, K, [self.map.to_normalized(prior)])
             elif sequence is not None and sequence in self._sequences:

@@ -25,7 +25,6 @@ from crossfire_ns.io.pose_formats import read_hloc_poses
 from crossfire_ns.io.queries import QueryImage, QueryInputError, downscale_to, load_query_set, read_query_image
 from crossfire_ns.io.transforms import read_poses_json, write_poses_json
 from crossfire_ns.localize.api import MAX_IMAGE_SIDE, MapLocalizer
-from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.matchers import CrossfireMatcherConfig, MatcherConfig, matcher_name
 from crossfire_ns.localize.outputs import (
     OUTPUT_FILES,
@@ -306,16 +305,17 @@ def overlay_name(file_path: str) -> str:
     return "__".join(Path(file_path).with_suffix(".png").parts)
 
 
-def write_overlays(
-    folder: Path, results, queries, localizer: Localizer, crossfire_map: CrossfireMap, max_image_side: int
-) -> None:
-    """overlays/<query path>.png: each localized query beside the map rendered at its estimate."""
+def write_overlays(folder: Path, results, queries, map_localizer: MapLocalizer) -> None:
+    """overlays/<query path>.png: each localized query beside the map rendered at its estimate (at the size it was
+    localized at)."""
+    crossfire_map, localizer = map_localizer.map, map_localizer.localizer
     by_path = {q.file_path: q for q in queries}
     for result in results:
         query = by_path[result.file_path]
         if result.c2w is None or query.K is None:
             continue
-        image, K = downscale_to(read_query_image(query), query.K, max_image_side)
+        image = read_query_image(query)
+        image, K = downscale_to(image, query.K, map_localizer.max_side_for(image.shape[1], image.shape[0], query.K))
         height, width = image.shape[:2]
         view = localizer.renderer.render(crossfire_map.to_normalized(result.c2w), K, width, height)
         render = (view.rgb.clamp(0, 1) * 255).byte().cpu().numpy()

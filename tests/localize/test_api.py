@@ -43,6 +43,9 @@ def test_one_image_at_a_time_from_paths_arrays_and_priors(loaded, bundled_scene)
     assert wide.status == "unreadable" and "aspect" in wide.message
     bad = localizer.localize(query.path, K=np.eye(2))
     assert bad.status == "unreadable" and "3x3" in bad.message
+    big_K = np.diag([25.0, 25.0, 1.0]) @ query.K  # the same camera at 25x the resolution (a phone photo)
+    assert localizer.max_side_for(query.width * 25, query.height * 25, big_K) == max(query.width, query.height)
+    assert localizer.max_side_for(query.width, query.height, query.K) == localizer.max_image_side
     missing = localizer.localize(bundled_scene / "nope.png", K=query.K)
     assert missing.status == "unreadable" and "nope.png" in missing.message
 
