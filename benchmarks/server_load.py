@@ -5,7 +5,7 @@
 Starts the server as its own process (as a robot's host would run it), waits for /health, then every client posts
 the folder's queries in turn (with their intrinsics from transforms.json). Reports latency p50 / p95 of the answered
 requests, how many were answered 200 / 503 (busy) / other or lost, and the server's resident memory before, during
-and after (psutil), as a table and JSON.
+and after (psutil; also after each answered request, to see whether it grows), as JSON.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class ServerLoad:
             process = psutil.Process(server.pid)
             memory = {"after_load_mb": process.memory_info().rss / 2**20}
             samples: List[float] = []
+            after_request: List[float] = []
             stop = threading.Event()
 
             def sample() -> None:
@@ -102,6 +103,7 @@ class ServerLoad:
                         except httpx.HTTPError as err:
                             code = f"lost: {type(err).__name__}"
                         out.append((code, time.perf_counter() - start))
+                        after_request.append(process.memory_info().rss / 2**20)
                 return out
 
             wall = time.perf_counter()

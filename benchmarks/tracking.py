@@ -13,6 +13,7 @@ only on our own metrics.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import shutil
@@ -27,6 +28,7 @@ from typing import Dict, List, Optional
 import httpx
 import numpy as np
 import tyro
+from PIL import Image
 from rich.console import Console
 
 from crossfire_ns.geometry import c2w_pose_errors
@@ -85,6 +87,11 @@ class Tracking:
     """Also the server's sequence mode over the same frames."""
     scene_extent: Optional[float] = None
     """Scene size for the recall thresholds (default: the training cameras')."""
+    sequential: bool = True
+    """Run ns-localize --prior sequential (off: the server only)."""
+    cover_every: int = 0
+    """> 0: the server is sent a flat grey frame (a covered lens) instead of every Nth frame, to measure recovery;
+    those frames count as lost."""
 
     def main(self) -> Dict:
         out = Path(self.output_dir)
@@ -95,22 +102,25 @@ class Tracking:
         write_tum_trajectory(gt, truth, timestamps=range(len(queries)))
         report: Dict[str, Dict] = {}
 
-        crossfire_map = load_map(self.load_config)
-        extent = self.scene_extent or crossfire_map.camera_extent()
-        start = time.perf_counter()
-        summary = localize_folder(
-            crossfire_map, inputs, out / "sequential", prior="sequential", scene_extent=extent, overwrite=True
-        )
-        wall = time.perf_counter() - start
-        with (out / "sequential" / "results.csv").open(newline="") as handle:
-            results = [QueryResult.from_csv_row(row) for row in csv.DictReader(handle)]
-        report["ns-localize --prior sequential"] = self._figures(
-            summary, results, wall, gt, out / "sequential" / "trajectory_tum.txt"
-        )
-        del crossfire_map
+        extent = self.scene_extent
+        if self.sequential:
+            crossfire_map = load_map(self.load_config)
+            extent = extent or crossfire_map.camera_extent()
+            start = time.perf_counter()
+            summary = localize_folder(
+                crossfire_map, inputs, out / "sequential", prior="sequential", scene_extent=extent, overwrite=True
+            )
+            wall = time.perf_counter() - start
+            with (out / "sequential" / "results.csv").open(newline="") as handle:
+                results = [QueryResult.from_csv_row(row) for row in csv.DictReader(handle)]
+            report["ns-localize --prior sequential"] = self._figures(
+                summary, results, wall, gt, out / "sequential" / "trajectory_tum.txt"
+            )
+            del crossfire_map
 
         if self.server:
-            report["server sequence mode"] = self._server(queries, out / "server", gt, extent)
+            name = "server sequence mode" + (f", every {self.cover_every}th frame covered" if self.cover_every else "")
+            report[name] = self._server(queries, out / "server", gt, extent or 1.0)
         write_json_atomic(out / "tracking.json", report)
         CONSOLE.print_json(json.dumps(report))
         return report
@@ -137,6 +147,7 @@ class Tracking:
         server = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         results: List[QueryResult] = []
+        sources: List[str] = []
         try:
             while True:
                 if server.poll() is not None:
@@ -148,18 +159,25 @@ class Tracking:
                     time.sleep(0.5)
             start = time.perf_counter()
             with httpx.Client(timeout=600) as session:
-                for query in queries:
+                for index, query in enumerate(queries):
                     K = query.K
+                    covered = self.cover_every > 0 and (index + 1) % self.cover_every == 0
+                    image = query.path.read_bytes()
+                    if covered:
+                        grey = io.BytesIO()
+                        Image.fromarray(np.full((query.height, query.width, 3), 128, np.uint8)).save(grey, format="PNG")
+                        image = grey.getvalue()
                     form = {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "sequence": "walk"}
                     sent = time.perf_counter()
                     answer = session.post(
                         f"{url}/localize",
-                        files={"image": (query.path.name, query.path.read_bytes())},
+                        files={"image": (query.path.name, image)},
                         data={k: str(v) for k, v in form.items()},
                     ).json()
                     result = QueryResult(query.file_path, answer.get("status", "failed"), has_gt=True)
                     result.seconds = time.perf_counter() - sent
-                    result.message = answer.get("prior_source", "") + ": " + answer.get("message", "")
+                    sources.append(("covered, " if covered else "") + answer.get("prior_source", ""))
+                    result.message = answer.get("message", "")
                     if result.status == "localized":
                         result.c2w = np.asarray(answer["transform_matrix"])
                         result.num_inliers = answer["num_inliers"]
@@ -173,7 +191,9 @@ class Tracking:
         write_tum_trajectory(estimate, results, timestamps=range(len(results)))
         write_json_atomic(out / "answers.json", [r.to_dict() for r in results])
         summary, _ = evaluate(results, extent)
-        return self._figures(summary, results, wall, gt, estimate)
+        figures = self._figures(summary, results, wall, gt, estimate)
+        figures["prior_sources"] = {s: sources.count(s) for s in sorted(set(sources))}
+        return figures
 
 
 if __name__ == "__main__":

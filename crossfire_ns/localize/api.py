@@ -161,6 +161,10 @@ class MapLocalizer:
             )
         return self.map.training_intrinsics(width, height)
 
+    def warm_up(self) -> None:
+        """Build what the first image would otherwise wait for (the retrieval index of the map's training views)."""
+        retrieval_index(self.map, self.retrieval, self.retrieval_min_similarity)
+
     def max_side_for(self, width: int, height: int, K: np.ndarray) -> int:
         """The longer side a query is localized at: ``max_image_side``, and with ``match_training_scale`` no finer
         than the training camera's focal length."""

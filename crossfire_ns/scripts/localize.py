@@ -67,7 +67,8 @@ class Localize:
     max_queries: Optional[int] = None
     """Only the first N queries (quick checks)."""
     max_image_side: int = MAX_IMAGE_SIDE
-    """Queries whose longer side exceeds this many pixels are downscaled (their intrinsics with them)."""
+    """Queries whose longer side exceeds this many pixels are downscaled (their intrinsics with them); queries are also
+    never localized finer than the training camera's focal length."""
     overwrite: bool = False
     """Start afresh in an output folder that holds results; without it the same run resumes (finished queries are
     reused) and a different run's folder is refused."""
