@@ -112,7 +112,11 @@ class ServerLoad:
             wall = time.perf_counter() - wall
             stop.set()
             sampler.join()
-            memory.update(during_max_mb=max(samples) if samples else None, after_mb=process.memory_info().rss / 2**20)
+            memory.update(
+                during_max_mb=max(samples) if samples else None,
+                after_each_request_mb=[round(m, 1) for m in after_request],
+                after_mb=process.memory_info().rss / 2**20,
+            )
         finally:
             server.terminate()
             server.wait(timeout=30)
