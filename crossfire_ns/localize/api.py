@@ -13,7 +13,6 @@ transforms.json and poses.json); ``qvec``/``tvec`` the same pose world-to-camera
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -172,7 +171,7 @@ class MapLocalizer:
         if self.match_training_scale:
             ratio = float(self.map.train_cameras.fx[0]) / float(K[0, 0])
             if ratio < 1.0:
-                side = min(side, max(1, math.ceil(max(width, height) * ratio)))
+                side = min(side, max(1, round(max(width, height) * ratio)))
         return side
 
     def end_sequence(self, sequence: str) -> None:
