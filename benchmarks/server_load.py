@@ -11,9 +11,6 @@ and after (psutil; also after each answered request, to see whether it grows), a
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,16 +24,11 @@ import psutil
 import tyro
 from rich.console import Console
 
+from benchmarks.server_process import running_server
 from crossfire_ns.io.atomic import write_json_atomic
 from crossfire_ns.io.queries import load_query_set
 
 CONSOLE = Console()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -57,21 +49,8 @@ class ServerLoad:
     def main(self) -> Dict:
         queries, _ = load_query_set(self.query_dir)
         payloads = [(q.path.name, q.path.read_bytes(), q.K) for q in queries]
-        port = _free_port()
-        command = [sys.executable, "-m", "crossfire_ns.scripts.server", "--load-config", str(self.load_config)]
-        command += ["--port", str(port), "--queue-size", str(self.queue_size)]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            started = time.perf_counter()
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"the server exited with {server.returncode}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
+        started = time.perf_counter()
+        with running_server(self.load_config, "--queue-size", str(self.queue_size)) as (server, url):
             load_seconds = time.perf_counter() - started
             process = psutil.Process(server.pid)
             memory = {"after_load_mb": process.memory_info().rss / 2**20}
@@ -117,9 +96,6 @@ class ServerLoad:
                 after_each_request_mb=[round(m, 1) for m in after_request],
                 after_mb=process.memory_info().rss / 2**20,
             )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         answered = [seconds for code, seconds in calls if code == 200]
         codes: Dict[str, int] = {}
         for code, _ in calls:

@@ -17,7 +17,6 @@ import io
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import tyro
 from PIL import Image
 from rich.console import Console
 
+from benchmarks.server_process import running_server
 from crossfire_ns.geometry import c2w_pose_errors
 from crossfire_ns.io.atomic import write_json_atomic
 from crossfire_ns.io.pose_formats import write_tum_trajectory
@@ -65,12 +65,6 @@ def recovery(results: List[QueryResult]) -> Dict[str, int]:
     found_again = sum(1 for i in lost if i + 1 < len(results) and results[i + 1].status == "localized")
     ends_lost = bool(lost) and lost[-1] == len(results) - 1
     return {"lost": len(lost), "found_again_next_frame": found_again, "lost_at_the_end": int(ends_lost)}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -142,21 +136,9 @@ class Tracking:
         from crossfire_ns.localize.folder import evaluate
 
         out.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
-        command = [sys.executable, "-m", "crossfire_ns.scripts.server", "--load-config", str(self.load_config)]
-        server = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
         results: List[QueryResult] = []
         sources: List[str] = []
-        try:
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"the server exited with {server.returncode}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
+        with running_server(self.load_config) as (_, url):
             start = time.perf_counter()
             with httpx.Client(timeout=600) as session:
                 for index, query in enumerate(queries):
@@ -184,9 +166,6 @@ class Tracking:
                         result.t_err, result.r_err = c2w_pose_errors(result.c2w, query.c2w_gt)
                     results.append(result)
             wall = time.perf_counter() - start
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         estimate = out / "trajectory_tum.txt"
         write_tum_trajectory(estimate, results, timestamps=range(len(results)))
         write_json_atomic(out / "answers.json", [r.to_dict() for r in results])
