@@ -66,13 +66,15 @@ class CrossfireMap:
     step: Optional[int] = None
     """Training step of the checkpoint."""
     checkpoint: Optional[Path] = None
+    method: Optional[str] = None
+    """The method it was trained with (``crossfire-lite``, ...), from its config.yml."""
     cache: Dict[Hashable, Any] = field(default_factory=dict, repr=False)
     """Things built once per map by its users (e.g. the retrieval index), see ``cached``."""
 
     @classmethod
-    def from_pipeline(cls, pipeline, config_path=None, step=None, checkpoint=None) -> "CrossfireMap":
+    def from_pipeline(cls, pipeline, config_path=None, step=None, checkpoint=None, method=None) -> "CrossfireMap":
         transform, scale = frame_normalization(pipeline)
-        return cls(pipeline, np.asarray(transform)[:3], scale, config_path, step, checkpoint)
+        return cls(pipeline, np.asarray(transform)[:3], scale, config_path, step, checkpoint, method)
 
     @property
     def model(self):
@@ -172,10 +174,12 @@ def load_map(config_path: Path, data: Optional[Path] = None) -> CrossfireMap:
         return config
 
     try:
-        _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="val", update_config_callback=relocate)
+        config, pipeline, checkpoint, step = eval_setup(config_path, test_mode="val", update_config_callback=relocate)
     except FileNotFoundError as err:
         raise MapLoadError(
             f"{config_path}: could not load the map ({err}). Is training finished (nerfstudio_models/*.ckpt)?"
         ) from err
     CONSOLE.print(f"Loaded map {config_path.parent} at step {step} ({checkpoint.name}).")
-    return CrossfireMap.from_pipeline(pipeline, config_path=config_path, step=int(step), checkpoint=Path(checkpoint))
+    return CrossfireMap.from_pipeline(
+        pipeline, config_path=config_path, step=int(step), checkpoint=Path(checkpoint), method=str(config.method_name)
+    )

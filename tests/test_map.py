@@ -19,7 +19,7 @@ def loaded(trained_map):
 
 def test_loaded_map_has_pipeline_frame_and_training_views(loaded, trained_map, bundled_scene):
     assert isinstance(loaded, CrossfireMap) and loaded.config_path == trained_map[0]
-    assert loaded.step is not None and loaded.checkpoint.suffix == ".ckpt"
+    assert loaded.step is not None and loaded.checkpoint.suffix == ".ckpt" and loaded.method == "crossfire-lite"
     frames = json.loads((bundled_scene / "transforms.json").read_text())["frames"]
     assert loaded.train_c2w.shape == (len(loaded.train_dataset), 4, 4) and len(loaded.train_dataset) <= len(frames)
     original = loaded.to_original(loaded.train_c2w)  # the training poses as transforms.json gives them

@@ -293,9 +293,7 @@ def localize_folder(
     summary = write(results, final=True)
     print_results_table(results, summary, console=console)
     if overlays:
-        write_overlays(
-            out / "overlays", results, inputs.queries, map_localizer.localizer, crossfire_map, max_image_side
-        )
+        write_overlays(out / "overlays", results, inputs.queries, map_localizer)
     console.print(f"Outputs in {out}/: {', '.join(OUTPUT_FILES)}")
     return summary
 

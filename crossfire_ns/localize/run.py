@@ -19,7 +19,7 @@ from crossfire_ns.geometry import c2w_pose_errors
 from crossfire_ns.io.queries import QueryImage, QueryImageError, read_query_image
 from crossfire_ns.localize.api import MAX_IMAGE_SIDE, Localization, MapLocalizer
 from crossfire_ns.localize.matchers import MatcherConfig
-from crossfire_ns.localize.priors import PriorKind, RetrievalScore, retrieval_index
+from crossfire_ns.localize.priors import PriorKind, RetrievalScore
 from crossfire_ns.map import CrossfireMap
 from crossfire_ns.results import QueryResult
 
@@ -81,9 +81,7 @@ def localize_queries(
     if map_localizer is None:
         map_localizer = MapLocalizer(crossfire_map, matcher, retrieval=retrieval, max_image_side=max_image_side)
     if prior in ("retrieval", "sequential"):
-        retrieval_index(
-            crossfire_map, map_localizer.retrieval, map_localizer.retrieval_min_similarity
-        )  # built once, here
+        map_localizer.warm_up()  # the retrieval index, built once, before the progress bar starts
     sequence = f"localize_queries-{id(queries)}" if prior == "sequential" else None
     results: List[QueryResult] = []
     warned = False
@@ -108,7 +106,7 @@ def localize_queries(
                 result.message = str(err) if str(query.path) in str(err) else f"{query.path}: {err}"
                 console.print(f"[red]{result.message}")
             else:
-                given = (prior_poses or {}).get(query.file_path)
+                given = (prior_poses or {}).get(query.file_path) if prior == "poses" else None
                 if prior == "poses" and given is None:
                     result.message = "no prior for this query (--prior poses: is it in the poses file?)"
                 else:

@@ -101,13 +101,12 @@ def create_app(
     @app.get("/map")
     def map_info() -> Dict[str, Any]:
         cams = crossfire_map.train_cameras
-        config = crossfire_map.pipeline.config if hasattr(crossfire_map.pipeline, "config") else None
         return to_jsonable(
             {
                 "config": crossfire_map.config_path,
                 "checkpoint": crossfire_map.checkpoint,
                 "step": crossfire_map.step,
-                "method": getattr(config, "method_name", None) if config is not None else None,
+                "method": crossfire_map.method,
                 "matcher": matcher_name(map_localizer.matcher),
                 "training_cameras": {
                     "count": len(cams),

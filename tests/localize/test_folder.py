@@ -187,3 +187,20 @@ def test_intrinsics_flags_override_transforms_and_a_foreign_aspect_needs_intrins
     rows = {r["file_path"]: r for r in _rows(out)}
     assert rows["wide.png"]["status"] == "unreadable" and "--fx" in rows["wide.png"]["message"]
     assert rows["same.png"]["status"] == "localized"
+
+
+@pytest.mark.slow
+def test_overlays_show_each_localized_query_beside_its_render(trained_map, bundled_scene, tmp_path):
+    from crossfire_ns.localize.matchers import PriorMatcherConfig
+    from crossfire_ns.scripts.localize import Localize
+
+    out = tmp_path / "out"
+    code = Localize(
+        trained_map[0], bundled_scene / "queries", out, matcher=PriorMatcherConfig(), overlays=True, max_queries=2
+    ).main()
+    assert code == 0
+    names = sorted(p.name for p in (out / "overlays").iterdir())
+    assert names == ["images__query_000.png", "images__query_001.png"]
+    width, height = Image.open(out / "overlays" / names[0]).size
+    meta = json.loads((bundled_scene / "queries" / "transforms.json").read_text())
+    assert (width, height) == (2 * meta["w"], meta["h"])  # the query beside the render, side by side

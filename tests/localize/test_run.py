@@ -49,5 +49,8 @@ def test_prior_poses_are_taken_in_the_original_frame(loaded, bundled_scene):
         assert result.status == "localized" and result.num_renders == 0
         np.testing.assert_allclose(result.c2w, truth[result.file_path], atol=1e-5)
         assert result.t_err < 1e-5 and result.r_err < 1e-3
+    far = {q.file_path: np.diag([1.0, 1.0, 1.0, 1.0]) for q in queries}
+    retrieved = localize_queries(loaded, queries[:1], PriorMatcherConfig(), prior_poses=far)  # prior="retrieval"
+    assert not np.allclose(retrieved[0].c2w, far[queries[0].file_path])  # poses are priors only with prior="poses"
     missing = localize_queries(loaded, queries[:1], PriorMatcherConfig(), prior="poses", prior_poses={})
     assert missing[0].status == "failed" and "poses file" in missing[0].message

@@ -91,6 +91,7 @@ def test_health_and_map(server):
     assert info["training_cameras"]["count"] == len(localizer.map.train_dataset)
     assert np.asarray(info["training_cameras"]["transform_matrices"]).shape[1:] == (4, 4)
     assert "original frame" in info["conventions"]["frame"] and info["matcher"] == "prior"
+    assert info["method"] == "crossfire-lite" and info["step"] == localizer.map.step
 
 
 def test_a_query_gets_a_pose_near_the_truth_in_the_original_frame(server, query):
