@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,7 @@ from typing import Iterator, Sequence, Tuple
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from crossfire_ns.viewer.serve import free_port
 
 
 @contextlib.contextmanager

@@ -79,10 +79,14 @@ class Localization:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready: ``transform_matrix`` (c2w, OpenGL) and ``colmap`` (qvec, tvec), counts, timing, messages."""
+        colmap = None
+        if self.c2w is not None:
+            qvec, tvec = c2w_to_colmap(self.c2w)
+            colmap = {"qvec": qvec.tolist(), "tvec": tvec.tolist()}
         return {
             "status": self.status,
             "transform_matrix": None if self.c2w is None else self.c2w.tolist(),
-            "colmap": None if self.c2w is None else {"qvec": self.qvec.tolist(), "tvec": self.tvec.tolist()},
+            "colmap": colmap,
             "num_inliers": self.num_inliers,
             "num_matches": self.num_matches,
             "reprojection_error_px": self.reprojection_error_px,

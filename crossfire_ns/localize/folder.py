@@ -280,7 +280,6 @@ def localize_folder(
             console=console,
         )
     except KeyboardInterrupt:
-        progress.close()
         done = progress.ordered()
         write(done, final=False)
         console.print(
@@ -288,7 +287,8 @@ def localize_folder(
             f"Run the same command again to resume."
         )
         raise
-    progress.close()
+    finally:
+        progress.close()
     results = progress.ordered()
     summary = write(results, final=True)
     print_results_table(results, summary, console=console)

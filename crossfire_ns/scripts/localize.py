@@ -9,8 +9,6 @@ results_hloc.txt (hloc's format) and trajectory_tum.txt (TUM).
 
 from __future__ import annotations
 
-import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -24,6 +22,7 @@ from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherCon
 from crossfire_ns.localize.priors import PriorKind, RetrievalScore
 from crossfire_ns.localize.run import IntrinsicsFlags
 from crossfire_ns.map import load_map
+from crossfire_ns.scripts.cli import TYRO_CONFIG, run
 
 
 @dataclass
@@ -102,15 +101,8 @@ class Localize:
         return 0
 
 
-TYRO_CONFIG = (tyro.conf.CascadeSubcommandArgs, tyro.conf.SuppressFixed)
-"""Options may come in any order around the matcher:<name> subcommand; fixed fields (_target) are hidden."""
-
-
 def entrypoint() -> None:
-    # nerfstudio 1.1.5 indexes tensors in a way torch 2.14 warns about on every render; it is harmless.
-    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
-    tyro.extras.set_accent_color("bright_yellow")
-    sys.exit(tyro.cli(Localize, config=TYRO_CONFIG).main())
+    run(Localize)
 
 
 def get_parser_fn():

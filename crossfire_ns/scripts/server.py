@@ -8,18 +8,15 @@ Endpoints and answers: ``crossfire_ns.server.app`` (and ``/docs`` on the running
 
 from __future__ import annotations
 
-import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
-
-import tyro
 
 from crossfire_ns.errors import CrossfireInputError
 from crossfire_ns.localize.api import MAX_IMAGE_SIDE, MapLocalizer
 from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherConfig
 from crossfire_ns.localize.priors import RetrievalScore
+from crossfire_ns.scripts.cli import run
 from crossfire_ns.server.app import MAX_UPLOAD_BYTES, QUEUE_SIZE, create_app
 
 
@@ -68,13 +65,8 @@ class Serve:
         return 0
 
 
-TYRO_CONFIG = (tyro.conf.CascadeSubcommandArgs, tyro.conf.SuppressFixed)
-
-
 def entrypoint() -> None:
-    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
-    tyro.extras.set_accent_color("bright_yellow")
-    sys.exit(tyro.cli(Serve, config=TYRO_CONFIG).main())
+    run(Serve)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from crossfire_ns.io.atomic import write_json_atomic, write_png_atomic
+from crossfire_ns.io.transforms import write_transforms
 from crossfire_ns.synthetic.cameras import sample_poses, walk_pose, walk_poses
 from crossfire_ns.synthetic.config import (
     GENERATOR_VERSION,
@@ -93,10 +94,8 @@ def generate_scene(
     train_frames = render_set(train_poses, train_lighting, "train", output_dir, 0)
     query_frames = render_set(query_poses, query_lighting, "query", output_dir / "queries", 1)
 
-    write_json_atomic(output_dir / "transforms.json", {**intrinsics.to_transforms(), "frames": train_frames})
-    write_json_atomic(
-        output_dir / "queries" / "transforms.json", {**intrinsics.to_transforms(), "frames": query_frames}
-    )
+    write_transforms(output_dir / "transforms.json", train_frames, **intrinsics.to_transforms())
+    write_transforms(output_dir / "queries" / "transforms.json", query_frames, **intrinsics.to_transforms())
     write_json_atomic(
         output_dir / "scene.json",
         _metadata(config, scene, intrinsics, train_poses, query_poses, train_lighting, query_lighting),
@@ -186,6 +185,5 @@ def generate_walk(
         frames.append({"file_path": rel, "transform_matrix": c2w.tolist()})
         if on_view is not None:
             on_view(rel)
-    meta = {**intrinsics.to_transforms(), "walk": asdict(walk), "frames": frames}
-    write_json_atomic(output_dir / "transforms.json", meta)
+    write_transforms(output_dir / "transforms.json", frames, **intrinsics.to_transforms(), walk=asdict(walk))
     return output_dir

@@ -68,7 +68,8 @@ def _job(tmp_path: Path, method: str = "crossfire", **kwargs) -> LocalizeJob:
 def test_localize_job_arguments_keys_and_status(tmp_path):
     import tyro
 
-    from crossfire_ns.scripts.localize import TYRO_CONFIG, Localize
+    from crossfire_ns.scripts.cli import TYRO_CONFIG
+    from crossfire_ns.scripts.localize import Localize
 
     job = _job(tmp_path, matcher_options=(("top_k", 5),))
     argv = job.argv()

@@ -116,7 +116,7 @@ def test_each_matcher_shows_only_its_own_options():
 def test_options_may_follow_the_matcher_subcommand():
     import tyro
 
-    from crossfire_ns.scripts.localize import TYRO_CONFIG
+    from crossfire_ns.scripts.cli import TYRO_CONFIG
 
     args = ["matcher:sift", "--matcher.top-k", "5", "--load-config", "c.yml", "--query-dir", "q", "--output-dir", "o"]
     parsed = tyro.cli(Localize, args=args, config=TYRO_CONFIG)

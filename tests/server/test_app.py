@@ -3,7 +3,6 @@
 import contextlib
 import io
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +18,9 @@ from crossfire_ns.localize.api import MapLocalizer
 from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherConfig
 from crossfire_ns.map import load_map
 from crossfire_ns.server.app import create_app
+from crossfire_ns.viewer.serve import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -34,7 +28,7 @@ def _serving(app):
     """uvicorn serving ``app`` on a free local port in a thread; yields its URL."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
