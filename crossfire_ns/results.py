@@ -37,6 +37,13 @@ class QueryResult:
     has_gt: bool = False
     """Whether the query had a ground-truth pose (a failed query with ground truth counts against recall)."""
     num_renders: int = 0
+    """Renders of the map this query cost."""
+    seconds_retrieval: float = 0.0
+    """Of ``seconds``: choosing the training views to start from (retrieval)."""
+    seconds_coarse: float = 0.0
+    """Of ``seconds``: the coarse pose (index matching or coarse render rounds, PnP)."""
+    seconds_refine: float = 0.0
+    """Of ``seconds``: refinement and the final estimate; the rest of ``seconds`` is reading, resizing and set-up."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -32,6 +32,12 @@ class PoseEstimate:
     render_seconds: float = 0.0
     history: List[int] = field(default_factory=list)
     """Inlier counts of every round, for diagnosis."""
+    seconds_coarse: float = 0.0
+    """Time spent finding the coarse pose."""
+    seconds_refine: float = 0.0
+    """Time spent refining it (and on the final estimate)."""
+    confidence: float = float("nan")
+    """How sure the method is that the pose is right (0..1 where the method estimates it; NaN otherwise)."""
 
 
 @dataclass
