@@ -1,6 +1,7 @@
 """crossfire-make-scene: generate the bundled synthetic scene (training views + lighting-changed queries).
 
 crossfire-make-scene --output-dir DIR [--width 160 --height 120 --seed 0 ...]
+crossfire-make-scene --output-dir DIR --layout inside-out --write-depth   # cameras near the centre looking out, depth/
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         console.print(f"Wrote a walk of {args.walk.frames} frames to {out / 'walk'}", markup=False, highlight=False)
     console.print(
         f"Wrote {config.num_train} training views and {config.num_query} queries "
-        f"({config.width}x{config.height}, seed {config.seed}) to {out}",
+        f"({config.width}x{config.height}, {config.layout}, seed {config.seed}"
+        f"{', with depth/' if config.write_depth else ''}) to {out}",
         markup=False,
         highlight=False,
         soft_wrap=True,

@@ -14,6 +14,10 @@ Conventions:
 * Intrinsics follow nerfstudio: pixel ``(u, v)`` has its centre at ``(u + 0.5, v + 0.5)``, ``cx = w / 2``.
 * Depth returned by ``render_view`` is z-depth along the optical axis (OpenCV camera z) at pixel centres.
 
+Layouts (``SyntheticSceneConfig.layout``): ``orbit`` (default: cameras on a ring looking in at the objects) and
+``inside-out`` (cameras near the centre looking out at the walls; the objects stand aside, against the walls).
+``write_depth`` also writes each view's exact z-depth as ``depth/<image stem>.npy`` (listed in scene.json).
+
 Training views and queries differ only in lighting (light position and colour, exposure, colour cast,
 gamma and sensor noise); the geometry and textures are identical, so ground-truth depth is identical too.
 

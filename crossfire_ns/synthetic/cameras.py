@@ -1,5 +1,5 @@
-"""Camera poses of the bundled scene: look-at poses upright w.r.t. +z, the ring of training views and the queries
-between them."""
+"""Camera poses of the bundled scene: look-at poses upright w.r.t. +z, the training views (on a ring looking in, or
+near the centre looking out) and the queries between them."""
 
 from __future__ import annotations
 
@@ -35,18 +35,41 @@ def _ring_pose(rng: np.random.Generator, azimuth: float, config: SyntheticSceneC
     return look_at(eye, target, roll_deg=rng.uniform(-1.0, 1.0) * config.roll_jitter_deg)
 
 
+def _outward_direction(azimuth: float, elevation: float) -> np.ndarray:
+    """Unit viewing direction at ``azimuth`` around +z and ``elevation`` above the horizontal (radians)."""
+    return np.array(
+        [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
+    )
+
+
+def _inside_out_pose(rng: np.random.Generator, azimuth: float, config: SyntheticSceneConfig) -> np.ndarray:
+    """One camera near the centre (uniform in a disc, random height) looking out along ``azimuth``, tilted."""
+    radius, angle = config.inside_out_radius * math.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * math.pi)
+    eye = np.array([radius * math.cos(angle), radius * math.sin(angle), 0.0])
+    eye[2] = rng.uniform(config.camera_height_min, config.camera_height_max)
+    elevation = math.radians(rng.uniform(-1.0, 1.0) * config.inside_out_elevation_deg)
+    roll = rng.uniform(-1.0, 1.0) * config.roll_jitter_deg
+    return look_at(eye, eye + _outward_direction(azimuth, elevation), roll_deg=roll)
+
+
+def _pose(rng: np.random.Generator, azimuth: float, config: SyntheticSceneConfig) -> np.ndarray:
+    """The layout's camera at ``azimuth`` (orbit: its position on the ring; inside-out: its viewing direction)."""
+    return _inside_out_pose(rng, azimuth, config) if config.layout == "inside-out" else _ring_pose(rng, azimuth, config)
+
+
 def sample_poses(config: SyntheticSceneConfig) -> Tuple[np.ndarray, np.ndarray]:
     """(num_train, 4, 4) training and (num_query, 4, 4) query OpenGL camera-to-world poses.
 
     Training azimuths are evenly spaced with jitter; queries sit at midpoints between neighbouring
     training azimuths (with a little jitter), with their own random heights and radii, so they are new
-    poses rather than duplicates. Training and query poses use separate random streams.
+    poses rather than duplicates. Training and query poses use separate random streams. The azimuth is the
+    camera's position on the ring (orbit) or its viewing direction (inside-out).
     """
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 2]))
     full_circle = config.arc_deg >= 360.0
     step = math.radians(min(config.arc_deg, 360.0)) / config.num_train
     azimuths = np.arange(config.num_train) * step + rng.uniform(-0.25, 0.25, config.num_train) * step
-    train = np.stack([_ring_pose(rng, a, config) for a in azimuths]) if config.num_train else np.zeros((0, 4, 4))
+    train = np.stack([_pose(rng, a, config) for a in azimuths]) if config.num_train else np.zeros((0, 4, 4))
 
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 3]))
     ordered = np.sort(np.mod(azimuths, 2.0 * math.pi)) if full_circle else np.sort(azimuths)
@@ -58,7 +81,7 @@ def sample_poses(config: SyntheticSceneConfig) -> Tuple[np.ndarray, np.ndarray]:
     )
     picks %= len(gaps)
     query_az = midpoints[picks] + rng.uniform(-0.15, 0.15, config.num_query) * gaps[picks]
-    query = np.stack([_ring_pose(rng, a, config) for a in query_az]) if config.num_query else np.zeros((0, 4, 4))
+    query = np.stack([_pose(rng, a, config) for a in query_az]) if config.num_query else np.zeros((0, 4, 4))
     return train, query
 
 
@@ -66,10 +89,19 @@ def walk_pose(config: SyntheticSceneConfig, walk: WalkConfig, u: float) -> np.nd
     """The path's OpenGL camera-to-world at ``u`` in [0, 1] (start to end): smooth in position and orientation.
 
     Along the ring over ``walk.arc_deg`` from a seeded start azimuth; radius, height and the look-at target wiggle
-    slowly (a few sine periods over the path) within the ring's limits, so the camera moves as a robot's would."""
+    slowly (a few sine periods over the path) within the ring's limits, so the camera moves as a robot's would.
+    Inside-out: the viewing direction sweeps the azimuth while the camera drifts within the central disc."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, walk.seed, 11]))
     start, phases = rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi, 4)
     azimuth = start + math.radians(walk.arc_deg) * u
+    if config.layout == "inside-out":
+        drift = 0.7 * config.inside_out_radius  # |(sin, cos)| <= sqrt(2): stays inside the disc
+        eye = drift * np.array(
+            [math.sin(2 * math.pi * u + phases[0]), math.cos(2 * math.pi * 1.5 * u + phases[1]), 0.0]
+        )
+        eye[2] = 0.5 * (config.camera_height_min + config.camera_height_max)
+        elevation = math.radians(0.5 * config.inside_out_elevation_deg * math.sin(2 * math.pi * u + phases[2]))
+        return look_at(eye, eye + _outward_direction(azimuth, elevation))
     radius = config.camera_radius + config.camera_radius_jitter * math.sin(2 * math.pi * 1.5 * u + phases[0])
     middle = 0.5 * (config.camera_height_min + config.camera_height_max)
     half = 0.5 * (config.camera_height_max - config.camera_height_min)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Literal, Tuple
 
 import numpy as np
 
@@ -58,6 +58,18 @@ class SyntheticSceneConfig:
     """Size of texture features (larger: coarser patterns, which a small NeRF learns faster)."""
     arc_deg: float = 360.0
     """Azimuth range of the camera ring: 360 orbits the objects; less is a denser capture of one side."""
+    layout: Literal["orbit", "inside-out"] = "orbit"
+    """orbit: cameras on a ring looking in at the objects in the middle. inside-out: cameras near the room's
+    centre (within inside_out_radius) looking out at the walls, at azimuths spread over arc_deg and varied
+    elevations; the objects are moved aside, against the walls (between the camera zone and the walls, never
+    in the middle), so no object blocks or contains a camera and the walls are seen with parallax in front."""
+    inside_out_radius: float = 0.5
+    """inside-out: camera centres lie uniformly in a disc of this radius around the room's vertical axis."""
+    inside_out_elevation_deg: float = 20.0
+    """inside-out: the viewing direction's elevation varies uniformly by +/- this many degrees."""
+    write_depth: bool = False
+    """Also write the exact z-depth of every training and query view as depth/<image stem>.npy (float32 (H, W),
+    world units along the optical axis, of the ray through each pixel centre), listed in scene.json only."""
 
 
 @dataclass

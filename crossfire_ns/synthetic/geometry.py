@@ -82,16 +82,23 @@ class Scene:
 
 
 def _place_objects(
-    rng: np.random.Generator, kinds: Sequence[str], max_reach: float, shrink: float
+    rng: np.random.Generator, kinds: Sequence[str], max_reach: float, shrink: float, min_reach: Optional[float] = None
 ) -> Optional[List[Tuple[str, np.ndarray, np.ndarray]]]:
-    """One try at placing objects (kind, centre, size) with separated bounding spheres; None if crowded."""
+    """One try at placing objects (kind, centre, size) with separated bounding spheres; None if crowded.
+
+    Bounding spheres stay within ``max_reach`` of the z axis; with ``min_reach`` also outside that radius (an
+    annulus, uniform in area), else anywhere in the disc."""
     placed: List[Tuple[str, np.ndarray, np.ndarray]] = []
     bounds: List[float] = []
     for kind in kinds:
         for _ in range(100):
             size = shrink * (np.full(3, rng.uniform(0.3, 0.6)) if kind == "sphere" else rng.uniform(0.25, 0.55, size=3))
             bound = float(size[0] if kind == "sphere" else np.linalg.norm(size))
-            ang, rad = rng.uniform(0.0, 2.0 * np.pi), (max_reach - bound) * np.sqrt(rng.uniform())
+            if min_reach is None:
+                ang, rad = rng.uniform(0.0, 2.0 * np.pi), (max_reach - bound) * np.sqrt(rng.uniform())
+            else:
+                lo, hi = min_reach + bound, max(max_reach - bound, min_reach + bound)
+                ang, rad = rng.uniform(0.0, 2.0 * np.pi), np.sqrt(rng.uniform(lo * lo, hi * hi))
             centre = np.array([rad * np.cos(ang), rad * np.sin(ang), rng.uniform(-0.6, 0.7)])
             if all(np.linalg.norm(centre - c) > bound + b + 0.1 for (_, c, _), b in zip(placed, bounds)):
                 placed.append((kind, centre, size))
@@ -105,15 +112,21 @@ def _place_objects(
 def build_scene(config: SyntheticSceneConfig) -> Scene:
     """The room and randomly placed, non-overlapping central objects (deterministic given the seed).
 
-    Object centres lie within a cylinder around the z axis and every object stays at least 0.9 world units
-    inside the camera ring, so no camera is inside or touching an object and all views see them.
+    Orbit: object centres lie within a cylinder around the z axis and every object stays at least 0.9 world
+    units inside the camera ring, so no camera is inside or touching an object and all views see them.
+    Inside-out: the objects stand aside, in an annulus between the cameras' disc (at least 1.2 world units
+    beyond it) and the walls (at least 0.2 inside them), so they never block a camera or contain one.
     """
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    max_reach = min(1.6, config.camera_radius - config.camera_radius_jitter - 0.9)  # >= 1.1, see _validate
+    min_reach = None
+    if config.layout == "inside-out":
+        min_reach, max_reach = config.inside_out_radius + 1.2, config.room_half_size - 0.2  # see _validate
+    else:
+        max_reach = min(1.6, config.camera_radius - config.camera_radius_jitter - 0.9)  # >= 1.1, see _validate
     kinds = ["sphere"] * config.num_spheres + ["box"] * config.num_boxes
     placed = None
     for attempt in range(1000):  # crowded configs (tight ring, many objects) get smaller objects
-        placed = _place_objects(rng, kinds, max_reach, shrink=0.9 ** (attempt // 50))
+        placed = _place_objects(rng, kinds, max_reach, shrink=0.9 ** (attempt // 50), min_reach=min_reach)
         if placed is not None:
             break
     if placed is None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from crossfire_ns.io.atomic import write_json_atomic, write_png_atomic
+from crossfire_ns.io.atomic import atomic_open, write_json_atomic, write_png_atomic
 from crossfire_ns.io.transforms import write_transforms
 from crossfire_ns.synthetic.cameras import sample_poses, walk_pose, walk_poses
 from crossfire_ns.synthetic.config import (
@@ -42,14 +42,16 @@ def _validate(config: SyntheticSceneConfig) -> None:
         raise ValueError(f"fov_x_deg must be in (0, 180), got {config.fov_x_deg}")
     if config.camera_height_min > config.camera_height_max:
         raise ValueError("camera_height_min must not exceed camera_height_max")
-    reach = max(
-        config.camera_radius + config.camera_radius_jitter,
-        abs(config.camera_height_min),
-        abs(config.camera_height_max),
-    )
+    if config.layout not in ("orbit", "inside-out"):
+        raise ValueError(f"layout must be orbit or inside-out, got {config.layout!r}")
+    inside_out = config.layout == "inside-out"
+    horizontal = config.inside_out_radius if inside_out else config.camera_radius + config.camera_radius_jitter
+    reach = max(horizontal, abs(config.camera_height_min), abs(config.camera_height_max))
     if reach >= config.room_half_size - 0.1:
         raise ValueError(f"cameras (reach {reach}) must stay inside the room (half size {config.room_half_size})")
-    if config.camera_radius - config.camera_radius_jitter < 2.0:
+    if inside_out and config.room_half_size - 0.2 - (config.inside_out_radius + 1.2) < 1.5:
+        raise ValueError("room too small for inside-out: the objects need room between the cameras and the walls")
+    if not inside_out and config.camera_radius - config.camera_radius_jitter < 2.0:
         raise ValueError("camera ring too small: cameras would collide with the central objects")
 
 
@@ -64,7 +66,11 @@ def generate_scene(
 
     ``output_dir/transforms.json`` + ``images/train_XXX.png`` (training views, nerfstudio format),
     ``output_dir/queries/transforms.json`` + ``queries/images/query_XXX.png`` (ground-truth poses in the
-    same world frame, changed lighting) and ``output_dir/scene.json`` (metadata). Images are written
+    same world frame, changed lighting) and ``output_dir/scene.json`` (metadata). With ``config.write_depth``
+    also ``output_dir/depth/<image stem>.npy`` for every view (train_XXX, query_XXX): float32 (H, W) z-depth
+    along the optical axis in world units, of the one ray through each pixel centre (not averaged over the
+    supersamples, so back-projecting a pixel centre at its depth lands exactly on a surface), listed under
+    ``depth`` in scene.json and not in transforms.json (nerfstudio does not load them). Images are written
     first and the JSON files last, each atomically, so a listed image always exists. ``on_view`` is
     called with each image's relative path after it is written (for progress reporting).
     """
@@ -78,14 +84,20 @@ def generate_scene(
     intrinsics = PinholeIntrinsics.from_fov(config.width, config.height, config.fov_x_deg)
     train_poses, query_poses = sample_poses(config)
 
+    depth_files: Dict[str, List[str]] = {"train": [], "query": []}
+
     def render_set(poses: np.ndarray, lighting: Lighting, prefix: str, base: Path, stream: int) -> List[dict]:
         frames = []
         for i, c2w in enumerate(poses):
             rel = f"images/{prefix}_{i:03d}.png"
-            rgb, _ = render_view(
+            rgb, depth = render_view(
                 c2w, intrinsics, lighting, scene, config.supersample, noise_seed=_noise_seed(config, stream, i)
             )
             _write_png(base / rel, rgb)
+            if config.write_depth:
+                depth_rel = f"depth/{prefix}_{i:03d}.npy"
+                _write_npy(output_dir / depth_rel, depth)
+                depth_files["train" if stream == 0 else "query"].append(depth_rel)
             frames.append({"file_path": rel, "transform_matrix": c2w.tolist()})
             if on_view is not None:
                 on_view(str((base / rel).relative_to(output_dir)))
@@ -96,11 +108,25 @@ def generate_scene(
 
     write_transforms(output_dir / "transforms.json", train_frames, **intrinsics.to_transforms())
     write_transforms(output_dir / "queries" / "transforms.json", query_frames, **intrinsics.to_transforms())
-    write_json_atomic(
-        output_dir / "scene.json",
-        _metadata(config, scene, intrinsics, train_poses, query_poses, train_lighting, query_lighting),
-    )
+    metadata = _metadata(config, scene, intrinsics, train_poses, query_poses, train_lighting, query_lighting)
+    if config.write_depth:
+        metadata["depth"] = {**depth_files, "definition": DEPTH_DEFINITION}
+    write_json_atomic(output_dir / "scene.json", metadata)
     return output_dir
+
+
+DEPTH_DEFINITION = (
+    "float32 (H, W) .npy per view, same resolution as its image: z-depth (distance along the camera's optical "
+    "axis, world units) of the ray through each pixel centre (u + 0.5, v + 0.5), not averaged over supersamples"
+)
+"""What a depth/*.npy file holds (also written into scene.json)."""
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    """A float32 .npy, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, np.asarray(array, dtype=np.float32))
 
 
 def _noise_seed(config: SyntheticSceneConfig, stream: int, index: int) -> int:
