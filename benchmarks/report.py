@@ -18,9 +18,26 @@ SECTION_HEADING = "## Relocalization benchmark (benchmarks.run)"
 COLUMNS = (
     "scene", "condition", "method", "status", "num_queries", "num_localized",
     "median_translation_error", "median_translation_error_pct", "median_rotation_error_deg",
-    "recall_1", "recall_2", "recall_5", "seconds_per_query", "map_seconds", "device", "scene_extent", "message",
+    "median_translation_error_all", "median_rotation_error_deg_all",
+    "recall_1", "recall_2", "recall_5", "confidently_wrong", "num_confidently_wrong",
+    "seconds_per_query", "median_seconds_retrieval", "median_seconds_coarse", "median_seconds_refine",
+    "median_seconds_other", "median_renders", "map_seconds", "device", "scene_extent", "protocol", "message",
 )  # fmt: skip
-"""Columns of results.csv; recall_k is the recall at (k% of the scene extent, k degrees)."""
+"""Columns of results.csv; recall_k is the recall at (k% of the scene extent, k degrees); ``_all`` medians are over
+all queries with failures counted as infinite (``"inf"`` when half or more failed); ``confidently_wrong`` is the
+share of queries reported localized but outside (5% of the extent, 5 deg); ``median_seconds_<stage>`` split the
+seconds per query (retrieval, coarse, refine, other); ``protocol`` is ``relative`` (thresholds scale with the scene
+extent) or ``metric`` (7-Scenes / Cambridge: the extent is 1 m, so recall_5 is recall at 5 cm / 5 deg)."""
+
+PROTOCOLS = ("relative", "metric")
+"""How a row's thresholds and units read: relative to the scene extent, or in metres (the published protocol)."""
+
+SUMMARY_KEYS = (
+    "median_translation_error_all", "median_rotation_error_deg_all", "confidently_wrong", "num_confidently_wrong",
+    "median_seconds_retrieval", "median_seconds_coarse", "median_seconds_refine", "median_seconds_other",
+    "median_renders",
+)  # fmt: skip
+"""Row columns copied from summary.json as they are."""
 
 METHOD_LABELS = {
     "crossfire": "crossfire",
@@ -48,10 +65,11 @@ def summary_row(
     scene_extent: float,
     status: str = "ok",
     message: str = "",
+    protocol: str = "relative",
 ) -> Dict[str, Any]:
     """One table row from a method's summary.json (None when the job failed: the row says so)."""
     row: Dict[str, Any] = {k: None for k in COLUMNS}
-    row.update(scene=scene, condition=condition, method=method, status=status, message=message)
+    row.update(scene=scene, condition=condition, method=method, status=status, message=message, protocol=protocol)
     row.update(map_seconds=map_seconds, device=device, scene_extent=scene_extent)
     if summary is None:
         row["status"] = "failed" if status == "ok" else status
@@ -67,6 +85,7 @@ def summary_row(
         recall_2=_recall_at(summary, 0.02, 2.0),
         recall_5=_recall_at(summary, 0.05, 5.0),
         seconds_per_query=summary.get("median_seconds"),
+        **{key: summary.get(key) for key in SUMMARY_KEYS},
     )
     return row
 
@@ -95,30 +114,84 @@ def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+def _median_all(value: Any, scale: float = 1.0, digits: int = 3) -> str:
+    """A median over all queries: ``inf`` when half or more failed, ``-`` when undefined."""
+    if value == "inf" or (isinstance(value, float) and math.isinf(value)):
+        return "inf"
+    return "-" if value is None else _num(scale * float(value), digits)
+
+
+def _stages(row: Mapping[str, Any]) -> str:
+    """``retrieval / coarse / refine / other`` seconds, or ``-`` for a method that reports no stages."""
+    keys = ("median_seconds_retrieval", "median_seconds_coarse", "median_seconds_refine", "median_seconds_other")
+    values = [row.get(k) for k in keys]
+    if all(v is None for v in values) or not any(values[:3]):
+        return "-"
+    return " / ".join(_num(v, 2) for v in values)
+
+
+def _wrong(row: Mapping[str, Any]) -> str:
+    if row.get("confidently_wrong") is None:
+        return "-"
+    return f"{_pct(row['confidently_wrong'])} ({row.get('num_confidently_wrong') or 0})"
+
+
+def _renders(row: Mapping[str, Any]) -> str:
+    return _num(row.get("median_renders")) if row.get("median_renders") else "-"
+
+
+_HEADERS = {
+    "relative": (
+        "scene", "condition", "method", "localized", "median translation error (% of extent)",
+        "median rotation error (deg)", "median over all queries, failures inf (% / deg)", "recall 1% / 1 deg",
+        "recall 2% / 2 deg", "recall 5% / 5 deg", "confidently wrong (> 5% or 5 deg)", "s / query",
+        "s by stage: retrieval / coarse / refine / other", "renders / query", "map time (s)", "device",
+    ),
+    "metric": (
+        "scene", "condition", "method", "localized", "median translation error (cm)", "median rotation error (deg)",
+        "median over all queries, failures inf (cm / deg)", "recall 5 cm / 5 deg", "confidently wrong (> 5 cm or 5 deg)",
+        "s / query", "s by stage: retrieval / coarse / refine / other", "renders / query", "map time (s)", "device",
+    ),
+}  # fmt: skip
+"""Table headers per protocol (relative: thresholds scale with the scene; metric: the published cm / deg)."""
+
+
+def _cells(row: Mapping[str, Any], protocol: str) -> List[str]:
+    """The cells of one row of the ``protocol`` table."""
+    head = [str(row["scene"]), str(row["condition"]), METHOD_LABELS.get(row["method"], row["method"])]
+    tail = [_num(row.get("map_seconds"), 4), str(row.get("device"))]
+    width = len(_HEADERS[protocol])
+    if row.get("status") != "ok" or row.get("num_queries") is None:
+        message = str(row.get("message") or "no result").replace("|", "/").splitlines()[0][:90]
+        return head + [f"failed: {message}"] + ["-"] * (width - len(head) - 1 - len(tail)) + tail
+    timing = [_num(row.get("seconds_per_query")), _stages(row), _renders(row)]
+    localized = f"{row['num_localized']}/{row['num_queries']}"
+    median_t, rot = row.get("median_translation_error"), _num(row.get("median_rotation_error_deg"))
+    all_r = _median_all(row.get("median_rotation_error_deg_all"))
+    if protocol == "metric":  # the extent is 1 m: errors in metres, shown in cm
+        t_text = "-" if median_t is None else _num(100.0 * median_t)
+        all_text = f"{_median_all(row.get('median_translation_error_all'), 100.0)} / {all_r}"
+        return head + [localized, t_text, rot, all_text, _pct(row.get("recall_5")), _wrong(row)] + timing + tail
+    t_text = "-" if median_t is None else f"{_num(median_t)} ({_num(row['median_translation_error_pct'], 2)}%)"
+    extent = float(row.get("scene_extent") or 1.0)
+    all_text = f"{_median_all(row.get('median_translation_error_all'), 100.0 / extent, 2)}% / {all_r}"
+    recalls = [_pct(row.get(k)) for k in ("recall_1", "recall_2", "recall_5")]
+    return head + [localized, t_text, rot, all_text, *recalls, _wrong(row)] + timing + tail
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The results as a GitHub markdown table, one row per (scene, condition, method)."""
-    header = (
-        "| scene | condition | method | localized | median translation error (% of extent) | median rotation "
-        "error (deg) | recall 1% / 1 deg | recall 2% / 2 deg | recall 5% / 5 deg | s / query | map time (s) | device |"
-    )
-    lines = [header, "|" + "---|" * 12]
-    for row in rows:
-        if row.get("status") != "ok" or row.get("num_queries") is None:
-            message = str(row.get("message") or "no result").replace("|", "/").splitlines()[0][:90]
-            lines.append(
-                f"| {row['scene']} | {row['condition']} | {METHOD_LABELS.get(row['method'], row['method'])} | "
-                f"failed: {message} | - | - | - | - | - | - | {_num(row.get('map_seconds'), 4)} | {row.get('device')} |"
-            )
+    """The results as GitHub markdown, one row per (scene, condition, method): one table for the scenes whose
+    thresholds scale with their extent, and one (if any) for the published metric protocol (cm / deg)."""
+    tables = []
+    for protocol in PROTOCOLS:
+        chosen = [r for r in rows if (r.get("protocol") or "relative") == protocol]
+        if not chosen and (rows or protocol != "relative"):  # no rows at all: the (empty) relative table
             continue
-        median_t = row.get("median_translation_error")
-        t_text = "-" if median_t is None else f"{_num(median_t)} ({_num(row['median_translation_error_pct'], 2)}%)"
-        lines.append(
-            f"| {row['scene']} | {row['condition']} | {METHOD_LABELS.get(row['method'], row['method'])} | "
-            f"{row['num_localized']}/{row['num_queries']} | {t_text} | {_num(row.get('median_rotation_error_deg'))} | "
-            f"{_pct(row.get('recall_1'))} | {_pct(row.get('recall_2'))} | {_pct(row.get('recall_5'))} | "
-            f"{_num(row.get('seconds_per_query'))} | {_num(row.get('map_seconds'), 4)} | {row.get('device')} |"
-        )
-    return "\n".join(lines)
+        header = _HEADERS[protocol]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cells(row, protocol)) + " |" for row in chosen]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def write_tables(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Tuple[Path, Path]:

@@ -361,7 +361,9 @@ def section_body(
         "",
         "**Conditions:** `original`; " + "; ".join(changes) + ". Recall thresholds scale with the diagonal of "
         "the training cameras' bounding box (the scene extent); failed queries count as misses. Median errors "
-        "are over localized queries only.",
+        "are over localized queries only; the medians over all queries count failures as infinite (hloc's convention: "
+        "`inf` when half or more failed); confidently wrong is the share of queries reported localized but more than "
+        "5% of the extent or 5 deg off; seconds by stage and renders are medians per query (the peer reports neither).",
         "",
         report.markdown_table(rows),
         "",

@@ -93,3 +93,47 @@ def test_empty():
 def test_bad_status_rejected():
     with pytest.raises(ValueError, match="status"):
         QueryResult("a.png", "lost")
+
+
+def test_medians_over_all_queries_count_failures_as_infinite():
+    summary = summarize(hand_made(), thresholds=[(0.05, 2.0)])
+    # six with ground truth: 0.01, 0.03, 0.20, 0.50, inf, inf -> median (0.20 + 0.50) / 2
+    assert summary["median_translation_error_all"] == pytest.approx(0.35)
+    assert summary["median_rotation_error_deg_all"] == pytest.approx((1.5 + 12.0) / 2)
+    mostly_failed = hand_made()[3:] + [QueryResult("g.png", "failed", has_gt=True)]
+    summary = summarize(mostly_failed)
+    assert summary["median_translation_error_all"] == "inf" and summary["median_rotation_error_deg_all"] == "inf"
+    json.dumps(summary, allow_nan=False)
+    assert summarize([QueryResult("a.png", "localized")])["median_translation_error_all"] is None
+
+
+def test_confidently_wrong_uses_the_loosest_recall_threshold():
+    # loosest threshold (0.25, 5 deg): d is 12 deg off and c 0.20 within it -> one of six
+    summary = summarize(hand_made(), thresholds=[(0.05, 1.0), (0.25, 5.0)])
+    assert summary["num_confidently_wrong"] == 1 and summary["confidently_wrong"] == pytest.approx(1 / 6)
+    assert summary["confidently_wrong_threshold"] == {"translation": 0.25, "rotation_deg": 5.0}
+    # a tighter translation bound catches c (0.20) and d (0.50) as well; failures never count
+    assert summarize(hand_made(), wrong_threshold=(0.1, 5.0))["num_confidently_wrong"] == 2
+    # without thresholds: 5 deg only
+    bare = summarize(hand_made())
+    assert bare["num_confidently_wrong"] == 1 and bare["confidently_wrong_threshold"]["translation"] is None
+
+
+def test_stage_seconds_and_renders():
+    results = [
+        QueryResult("a.png", "localized", seconds=10.0, num_renders=4, seconds_retrieval=1.0, seconds_coarse=3.0,
+                    seconds_refine=5.0),
+        QueryResult("b.png", "failed", seconds=6.0, num_renders=2, seconds_retrieval=1.0, seconds_coarse=2.0),
+        QueryResult("c.png", "localized", seconds=4.0, num_renders=8, seconds_retrieval=2.0, seconds_coarse=1.0,
+                    seconds_refine=0.5),
+        QueryResult("d.png", "unreadable", seconds=0.0, num_renders=99),
+    ]  # fmt: skip
+    summary = summarize(results)
+    assert summary["median_seconds_retrieval"] == pytest.approx(1.0)
+    assert summary["median_seconds_coarse"] == pytest.approx(2.0)
+    assert summary["median_seconds_refine"] == pytest.approx(0.5)
+    assert summary["median_seconds_other"] == pytest.approx(1.0)  # 1.0, 3.0, 0.5
+    assert summary["median_renders"] == pytest.approx(4.0)  # the unreadable query is not counted
+    # records without stage fields (older results, dicts): all time is "other"
+    plain = summarize([{"file_path": "x.png", "status": "localized", "seconds": 3.0}])
+    assert plain["median_seconds_other"] == pytest.approx(3.0) and plain["median_seconds_refine"] == 0.0

@@ -48,8 +48,9 @@ def test_markdown_table_and_csv(tmp_path):
     table = report.markdown_table(rows)
     lines = table.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| scene |")
-    assert all(line.count("|") == 13 for line in lines)
+    assert all(line.count("|") == 17 for line in lines)
     assert "1/1" in lines[2] and "0.05 (0.5%)" in lines[2] and "100%" in lines[2]
+    assert "| 0.5% / 0.5 |" in lines[2] and "| 0% (0) |" in lines[2]
     assert "failed: boom / bang" in lines[3] and "more" not in lines[3]
     csv_path, md_path = report.write_tables(tmp_path, rows)
     with open(csv_path, newline="") as handle:
@@ -132,3 +133,41 @@ def test_rows_are_sorted_in_the_given_orders():
         ("a", "x", "n"),
         ("a", "y", "m"),
     ]
+
+
+def test_rows_show_honest_medians_confidently_wrong_and_stage_timing():
+    results = [
+        QueryResult("a", "localized", t_err=0.05, r_err=0.5, has_gt=True, seconds=4.0, num_renders=6,
+                    seconds_retrieval=0.5, seconds_coarse=1.5, seconds_refine=1.0),
+        QueryResult("b", "localized", t_err=0.1, r_err=40.0, has_gt=True, seconds=4.0, num_renders=6,
+                    seconds_retrieval=0.5, seconds_coarse=1.5, seconds_refine=1.0),
+        QueryResult("c", "failed", has_gt=True, seconds=4.0, num_renders=6),
+    ]  # fmt: skip
+    summary = summarize(results, [(f * EXTENT, d) for f, d in RELATIVE])
+    summary["recall_thresholds_relative"] = [list(t) for t in RELATIVE]
+    row = report.summary_row("room", "blur", "crossfire", summary, 1.0, "cpu", EXTENT)
+    assert row["median_rotation_error_deg_all"] == 40.0 and row["num_confidently_wrong"] == 1
+    line = report.markdown_table([row]).splitlines()[2]
+    assert "| 1% / 40 |" in line and "| 33% (1) |" in line  # median over all: 0.1 of 10 and 40 deg
+    assert "| 0.5 / 1.5 / 1 / 1 |" in line and "| 6 |" in line  # stages (other = 4 - 3), renders
+    failing = summarize(results[2:], [(f * EXTENT, d) for f, d in RELATIVE])
+    failing["recall_thresholds_relative"] = [list(t) for t in RELATIVE]
+    assert "| inf% / inf |" in report.markdown_table([report.summary_row("r", "o", "prior", failing, 1.0, "c", EXTENT)])
+
+
+def test_metric_protocol_rows_get_their_own_table_in_cm():
+    summary = summarize(
+        [QueryResult("a", "localized", t_err=0.03, r_err=1.0, has_gt=True, seconds=1.0)] * 2
+        + [QueryResult("b", "localized", t_err=0.3, r_err=1.0, has_gt=True, seconds=1.0)],
+        [(f * 1.0, d) for f, d in RELATIVE],
+    )
+    summary["recall_thresholds_relative"] = [list(t) for t in RELATIVE]
+    rows = [
+        report.summary_row("fox", "original", "crossfire", summary, 1.0, "cpu", EXTENT),
+        report.summary_row("7scenes-stairs", "original", "sfm-sift", summary, 1.0, "cpu", 1.0, protocol="metric"),
+    ]
+    tables = report.markdown_table(rows).split("\n\n")
+    assert len(tables) == 2 and "median translation error (cm)" in tables[1].splitlines()[0]
+    metric = tables[1].splitlines()[2]
+    assert metric.startswith("| 7scenes-stairs |") and "| 3 |" in metric and "| 67% |" in metric  # 3 cm, 2 of 3 in 5 cm
+    assert "7scenes" not in tables[0]
