@@ -108,3 +108,39 @@ def test_relight_folder_rewrites_images_and_keeps_cameras(tmp_path):
     relight_folder(src, tmp_path / "again", CONDITIONS["lighting"])
     assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again" / "images" / "a.png")))
     assert not list((tmp_path / "dst").rglob("*.tmp*"))
+
+
+def test_motion_blur_kernel_is_a_centred_line_of_the_given_length():
+    from benchmarks.lighting import motion_blur_kernel
+
+    nine = motion_blur_kernel(9.0)
+    assert nine.shape == (9, 9) and np.allclose(nine[4], 1 / 9) and nine.sum() == pytest.approx(1.0)
+    assert np.count_nonzero(nine) == 9
+    partial = motion_blur_kernel(7.6)  # fox's 135 px x 5.6%: seven whole taps and two 0.3 end taps
+    assert partial.shape == (9, 9) and partial[4, 0] == pytest.approx(partial[4, 8]) == pytest.approx(0.3 / 7.6)
+    vertical = motion_blur_kernel(9.0, 90.0)
+    assert vertical[:, 4].sum() > 0.95  # rotated onto the column
+
+
+def test_blur_condition_smears_along_the_width_only():
+    blur = CONDITIONS["blur"]
+    assert blur.blur_length * 160 == pytest.approx(9.0) and blur.blur_angle_deg == 0 and blur.noise_std == 0
+    image = np.zeros((40, 160, 3), np.uint8)
+    image[:, 80] = 255  # a bright column
+    image[20, :] = 255  # a bright row
+    out = apply_change(image, blur).astype(int)
+    lit = np.flatnonzero(out[5, :, 0])
+    assert lit.tolist() == list(range(76, 85))  # 9 px wide, centred on column 80
+    assert (out[20, :, 0] == 255).all() and out[19, 10, 0] == 0  # the row stays a row
+    assert "horizontal" in blur.describe() and "5.62% of the image width" in blur.describe()
+
+
+def test_lowlight_is_dark_noisy_and_seeded():
+    low = CONDITIONS["lowlight"]
+    assert (low.exposure, low.gamma, low.noise_std) == (0.2, 1.4, 0.03)
+    grey = np.full((64, 64, 3), 160, np.uint8)
+    out = apply_change(grey, low, image_rng(DEFAULT_SEED, 0))
+    expected = 255 * ((160 / 255) ** 2.2 * 0.2) ** (1 / 2.2 * 1.4)
+    assert out.mean() == pytest.approx(expected, abs=1.0) and out.mean() < 60
+    assert np.std(out / 255.0) == pytest.approx(0.03, rel=0.15)
+    assert np.array_equal(out, apply_change(grey, low, image_rng(DEFAULT_SEED, 0)))
