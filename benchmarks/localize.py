@@ -31,7 +31,13 @@ MAP_METHODS = ("crossfire", "sift", "photometric", "prior")
 """Matchers of ns-localize: they use the trained map and its retrieval priors."""
 PEER = "sfm-sift"
 """The structure-based SIFT peer (pycolmap), which uses no radiance field."""
-ALL_METHODS = (*MAP_METHODS, PEER)
+PEER_VARIANTS: Dict[str, Tuple[str, ...]] = {
+    PEER: (),
+    "sfm-sift-clahe": ("--mapping.sift.contrast", "clahe"),
+}
+"""Peer rows -> their ``python -m benchmarks.peer`` options: COLMAP's SIFT, and SIFT on CLAHE'd grey images (map and
+queries), the fairer peer on dark images (benchmarks/README.md: what was measured)."""
+ALL_METHODS = (*MAP_METHODS, *PEER_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,16 @@ class LocalizeJob:
         """Arguments of ``ns-localize`` (map methods) or ``python -m benchmarks.peer`` (the peer)."""
         common = ["--query-dir", str(self.query_dir), "--output-dir", str(self.output_dir)]
         common += ["--scene-extent", repr(float(self.scene_extent))]
-        if self.method == PEER:
-            peer_map = Path(self.output_dir).parent.parent / "peer-map"
-            return ["--train-dir", str(self.train_dir), *common, "--map-dir", str(peer_map)]
+        if self.method in PEER_VARIANTS:  # each variant keeps its own cached map
+            peer_map = Path(self.output_dir).parent.parent / ("peer-map" + self.method[len(PEER) :])
+            return [
+                "--train-dir",
+                str(self.train_dir),
+                *common,
+                "--map-dir",
+                str(peer_map),
+                *PEER_VARIANTS[self.method],
+            ]
         if self.load_config is None:
             raise ValueError(f"{self.scene}/{self.condition}/{self.method}: a map method needs load_config")
         options = [
@@ -127,7 +140,7 @@ def _finish(job: LocalizeJob, code: int, seconds: float, log: Path) -> None:
 
 def run_isolated(job: LocalizeJob, log: Path, timeout_s: Optional[float] = None) -> None:
     """One job as its own command (ns-localize or the peer), output appended to ``log``."""
-    if job.method == PEER:
+    if job.method in PEER_VARIANTS:
         command = [sys.executable, "-m", "benchmarks.peer", *job.argv()]
     else:
         command = [str(Path(sys.executable).parent / "ns-localize"), *job.argv()]
@@ -184,7 +197,7 @@ def run_jobs(
                 on_done(job)
         else:
             todo.append(job)
-    worker_jobs = [j for j in todo if j.method != PEER and not isolate]
+    worker_jobs = [j for j in todo if j.method not in PEER_VARIANTS and not isolate]
     if worker_jobs:
         run_in_worker(worker_jobs, log.with_suffix(".jobs.json"), log, timeout_s, on_done)
     for job in todo:

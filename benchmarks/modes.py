@@ -1,17 +1,26 @@
-"""Benchmark modes: how big the scenes, maps and query sets are (smoke: minutes, quick: about 30 min on 2 CPU
-cores, full: hours on a CPU). Every value can be overridden on the command line of ``benchmarks.run``.
+"""Benchmark modes: how big the scenes, maps and query sets are (smoke: minutes, quick: the one to read, full: hours
+on a CPU). Every value can be overridden on the command line of ``benchmarks.run``.
 
-Quick mode's budget on 2 idle cores, from per-iteration and per-query costs measured on this machine: training
-4 maps x 800 iterations is about 14 min (0.15-0.4 s per iteration depending on image size; fox's distortion
-costs 70% more per ray), localization about 14 min (2 conditions x 3 queries x about 30 s for the four map
-methods together, most of it the photometric baseline, plus worker start-up and the peer's maps). With
-another job on the CPU everything takes several times longer: torch's two threads then wait on each other.
+Quick mode: scenes synthetic (10 queries), the held-out family (heldout-room, heldout-orbit: 12 each), fox (all
+17), fern (its 3), lego (10); conditions original, lighting, blur, lowlight, plus relit for the generated scenes;
+methods crossfire, sift, prior and the two peers (sfm-sift, sfm-sift-clahe). **photometric is dropped from quick
+mode** (about 12 s per query on every query and condition, about an hour here; ``--methods`` brings it back).
+
+Its budget on 2 idle cores, estimated from the last quick run (BENCHMARKS.md, 800-iteration maps, 2026-11-24):
+maps 191-605 s each (synthetic 263, fox 365, fern 605, lego 191; the two held-out scenes have smaller images than
+synthetic, about 250 s each): about 32 min for six. Queries: 50 (synthetic) + 120 (held-out) + 68 (fox) + 12
+(fern) + 40 (lego) = 290 query-condition pairs; today's localizer takes 7-27 s per query for crossfire and 8-39 s
+for sift (median about 12 and 15 s), the prior 0.1 s and each peer 0.05-0.8 s: about 28 s per pair, 2.3 h. So
+**quick mode does not fit 45 minutes with today's localizer: about 2.8 h.** With issue 12's target (crossfire at
+<= 2 s per query; sift shares its render loop) localization is about 30 min and the whole run about an hour; to
+get under 45 min, drop ``sift`` as well (``--methods crossfire prior sfm-sift sfm-sift-clahe``: about 45 min).
+With another job on the CPU everything takes several times longer: torch's two threads then wait on each other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from benchmarks.scenes import SceneSizes
 
@@ -25,7 +34,9 @@ class ModeSettings:
     iterations: int
     """Training iterations of each map."""
     conditions: Tuple[str, ...] = ("original", "lighting")
-    """Query conditions (``benchmarks.lighting.CONDITIONS``, plus ``relit`` for the synthetic scene)."""
+    """Query conditions (``benchmarks.lighting.CONDITIONS``, plus ``relit`` for the generated scenes)."""
+    methods: Optional[Tuple[str, ...]] = None
+    """Methods run by default (None: all of ``benchmarks.localize.ALL_METHODS``)."""
     train_args: Tuple[str, ...] = ()
     """Extra ns-train arguments for every map."""
     matcher_options: Dict[str, Tuple[Tuple[str, Any], ...]] = field(default_factory=dict)
@@ -46,9 +57,18 @@ MODES: Dict[str, ModeSettings] = {
         description="harness check only: 30-iteration maps, 1 query per scene; the figures mean nothing",
     ),
     "quick": ModeSettings(
-        sizes=SceneSizes(num_queries=3, synthetic_size=(160, 120), synthetic_num_train=40, fox_downscale=8),
+        sizes=SceneSizes(
+            num_queries=17,
+            scene_num_queries=(("synthetic", 10), ("lego", 10)),
+            synthetic_size=(160, 120),
+            synthetic_num_train=40,
+            fox_downscale=8,
+        ),
         iterations=800,
-        description="3 queries per scene, 800-iteration crossfire-lite maps, images of 100 to 250 px",
+        conditions=("original", "lighting", "blur", "lowlight", "relit"),
+        methods=("crossfire", "sift", "prior", "sfm-sift", "sfm-sift-clahe"),
+        description="10-17 queries per scene (fern 3), 800-iteration crossfire-lite maps, images of 100 to 250 px, "
+        "no photometric",
     ),
     "full": ModeSettings(
         sizes=SceneSizes(
@@ -60,7 +80,7 @@ MODES: Dict[str, ModeSettings] = {
             fern_images="images_8",
         ),  # fmt: skip
         iterations=5000,
-        conditions=("original", "lighting", "relit"),
+        conditions=("original", "lighting", "blur", "lowlight", "relit"),
         description="10 queries per scene (fern: 3), 5000-iteration maps, images of 200 to 500 px",
     ),
 }

@@ -29,9 +29,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import report
 from benchmarks.lighting import CONDITIONS, DEFAULT_SEED, relight_folder
-from benchmarks.localize import ALL_METHODS, MAP_METHODS, PEER, LocalizeJob, run_jobs
+from benchmarks.localize import ALL_METHODS, MAP_METHODS, PEER_VARIANTS, LocalizeJob, run_jobs
 from benchmarks.modes import MODES, ModeSettings
-from benchmarks.scenes import SCENE_NAMES, PreparedScene, prepare_scene
+from benchmarks.scenes import (
+    DATASET_PREFIXES,
+    DEFAULT_SCENES,
+    SCENE_FAMILIES,
+    SCENE_NAMES,
+    PreparedScene,
+    expand_scenes,
+    prepare_scene,
+)
 from benchmarks.train import TrainResult, TrainSpec, last_train_step, log_tail, map_dir, train_map
 from crossfire_ns.io.atomic import write_json_atomic
 
@@ -55,10 +63,13 @@ class BenchmarkRun:
     2 CPU cores, full is the larger run."""
     output_dir: Optional[Path] = None
     """Where scenes, maps, results and plots go (default: outputs/bench/<mode>, git-ignored)."""
-    scenes: Tuple[str, ...] = SCENE_NAMES
-    """Scenes to run (synthetic, fox, fern, lego)."""
-    methods: Tuple[str, ...] = ALL_METHODS
-    """Methods: crossfire, sift, photometric, prior (ns-localize on the map) and sfm-sift (the peer)."""
+    scenes: Tuple[str, ...] = DEFAULT_SCENES
+    """Scenes to run: synthetic, fox, fern, lego, the held-out family synthetic-heldout (heldout-room,
+    heldout-orbit; each can be named), and 7scenes:PATH / cambridge:PATH (a dataset folder, run with the published
+    protocol: median cm / deg, recall at 5 cm / 5 deg)."""
+    methods: Optional[Tuple[str, ...]] = None
+    """Methods (default: the mode's): crossfire, sift, photometric, prior (ns-localize on the map), sfm-sift and
+    sfm-sift-clahe (the structure-based peers: COLMAP SIFT, and SIFT on CLAHE'd images)."""
     conditions: Optional[Tuple[str, ...]] = None
     """Query conditions (default: the mode's). Photometric: original, lighting, dark, bright, gamma, cast,
     noise (benchmarks/lighting.py); relit: the synthetic scene's own relit queries."""
@@ -99,7 +110,17 @@ class BenchmarkRun:
             settings = replace(settings, iterations=self.iterations)
         if self.conditions is not None:
             settings = replace(settings, conditions=tuple(self.conditions))
+        if self.num_queries is not None:  # one number for every scene
+            settings = replace(settings, sizes=replace(settings.sizes, scene_num_queries=()))
         return settings
+
+    def method_list(self) -> Tuple[str, ...]:
+        """The methods to run: ``--methods``, else the mode's, else all."""
+        return tuple(self.methods or MODES[self.mode].methods or ALL_METHODS)
+
+    def scene_list(self) -> Tuple[str, ...]:
+        """``--scenes`` with families expanded."""
+        return tuple(expand_scenes(self.scenes))
 
     def main(self) -> int:
         return run_benchmark(self)
@@ -118,13 +139,28 @@ class SceneOutcome:
     """Wall seconds of each step (prepare, train, localize)."""
 
 
+def scene_label(name: str) -> str:
+    """The folder and table name of a scene entry (``7scenes:PATH`` -> ``7scenes-<folder>``)."""
+    if name.partition(":")[0] in DATASET_PREFIXES and ":" in name:
+        from benchmarks.datasets import dataset_label
+
+        return dataset_label(name)
+    return name
+
+
 def _validate(run: BenchmarkRun, settings: ModeSettings) -> None:
-    unknown = [s for s in run.scenes if s not in SCENE_NAMES]
-    unknown += [m for m in run.methods if m not in ALL_METHODS]
+    unknown = []
+    for scene in run.scenes:
+        try:
+            expand_scenes([scene])
+        except ValueError:
+            unknown.append(scene)
+    unknown += [m for m in run.method_list() if m not in ALL_METHODS]
     unknown += [c for c in settings.conditions if c not in CONDITIONS and c != "relit"]
     if unknown:
         raise SystemExit(
-            f"unknown scene/method/condition: {', '.join(unknown)}. Scenes: {', '.join(SCENE_NAMES)}; methods: "
+            f"unknown scene/method/condition: {', '.join(unknown)}. Scenes: {', '.join([*SCENE_NAMES, *SCENE_FAMILIES])}, "
+            f"7scenes:PATH, cambridge:PATH; methods: "
             f"{', '.join(ALL_METHODS)}; conditions: {', '.join([*CONDITIONS, 'relit'])}."
         )
 
@@ -168,6 +204,7 @@ def _device(run: BenchmarkRun) -> Tuple[str, str]:
 def run_scene(
     run: BenchmarkRun, settings: ModeSettings, name: str, out: Path, device: Tuple[str, str], progress, task
 ) -> SceneOutcome:
+    entry, name = name, scene_label(name)
     outcome = SceneOutcome(name)
     scene_dir = out / "scenes" / name
     timeout = None if run.step_timeout_min is None else 60.0 * run.step_timeout_min
@@ -175,7 +212,7 @@ def run_scene(
     progress.update(task, description=f"{name}: preparing the scene")
     try:
         prepared = prepare_scene(
-            name, scene_dir, run.data_root, settings.sizes, with_relit="relit" in settings.conditions
+            entry, scene_dir, run.data_root, settings.sizes, with_relit="relit" in settings.conditions
         )
         query_dirs = _query_dirs(prepared, settings.conditions, scene_dir)
     except Exception as err:  # noqa: BLE001  a missing data set must not stop the other scenes
@@ -188,7 +225,7 @@ def run_scene(
         f"[bold]{name}[/]: {prepared.num_train} training views of {prepared.image_size[0]}x{prepared.image_size[1]}, "
         f"{prepared.num_queries} queries, conditions {', '.join(query_dirs)}, extent {prepared.scene_extent:.3g}"
     )
-    map_methods = [m for m in run.methods if m in MAP_METHODS]
+    map_methods = [m for m in run.method_list() if m in MAP_METHODS]
     spec = TrainSpec(
         scene=name,
         data=prepared.train_dir,
@@ -217,7 +254,7 @@ def run_scene(
             CONSOLE.print(f"{name}: map {how} ({outcome.train.seconds:.0f} s of training): {outcome.train.config}")
     jobs: List[LocalizeJob] = []
     for condition, query_dir in query_dirs.items():
-        for method in run.methods:
+        for method in run.method_list():
             if method in MAP_METHODS and (outcome.train is None or outcome.train.config is None):
                 continue
             jobs.append(
@@ -228,9 +265,9 @@ def run_scene(
                     query_dir=query_dir,
                     output_dir=out / "localization" / name / condition / method,
                     scene_extent=prepared.scene_extent,
-                    load_config=None if method == PEER else outcome.train.config,
-                    train_dir=prepared.train_dir if method == PEER else None,
-                    map_key=spec.key() if method != PEER else "",
+                    load_config=None if method in PEER_VARIANTS else outcome.train.config,
+                    train_dir=prepared.train_dir if method in PEER_VARIANTS else None,
+                    map_key=spec.key() if method not in PEER_VARIANTS else "",
                     matcher_options=settings.matcher_options.get(method, ()),
                 )
             )
@@ -301,15 +338,24 @@ def gather(outcomes: List[SceneOutcome], device_label: str):
         for job in outcome.jobs:
             status, message = job.status()
             summary = _read_json(Path(job.output_dir) / "summary.json") if status == "ok" else None
-            if job.method == PEER:
+            if job.method in PEER_VARIANTS:
                 map_seconds = (summary or {}).get("mapping_seconds")
                 label = "cpu (pycolmap)"
             else:
                 map_seconds, label = outcome.train.seconds, device_label
             rows.append(
                 report.summary_row(
-                    job.scene, job.condition, job.method, summary, map_seconds, label, extent, status, message
-                )
+                    job.scene,
+                    job.condition,
+                    job.method,
+                    summary,
+                    map_seconds,
+                    label,
+                    extent,
+                    status,
+                    message,
+                    protocol=outcome.prepared.protocol,
+                )  # fmt: skip
             )
             results_csv = Path(job.output_dir) / "results.csv"
             if summary is not None and results_csv.is_file():
@@ -324,6 +370,7 @@ def _command_line(run: BenchmarkRun) -> str:
     parts = ["python -m benchmarks.run", f"--mode {run.mode}"]
     defaults = BenchmarkRun()
     names = ("scenes", "methods", "conditions", "num_queries", "iterations", "method", "device_type", "torch_threads")
+    # methods default to the mode's (None), so only an explicit --methods is printed
     for name in names:
         value = getattr(run, name)
         if value != getattr(defaults, name):
@@ -346,7 +393,9 @@ def section_body(
         *report.machine_lines(machine),
         "",
         f"**Maps:** `{run.method}`, {settings.iterations} iterations, one per scene, trained with `ns-train` "
-        f"(map time = wall time of that command). **Queries:** {sizes.num_queries} per scene (fern: at most 3); "
+        f"(map time = wall time of that command). **Queries:** {sizes.num_queries} per scene"
+        + "".join(f", {scene} {n}" for scene, n in sizes.scene_num_queries)
+        + " (fewer where the scene has fewer: fern 3, held-out scenes 12); "
         f"images: synthetic {sizes.synthetic_size[0]}x{sizes.synthetic_size[1]}, fox 1080x1920 / "
         f"{sizes.fox_downscale}, fern `{sizes.fern_images}`, lego {sizes.lego_size}x{sizes.lego_size}. "
         "Map methods use ns-localize's defaults (top-3 retrieval priors)"
@@ -357,7 +406,7 @@ def section_body(
         + ". The peer (`python -m benchmarks.peer`) uses the same images and no radiance field; its map time is "
         "SIFT + matching + triangulation.",
         "",
-        "**Methods:** " + ", ".join(f"`{m}`" for m in run.methods) + ".",
+        "**Methods:** " + ", ".join(f"`{m}`" for m in run.method_list()) + ".",
         "",
         "**Conditions:** `original`; " + "; ".join(changes) + ". Recall thresholds scale with the diagonal of "
         "the training cameras' bounding box (the scene extent); failed queries count as misses. Median errors "
@@ -380,9 +429,12 @@ def section_body(
 def run_benchmark(run: BenchmarkRun) -> int:
     settings = run.settings()
     _validate(run, settings)
-    if PEER in run.methods and importlib.util.find_spec("pycolmap") is None:
-        CONSOLE.print(f"[yellow]pycolmap is not installed, so {PEER} is skipped: pip install -e '.[bench]'")
-        run = replace(run, methods=tuple(m for m in run.methods if m != PEER))
+    peers = [m for m in run.method_list() if m in PEER_VARIANTS]
+    if peers and importlib.util.find_spec("pycolmap") is None:
+        CONSOLE.print(
+            f"[yellow]pycolmap is not installed, so {', '.join(peers)} are skipped: pip install -e '.[bench]'"
+        )
+        run = replace(run, methods=tuple(m for m in run.method_list() if m not in PEER_VARIANTS))
     out = Path(run.output_dir or REPO / "outputs" / "bench" / run.mode)
     out.mkdir(parents=True, exist_ok=True)
     if run.torch_threads is not None:  # inherited by every command the benchmark starts
@@ -391,21 +443,22 @@ def run_benchmark(run: BenchmarkRun) -> int:
 
     machine = machine_info()
     device = _device(run)
-    CONSOLE.rule(f"benchmarks.run --mode {run.mode}: {', '.join(run.scenes)} on {device[1]}")
+    scenes = run.scene_list()
+    CONSOLE.rule(f"benchmarks.run --mode {run.mode}: {', '.join(scenes)} on {device[1]}")
     CONSOLE.print(f"Output in {out}/ (logs: maps/*.train.log, localization/<scene>/localize.log)")
     started = time.perf_counter()
     outcomes: List[SceneOutcome] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=CONSOLE) as progress:
-        task = progress.add_task("scenes", total=len(run.scenes))
-        for name in run.scenes:
+        task = progress.add_task("scenes", total=len(scenes))
+        for name in scenes:
             outcomes.append(run_scene(run, settings, name, out, device, progress, task))
             progress.advance(task)
     wall = time.perf_counter() - started
     rows, curves, reasons = gather(outcomes, device[1])
-    rows = report.iter_rows(rows, run.scenes, settings.conditions, run.methods)
+    rows = report.iter_rows(rows, [scene_label(s) for s in scenes], settings.conditions, run.method_list())
     report.write_tables(out, rows)
-    figure = report.plot_error_cdfs(out / "error_cdf.png", curves, settings.conditions, run.methods)
+    figure = report.plot_error_cdfs(out / "error_cdf.png", curves, settings.conditions, run.method_list())
     bullets = report.crossfire_losses(rows, curves, reasons)
     timings = {o.name: o.seconds for o in outcomes}
     write_json_atomic(

@@ -12,41 +12,89 @@ under ``OUT`` (never into the repository).
 | ``fox`` | ``split_train.txt`` (50) | ``split_query.txt`` (17) | phone images, OpenCV distortion kept (k1, k2, p1, p2) |
 | ``fern`` | the 17 others | views 0, 8, 16 | LLFF forward-facing, ``images_16`` or ``images_8`` |
 | ``lego`` | ``train`` (100) | a subset of ``test`` | RGBA composited on white, resized |
+| ``heldout-room`` | 60 inside-out views, 128x96 | 12, at the training lighting | ``relit``: the same 12 under the changed lighting |
+| ``heldout-orbit`` | 48 orbit views, 144x108, another seed, finer textures | 12, at the training lighting | ``relit`` as above |
+| ``7scenes:PATH`` / ``cambridge:PATH`` | the dataset's train split | its test split | the published protocol (``datasets``) |
+
+``synthetic-heldout`` names the held-out family (``HELDOUT_SCENES``): generated scenes with fixed seeds that no default
+is tuned on (benchmarks/README.md has the rule), written with their exact depth maps (``depth/``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
+from benchmarks.datasets import convert_dataset, select_evenly
 from crossfire_ns.io.atomic import write_json_atomic, write_png_atomic
 from crossfire_ns.io.transforms import write_transforms
 from crossfire_ns.metrics import camera_extent
 
 LLFF_HOLDOUT = (0, 8, 16)
-SCENE_NAMES = ("synthetic", "fox", "fern", "lego")
-"""Every scene the benchmark knows, in the order it runs them."""
+
+
+@dataclass(frozen=True)
+class HeldoutScene:
+    """A generated scene of the held-out family: fixed, never changed once published (its seed included)."""
+
+    layout: str
+    """Generator layout (orbit or inside-out)."""
+    width: int
+    """Image width."""
+    height: int
+    """Image height."""
+    num_train: int
+    """Training views."""
+    num_query: int
+    """Queries (rendered at the training lighting for ``original``, at the changed one for ``relit``)."""
+    seed: int
+    """Generator seed (objects, textures, poses, noise)."""
+    texture_scale: float = 1.0
+    """Generator texture scale (smaller: finer patterns)."""
+
+
+HELDOUT_SCENES: Dict[str, HeldoutScene] = {
+    "heldout-room": HeldoutScene("inside-out", 128, 96, num_train=60, num_query=12, seed=101),
+    "heldout-orbit": HeldoutScene("orbit", 144, 108, num_train=48, num_query=12, seed=202, texture_scale=0.7),
+}
+"""The ``synthetic-heldout`` family. Reporting only: no default may be chosen on these."""
+
+SCENE_FAMILIES: Dict[str, Tuple[str, ...]] = {"synthetic-heldout": tuple(HELDOUT_SCENES)}
+"""Names that stand for several scenes on the command line."""
+
+SCENE_NAMES = ("synthetic", *HELDOUT_SCENES, "fox", "fern", "lego")
+"""Every named scene the benchmark knows, in the order it runs them (plus ``7scenes:PATH`` / ``cambridge:PATH``)."""
+
+DEFAULT_SCENES = ("synthetic", "synthetic-heldout", "fox", "fern", "lego")
+"""What ``benchmarks.run`` runs by default (families expanded by ``expand_scenes``)."""
+
+DATASET_PREFIXES = ("7scenes", "cambridge")
+"""``<prefix>:PATH`` scene entries: a dataset folder converted with the published protocol (``datasets``)."""
+
+
+def expand_scenes(names: Sequence[str]) -> List[str]:
+    """Scene names with families expanded, in order, without repeats; raises on an unknown name."""
+    out: List[str] = []
+    for name in names:
+        members = SCENE_FAMILIES.get(name, (name,))
+        for member in members:
+            prefix, sep, path = member.partition(":")
+            if member not in SCENE_NAMES and not (sep and prefix in DATASET_PREFIXES and path):
+                known = ", ".join([*SCENE_NAMES, *SCENE_FAMILIES, *(f"{p}:PATH" for p in DATASET_PREFIXES)])
+                raise ValueError(f"unknown scene {member!r}; choose from {known}")
+            if member not in out:
+                out.append(member)
+    return out
 
 
 def _write_transforms(path: Path, intrinsics: dict, frames: List[dict]) -> Path:
     return write_transforms(path, frames, camera_model="OPENCV", **intrinsics)
-
-
-def select_evenly(count: int, num: Optional[int]) -> List[int]:
-    """``num`` indices spread evenly over ``range(count)`` (first and last included); all with ``None``."""
-    if num is None or num >= count:
-        return list(range(count))
-    if num <= 0:
-        return []
-    if num == 1:
-        return [count // 2]
-    return sorted({int(round(i)) for i in np.linspace(0, count - 1, num)})
 
 
 def transforms_extent(transforms: Path) -> float:
@@ -196,24 +244,46 @@ def synthetic_to_transforms(
     num_queries: int = 10,
     seed: int = 0,
     with_relit: bool = False,
+    config=None,
 ):
-    """The bundled scene: ``out_dir/train`` (training views) and ``out_dir/query`` (queries at training lighting).
+    """A generated scene: ``out_dir/train`` (training views) and ``out_dir/query`` (queries at training lighting).
 
     ``crossfire-make-scene`` renders its queries under a changed lighting; for the ``original`` condition the
     same query views are rendered under the training lighting instead (``generate_scene``'s
     ``query_lighting``). With ``with_relit`` the scene's own relit queries go to ``out_dir/relit``.
+    ``config`` (a ``SyntheticSceneConfig``) replaces the size arguments (the held-out family's scenes).
     Returns (train transforms.json, query transforms.json, relit transforms.json or None).
     """
     from crossfire_ns.synthetic import TRAIN_LIGHTING, SyntheticSceneConfig, generate_scene
 
-    config = SyntheticSceneConfig(width=width, height=height, num_train=num_train, num_query=num_queries, seed=seed)
+    if config is None:
+        config = SyntheticSceneConfig(width=width, height=height, num_train=num_train, num_query=num_queries, seed=seed)
     train_dir = generate_scene(out_dir / "train", config, query_lighting=TRAIN_LIGHTING)
     query = _move_queries(train_dir / "queries", out_dir / "query")
     relit = None
     if with_relit:
-        other = generate_scene(out_dir / "relit-render", config)
+        other = generate_scene(out_dir / "relit-render", replace(config, write_depth=False))
         relit = _move_queries(other / "queries", out_dir / "relit")
     return train_dir / "transforms.json", query, relit
+
+
+def heldout_to_transforms(name: str, out_dir: Path, num_queries: Optional[int] = None, with_relit: bool = False):
+    """A scene of the held-out family (``HELDOUT_SCENES``), written with depth; ``num_queries`` caps its queries
+    (smoke mode). Returns what ``synthetic_to_transforms`` returns."""
+    from crossfire_ns.synthetic import SyntheticSceneConfig
+
+    spec = HELDOUT_SCENES[name]
+    config = SyntheticSceneConfig(
+        width=spec.width,
+        height=spec.height,
+        num_train=spec.num_train,
+        num_query=spec.num_query if num_queries is None else min(num_queries, spec.num_query),
+        seed=spec.seed,
+        texture_scale=spec.texture_scale,
+        layout=spec.layout,  # type: ignore[arg-type]
+        write_depth=True,
+    )
+    return synthetic_to_transforms(out_dir, with_relit=with_relit, config=config)
 
 
 def _move_queries(src: Path, dst: Path) -> Path:
@@ -231,6 +301,15 @@ class SceneSizes:
 
     num_queries: int = 4
     """Queries per scene (evenly spread over the scene's query set; fern has 3 at most)."""
+    scene_num_queries: Tuple[Tuple[str, int], ...] = ()
+    """Per-scene exceptions to num_queries, (scene, queries) pairs (held-out scenes have 12 at most)."""
+    dataset_downscale: int = 1
+    """7-Scenes / Cambridge images are divided by this (1: used as they are, by absolute path)."""
+
+    def queries_for(self, name: str) -> int:
+        """Queries of scene ``name`` (before capping by what the scene has)."""
+        return dict(self.scene_num_queries).get(name, self.num_queries)
+
     synthetic_size: Tuple[int, int] = (160, 120)
     """Bundled scene image size (width, height)."""
     synthetic_num_train: int = 40
@@ -248,7 +327,7 @@ class PreparedScene:
     """A scene ready to train on and to query."""
 
     name: str
-    """One of SCENE_NAMES."""
+    """One of SCENE_NAMES, or ``7scenes:PATH`` / ``cambridge:PATH``."""
     train_dir: Path
     """Folder with the training transforms.json (what ns-train --data gets)."""
     query_dir: Path
@@ -263,6 +342,9 @@ class PreparedScene:
     num_queries: int = 0
     image_size: Tuple[int, int] = (0, 0)
     """(width, height) of the training images."""
+    protocol: str = "relative"
+    """relative: thresholds scale with the camera extent; metric (7-Scenes, Cambridge): the published cm / deg,
+    run with a scene extent of 1 m (``scene_extent`` is then 1.0)."""
 
 
 SCENE_TRAIN_ARGS: Dict[str, Tuple[str, ...]] = {
@@ -281,31 +363,36 @@ def prepare_scene(
 ) -> PreparedScene:
     """Convert (or reuse, when ``out_dir/prepared.json`` says it was made with the same settings) one scene."""
     out_dir = Path(out_dir)
-    key = {"name": name, "sizes": asdict(sizes), "data_root": str(data_root), "relit": with_relit, "version": 2}
+    key = {"name": name, "sizes": asdict(sizes), "data_root": str(data_root), "relit": with_relit, "version": 3}
     key = json.loads(json.dumps(key))  # as it reads back from prepared.json (tuples become lists)
     marker = out_dir / "prepared.json"
     cached = json.loads(marker.read_text()) if marker.is_file() else None
     if cached is None or cached.get("key") != key:
+        num_queries = sizes.queries_for(name)
+        relit = None
         if name == "synthetic":
             width, height = sizes.synthetic_size
             train, query, relit = synthetic_to_transforms(
-                out_dir, width, height, sizes.synthetic_num_train, sizes.num_queries, with_relit=with_relit
+                out_dir, width, height, sizes.synthetic_num_train, num_queries, with_relit=with_relit
             )
+        elif name in HELDOUT_SCENES:
+            train, query, relit = heldout_to_transforms(name, out_dir, num_queries, with_relit)
         elif name == "fox":
-            train, query = fox_to_transforms(data_root / "ingp_fox", out_dir, sizes.fox_downscale, sizes.num_queries)
-            relit = None
+            train, query = fox_to_transforms(data_root / "ingp_fox", out_dir, sizes.fox_downscale, num_queries)
         elif name == "fern":
             train, query = llff_to_transforms(
-                data_root / "llff_fern", out_dir, sizes.fern_images, num_queries=sizes.num_queries
+                data_root / "llff_fern", out_dir, sizes.fern_images, num_queries=num_queries
             )
-            relit = None
         elif name == "lego":
             train, query = blender_to_transforms(
-                data_root / "nerf_synthetic_lego", out_dir, sizes.lego_size, sizes.num_queries
+                data_root / "nerf_synthetic_lego", out_dir, sizes.lego_size, num_queries
             )
-            relit = None
+        elif name.partition(":")[0] in DATASET_PREFIXES:
+            train, query = convert_dataset(name, out_dir, num_queries, sizes.dataset_downscale)
         else:
-            raise ValueError(f"unknown scene {name!r}; choose from {', '.join(SCENE_NAMES)}")
+            raise ValueError(
+                f"unknown scene {name!r}; choose from {', '.join(SCENE_NAMES)} or 7scenes:PATH, cambridge:PATH"
+            )
         cached = {
             "key": key,
             "train": str(train),
@@ -317,11 +404,13 @@ def prepare_scene(
     num_train, size = _count_and_size(train)
     num_queries, _ = _count_and_size(query)
     extra = {"relit": Path(cached["relit"]).parent} if cached.get("relit") else {}
+    metric = name.partition(":")[0] in DATASET_PREFIXES
     return PreparedScene(
         name=name,
         train_dir=train.parent,
         query_dir=query.parent,
-        scene_extent=transforms_extent(train),
+        scene_extent=1.0 if metric else transforms_extent(train),
+        protocol="metric" if metric else "relative",
         extra_conditions=extra,
         train_args=SCENE_TRAIN_ARGS.get(name, ()),
         num_train=num_train,

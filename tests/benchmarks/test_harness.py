@@ -181,3 +181,45 @@ def test_run_logged_logs_polls_and_stops_at_the_time_limit(tmp_path):
     assert code == TIMEOUT_CODE and time.monotonic() - start < 15 and polls
     assert "time limit" in log.read_text()
     assert run_logged([sys.executable, "-c", "raise SystemExit(3)"], log) == 3
+
+
+def test_peer_variants_keep_their_own_maps_and_options(tmp_path):
+    from benchmarks.localize import PEER_VARIANTS
+    from benchmarks.peer.pipeline import SfmPeer
+
+    clahe = _job(tmp_path, "sfm-sift-clahe")
+    argv = clahe.argv()
+    assert argv[argv.index("--map-dir") + 1] == str(tmp_path / "loc" / "fern" / "peer-map-clahe")
+    assert argv[-2:] == list(PEER_VARIANTS["sfm-sift-clahe"]) and clahe.key() != _job(tmp_path, PEER).key()
+    import tyro
+
+    assert tyro.cli(SfmPeer, args=argv).mapping.sift.contrast == "clahe"  # what the peer command parses
+
+
+def test_quick_mode_scenes_methods_and_queries():
+    from benchmarks.modes import MODES
+    from benchmarks.run import BenchmarkRun, scene_label
+
+    run = BenchmarkRun(mode="quick")
+    assert run.scene_list() == ("synthetic", "heldout-room", "heldout-orbit", "fox", "fern", "lego")
+    assert "photometric" not in run.method_list() and "sfm-sift-clahe" in run.method_list()
+    assert BenchmarkRun(mode="quick", methods=("photometric",)).method_list() == ("photometric",)
+    sizes = MODES["quick"].sizes
+    assert [sizes.queries_for(s) for s in ("synthetic", "fox", "lego", "fern")] == [10, 17, 10, 17]
+    assert {"blur", "lowlight", "relit", "lighting", "original"} == set(MODES["quick"].conditions)
+    assert BenchmarkRun(mode="quick", num_queries=4).settings().sizes.queries_for("synthetic") == 4
+    assert scene_label("7scenes:/data/7scenes/stairs/") == "7scenes-stairs"
+
+
+def test_gather_marks_metric_protocol_rows(tmp_path):
+    from benchmarks.run import SceneOutcome, gather
+    from benchmarks.scenes import PreparedScene
+
+    prepared = PreparedScene("7scenes-stairs", tmp_path / "t", tmp_path / "q", scene_extent=1.0, protocol="metric")
+    job = _job(tmp_path, PEER, condition="original")
+    summary = summarize([QueryResult("a", "localized", t_err=0.04, r_err=1.0, has_gt=True)], [(0.05, 5.0)])
+    summary["recall_thresholds_relative"] = [[0.05, 5.0]]
+    write_json_atomic(Path(job.output_dir) / "summary.json", summary)
+    job.record("ok", 1.0)
+    rows, _, _ = gather([SceneOutcome("7scenes-stairs", prepared, None, (job,))], "cpu")
+    assert rows[0]["protocol"] == "metric" and rows[0]["recall_5"] == 1.0

@@ -80,3 +80,25 @@ def test_fern_query_subset(tmp_path):
 
 def _name(frame: dict) -> str:
     return frame["file_path"].rsplit("/", 1)[-1]
+
+
+def test_heldout_family_expands_and_is_generated_with_depth(tmp_path, monkeypatch):
+    from benchmarks import scenes
+
+    assert scenes.expand_scenes(["synthetic-heldout", "fox", "heldout-room"]) == [
+        "heldout-room",
+        "heldout-orbit",
+        "fox",
+    ]
+    assert scenes.expand_scenes(["7scenes:/x/stairs"]) == ["7scenes:/x/stairs"]
+    with pytest.raises(ValueError, match="unknown scene"):
+        scenes.expand_scenes(["heldout-nowhere"])
+    assert scenes.HELDOUT_SCENES["heldout-room"] == scenes.HeldoutScene("inside-out", 128, 96, 60, 12, seed=101)
+    tiny = scenes.HeldoutScene("inside-out", 32, 24, num_train=4, num_query=3, seed=101)
+    monkeypatch.setitem(scenes.HELDOUT_SCENES, "heldout-room", tiny)
+    scene = prepare_scene("heldout-room", tmp_path, tmp_path, SceneSizes(num_queries=2), with_relit=True)
+    assert (scene.num_train, scene.num_queries, scene.image_size) == (4, 2, (32, 24))
+    meta = json.loads((scene.train_dir / "scene.json").read_text())
+    assert meta["config"]["layout"] == "inside-out" and meta["config"]["seed"] == 101
+    assert len(meta["depth"]["train"]) == 4 and (scene.train_dir / meta["depth"]["query"][0]).is_file()
+    assert "relit" in scene.extra_conditions and scene.protocol == "relative"
