@@ -16,8 +16,10 @@ Every change works on 8-bit RGB in five steps, in this order (values in [0, 1]):
 
 The named conditions (``CONDITIONS``) are what the benchmark runs; ``lighting`` combines the photometric changes
 and is the one reported by default; ``blur`` is horizontal motion blur of 5.6% of the image width (9 px at
-160 px) and nothing else; ``lowlight`` is strong underexposure (x0.2 linear, -2.3 EV), a steeper tone curve
-(gamma 1.4) and sensor noise (sigma 0.03): what a robot's camera sees in a dim corridor. Geometry, intrinsics and ground truth are untouched: only pixels change.
+160 px) and nothing else; ``lowlight`` is strong underexposure (x0.2 on the encoded values, i.e. exposure
+0.2 ** 2.2 = 0.029 in linear light, -5.1 EV), a steeper tone curve (gamma 1.4) and sensor noise (sigma 0.03):
+what a robot's camera sees in a dim corridor (x0.2 in linear light, -2.3 EV, is too mild: COLMAP SIFT still
+localizes every bundled query under it). Geometry, intrinsics and ground truth are untouched: only pixels change.
 """
 
 from __future__ import annotations
@@ -78,12 +80,12 @@ CONDITIONS: Dict[str, Optional[PhotometricChange]] = {
     "cast": PhotometricChange(color_gain=(1.25, 1.0, 0.7)),
     "noise": PhotometricChange(noise_std=0.04),
     "blur": PhotometricChange(blur_length=9.0 / 160.0),
-    "lowlight": PhotometricChange(exposure=0.2, gamma=1.4, noise_std=0.03),
+    "lowlight": PhotometricChange(exposure=0.2**DISPLAY_GAMMA, gamma=1.4, noise_std=0.03),
 }
 """Named query conditions. ``original`` is the query as captured; ``lighting`` (the default lighting change)
 is darker by 0.74 EV, warmer, with a steeper tone curve and mild noise; ``dark`` to ``noise`` isolate one factor
-each; ``blur`` (horizontal motion blur, 5.6% of the width) and ``lowlight`` (x0.2, gamma 1.4, noise 0.03) are the
-conditions robots meet."""
+each; ``blur`` (horizontal motion blur, 5.6% of the width) and ``lowlight`` (x0.2 on the encoded values, gamma 1.4,
+noise 0.03) are the conditions robots meet."""
 
 
 def motion_blur_kernel(length_px: float, angle_deg: float = 0.0) -> np.ndarray:

@@ -3,7 +3,7 @@ on a CPU). Every value can be overridden on the command line of ``benchmarks.run
 
 Quick mode: scenes synthetic (10 queries), the held-out family (heldout-room, heldout-orbit: 12 each), fox (all
 17), fern (its 3), lego (10); conditions original, lighting, blur, lowlight, plus relit for the generated scenes;
-methods crossfire, sift, prior and the two peers (sfm-sift, sfm-sift-clahe). **photometric is dropped from quick
+methods crossfire, sift, prior and the two peers (sfm-sift, sfm-sift-lowpeak). **photometric is dropped from quick
 mode** (about 12 s per query on every query and condition, about an hour here; ``--methods`` brings it back).
 
 Its budget on 2 idle cores, estimated from the last quick run (BENCHMARKS.md, 800-iteration maps, 2026-11-24):
@@ -13,7 +13,7 @@ synthetic, about 250 s each): about 32 min for six. Queries: 50 (synthetic) + 12
 for sift (median about 12 and 15 s), the prior 0.1 s and each peer 0.05-0.8 s: about 28 s per pair, 2.3 h. So
 **quick mode does not fit 45 minutes with today's localizer: about 2.8 h.** With issue 12's target (crossfire at
 <= 2 s per query; sift shares its render loop) localization is about 30 min and the whole run about an hour; to
-get under 45 min, drop ``sift`` as well (``--methods crossfire prior sfm-sift sfm-sift-clahe``: about 45 min).
+get under 45 min, drop ``sift`` as well (``--methods crossfire prior sfm-sift sfm-sift-lowpeak``: about 45 min).
 With another job on the CPU everything takes several times longer: torch's two threads then wait on each other.
 """
 
@@ -66,7 +66,7 @@ MODES: Dict[str, ModeSettings] = {
         ),
         iterations=800,
         conditions=("original", "lighting", "blur", "lowlight", "relit"),
-        methods=("crossfire", "sift", "prior", "sfm-sift", "sfm-sift-clahe"),
+        methods=("crossfire", "sift", "prior", "sfm-sift", "sfm-sift-lowpeak"),
         description="10-17 queries per scene (fern 3), 800-iteration crossfire-lite maps, images of 100 to 250 px, "
         "no photometric",
     ),

@@ -5,8 +5,8 @@ SIFT + triangulation from the known poses, seconds per run.
     python -m benchmarks.peer_contrast [--output-dir outputs/peer-contrast] [--num-queries 10]
 
 Prints one row per (condition, variant): localized, within 1%/1 deg and 5%/5 deg of the scene, median rotation
-error, mean keypoints of the map's views, seconds per query. The benchmark's ``sfm-sift-clahe`` row is the variant
-this chose (benchmarks/README.md has the figures).
+error, mean keypoints of the map's views, seconds per query. The benchmark's ``sfm-sift-lowpeak`` row is the variant
+this chose: the low peak threshold (benchmarks/README.md has the figures).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ METHOD_LABELS = {
     "photometric": "photometric",
     "prior": "prior (retrieval)",
     "sfm-sift": "sfm-sift (pycolmap peer)",
-    "sfm-sift-clahe": "sfm-sift-clahe (peer, CLAHE input)",
+    "sfm-sift-lowpeak": "sfm-sift-lowpeak (peer, low SIFT threshold)",
 }
 
 
@@ -213,7 +213,7 @@ _COLOURS = {
     "photometric": "tab:green",
     "prior": "tab:gray",
     "sfm-sift": "black",
-    "sfm-sift-clahe": "tab:purple",
+    "sfm-sift-lowpeak": "tab:purple",
 }
 _STYLES = ("-", "--", ":", "-.")
 

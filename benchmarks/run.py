@@ -69,7 +69,7 @@ class BenchmarkRun:
     protocol: median cm / deg, recall at 5 cm / 5 deg)."""
     methods: Optional[Tuple[str, ...]] = None
     """Methods (default: the mode's): crossfire, sift, photometric, prior (ns-localize on the map), sfm-sift and
-    sfm-sift-clahe (the structure-based peers: COLMAP SIFT, and SIFT on CLAHE'd images)."""
+    sfm-sift-lowpeak (the structure-based peers: COLMAP SIFT, and SIFT with a quarter of its peak threshold)."""
     conditions: Optional[Tuple[str, ...]] = None
     """Query conditions (default: the mode's). Photometric: original, lighting, dark, bright, gamma, cast,
     noise (benchmarks/lighting.py); relit: the synthetic scene's own relit queries."""

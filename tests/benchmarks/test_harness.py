@@ -187,13 +187,13 @@ def test_peer_variants_keep_their_own_maps_and_options(tmp_path):
     from benchmarks.localize import PEER_VARIANTS
     from benchmarks.peer.pipeline import SfmPeer
 
-    clahe = _job(tmp_path, "sfm-sift-clahe")
+    clahe = _job(tmp_path, "sfm-sift-lowpeak")
     argv = clahe.argv()
-    assert argv[argv.index("--map-dir") + 1] == str(tmp_path / "loc" / "fern" / "peer-map-clahe")
-    assert argv[-2:] == list(PEER_VARIANTS["sfm-sift-clahe"]) and clahe.key() != _job(tmp_path, PEER).key()
+    assert argv[argv.index("--map-dir") + 1] == str(tmp_path / "loc" / "fern" / "peer-map-lowpeak")
+    assert argv[-2:] == list(PEER_VARIANTS["sfm-sift-lowpeak"]) and clahe.key() != _job(tmp_path, PEER).key()
     import tyro
 
-    assert tyro.cli(SfmPeer, args=argv).mapping.sift.contrast == "clahe"  # what the peer command parses
+    assert tyro.cli(SfmPeer, args=argv).mapping.sift.peak_threshold == pytest.approx(0.02 / 12)  # as the peer parses
 
 
 def test_quick_mode_scenes_methods_and_queries():
@@ -202,7 +202,7 @@ def test_quick_mode_scenes_methods_and_queries():
 
     run = BenchmarkRun(mode="quick")
     assert run.scene_list() == ("synthetic", "heldout-room", "heldout-orbit", "fox", "fern", "lego")
-    assert "photometric" not in run.method_list() and "sfm-sift-clahe" in run.method_list()
+    assert "photometric" not in run.method_list() and "sfm-sift-lowpeak" in run.method_list()
     assert BenchmarkRun(mode="quick", methods=("photometric",)).method_list() == ("photometric",)
     sizes = MODES["quick"].sizes
     assert [sizes.queries_for(s) for s in ("synthetic", "fox", "lego", "fern")] == [10, 17, 10, 17]

@@ -153,3 +153,15 @@ def test_peer_command_writes_ns_localize_outputs_and_reuses_its_map(pycolmap, sh
     assert again.main() == 0
     second = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert second["mapping"].get("cached") is True and second["num_queries"] == 1
+
+
+def test_clahe_input_stretches_a_dark_image_for_sift():
+    from benchmarks.peer.features import SiftConfig, grey_image
+
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 30, (96, 128, 3), dtype=np.uint8)  # an underexposed, low-contrast image
+    plain = grey_image(dark)
+    equalised = grey_image(dark, SiftConfig(contrast="clahe"))
+    assert plain.dtype == equalised.dtype == np.uint8 and plain.shape == equalised.shape == (96, 128)
+    assert np.array_equal(plain, np.round(dark.astype(float) @ [0.299, 0.587, 0.114]).astype(np.uint8))
+    assert equalised.std() > 2 * plain.std() and equalised.max() > plain.max()
