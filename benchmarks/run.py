@@ -1,7 +1,7 @@
 """Relocalization benchmark: crossfire against its baselines and a structure-based peer, on four scenes, under
 the original and changed lighting. One command:
 
-    python -m benchmarks.run --mode quick      # about 30 min on 2 CPU cores; rewrites BENCHMARKS.md's section
+    python -m benchmarks.run --mode quick      # hours on 2 CPU cores today (benchmarks/modes.py); rewrites BENCHMARKS.md
     python -m benchmarks.run --mode full       # hours on a CPU
     python -m benchmarks.run --mode smoke      # a few minutes: checks the harness end to end
 
@@ -59,7 +59,7 @@ class BenchmarkRun:
     """Accuracy and speed of crossfire against sift, photometric, the prior alone and a pycolmap SfM peer."""
 
     mode: Literal["smoke", "quick", "full"] = "quick"
-    """Size of everything (see benchmarks/modes.py): smoke checks the harness, quick fits in about 30 min on
+    """Size of everything (see benchmarks/modes.py): smoke checks the harness, quick (budget in benchmarks/modes.py) is the one to read on
     2 CPU cores, full is the larger run."""
     output_dir: Optional[Path] = None
     """Where scenes, maps, results and plots go (default: outputs/bench/<mode>, git-ignored)."""
