@@ -44,6 +44,8 @@ class QueryResult:
     """Of ``seconds``: the coarse pose (index matching or coarse render rounds, PnP)."""
     seconds_refine: float = 0.0
     """Of ``seconds``: refinement and the final estimate; the rest of ``seconds`` is reading, resizing and set-up."""
+    confidence: Optional[float] = None
+    """The method's confidence that the pose is right (0..1), where it has one."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -56,6 +56,16 @@ class Localization:
     reprojection_error_px: Optional[float] = None
     seconds: float = 0.0
     num_renders: int = 0
+    seconds_retrieval: float = 0.0
+    """Of ``seconds``: retrieval of the training views to start from."""
+    seconds_coarse: float = 0.0
+    """Of ``seconds``: the coarse pose."""
+    seconds_refine: float = 0.0
+    """Of ``seconds``: refinement and the final estimate."""
+    confidence: Optional[float] = None
+    """The method's confidence in the pose (0..1), where it has one."""
+    diagnostics: Dict[str, Any] = field(default_factory=dict)
+    """The method's figures behind the estimate (inliers per stage, ...), for calibration."""
     message: str = ""
     warnings: List[str] = field(default_factory=list)
     prior_source: str = ""
@@ -92,6 +102,11 @@ class Localization:
             "reprojection_error_px": self.reprojection_error_px,
             "seconds": self.seconds,
             "num_renders": self.num_renders,
+            "seconds_retrieval": self.seconds_retrieval,
+            "seconds_coarse": self.seconds_coarse,
+            "seconds_refine": self.seconds_refine,
+            "confidence": self.confidence,
+            "diagnostics": self.diagnostics,
             "prior_source": self.prior_source,
             "message": self.message,
             "warnings": list(self.warnings),
@@ -131,7 +146,7 @@ class MapLocalizer:
         match_training_scale: bool = True,
     ) -> None:
         self.map = crossfire_map
-        self.localizer = Localizer(crossfire_map.model, matcher)
+        self.localizer = Localizer(crossfire_map.model, matcher, crossfire_map)
         self.retrieval = retrieval
         self.retrieval_min_similarity = retrieval_min_similarity
         self.max_image_side = max_image_side
@@ -165,8 +180,10 @@ class MapLocalizer:
         return self.map.training_intrinsics(width, height)
 
     def warm_up(self) -> None:
-        """Build what the first image would otherwise wait for (the retrieval index of the map's training views)."""
+        """Build what the first image would otherwise wait for: the retrieval index of the map's training views and
+        the method's own (the crossfire map index, stored beside the map after its first build)."""
         retrieval_index(self.map, self.retrieval, self.retrieval_min_similarity)
+        self.localizer.matcher.warm_up()
 
     def max_side_for(self, width: int, height: int, K: np.ndarray) -> int:
         """The longer side a query is localized at: ``max_image_side``, and with ``match_training_scale`` no finer
@@ -229,9 +246,11 @@ class MapLocalizer:
             elif sequence is not None and sequence in self._sequences:
                 source, estimate = "sequence", self.localizer.estimate(rgb, K, [self._sequences[sequence]])
                 if not estimate.success:  # lost: retrieval, then back to tracking from its estimate
-                    renders = estimate.num_renders
+                    lost = estimate
                     source, estimate = "sequence, then retrieval", self._from_retrieval(rgb, K)
-                    estimate.num_renders += renders
+                    estimate.num_renders += lost.num_renders
+                    estimate.seconds_coarse += lost.seconds_coarse
+                    estimate.seconds_refine += lost.seconds_refine
             else:
                 source, estimate = "retrieval", self._from_retrieval(rgb, K)
         except Exception as err:  # noqa: BLE001  one image's failure is its answer
@@ -244,14 +263,24 @@ class MapLocalizer:
         return self._answer(estimate, source)
 
     def _from_retrieval(self, rgb: np.ndarray, K: np.ndarray) -> PoseEstimate:
+        start = time.perf_counter()
         index = retrieval_index(self.map, self.retrieval, self.retrieval_min_similarity)
-        return self.localizer.estimate(rgb, K, index.query(rgb, self.matcher.num_priors))
+        priors = index.query(rgb, self.matcher.num_priors)
+        seconds = time.perf_counter() - start
+        estimate = self.localizer.estimate(rgb, K, priors)
+        estimate.seconds_retrieval = seconds
+        return estimate
 
     def _answer(self, estimate: PoseEstimate, source: str) -> Localization:
         answer = Localization(
             "localized" if estimate.success else "failed",
             num_matches=estimate.num_matches,
             num_renders=estimate.num_renders,
+            seconds_retrieval=estimate.seconds_retrieval,
+            seconds_coarse=estimate.seconds_coarse,
+            seconds_refine=estimate.seconds_refine,
+            confidence=None if not np.isfinite(estimate.confidence) else float(estimate.confidence),
+            diagnostics=dict(estimate.diagnostics),
             message=estimate.message,
             prior_source=source,
         )

@@ -17,11 +17,12 @@ from crossfire_ns.localize.render import MapRenderer
 class Localizer:
     """Estimates query poses against one trained model and counts the renders each costs."""
 
-    def __init__(self, model, config: MatcherConfig | None = None) -> None:
+    def __init__(self, model, config: MatcherConfig | None = None, crossfire_map=None) -> None:
         self.model = model
         self.config = config if config is not None else CrossfireMatcherConfig()
         self.renderer = MapRenderer(model, descriptors=self.config.renders_descriptors)
         self.matcher = self.config.setup(model=model, renderer=self.renderer)
+        self.matcher.crossfire_map = crossfire_map
 
     def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
         """Pose of ``image`` (H, W, 3 uint8, undistorted) with intrinsics ``K`` from the given priors."""

@@ -1,4 +1,5 @@
-"""Absolute pose from 2D-3D correspondences: OpenCV PnP + RANSAC, then Levenberg-Marquardt on the inliers."""
+"""Absolute pose from 2D-3D correspondences: OpenCV PnP + RANSAC then Levenberg-Marquardt on the inliers, or poselib's
+LO-RANSAC with robust refinement (the two compared on the same matches in BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,68 @@ def solve_pnp_ransac(
     R, _ = cv2.Rodrigues(best[0])
     t = np.asarray(best[1], dtype=np.float64).reshape(3)
     mean_error = float(errors[best_mask].mean()) if num_inliers else float("nan")
+    if num_inliers < min_inliers:
+        return PnPResult(
+            False, R, t, inliers, num_inliers, mean_error, f"only {num_inliers} inliers, need at least {min_inliers}"
+        )
+    return PnPResult(True, R, t, inliers, num_inliers, mean_error, f"{num_inliers}/{n} inliers")
+
+
+def solve_pnp_poselib(
+    points3d: np.ndarray,
+    points2d: np.ndarray,
+    K: np.ndarray,
+    reprojection_threshold_px: float = 4.0,
+    iterations: int = 2000,
+    min_inliers: int = 12,
+    image_size: Optional[tuple] = None,
+) -> PnPResult:
+    """Robust camera pose as ``solve_pnp_ransac`` gives it, from poselib: LO-RANSAC with P3P samples, then a robust
+    (Cauchy) bundle refinement of the inliers. Same pixel convention as ``K``; never raises on bad input."""
+    import poselib
+
+    points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
+    points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
+    n = len(points3d)
+    inliers = np.zeros(n, dtype=bool)
+    if len(points2d) != n:
+        return PnPResult(False, inliers=inliers, message=f"{n} 3D points but {len(points2d)} 2D points")
+    finite = np.isfinite(points3d).all(axis=1) & np.isfinite(points2d).all(axis=1)
+    needed = max(MIN_POINTS, min_inliers)
+    if finite.sum() < needed:
+        return PnPResult(
+            False,
+            inliers=inliers,
+            message=f"too few correspondences: {int(finite.sum())} valid of {n}, need at least {needed}",
+        )
+    idx = np.flatnonzero(finite)
+    K = np.asarray(K, dtype=np.float64)
+    width, height = image_size if image_size is not None else (2 * K[0, 2], 2 * K[1, 2])
+    camera = {
+        "model": "PINHOLE",
+        "width": int(round(width)),
+        "height": int(round(height)),
+        "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
+    }
+    threshold = float(reprojection_threshold_px)
+    pose, info = poselib.estimate_absolute_pose(
+        points2d[idx],
+        points3d[idx],
+        camera,
+        {"max_reproj_error": threshold, "max_iterations": int(iterations), "success_prob": 0.9999},
+        {"loss_type": "CAUCHY", "loss_scale": threshold / 2.0},
+    )
+    mask = np.asarray(info.get("inliers", []), dtype=bool)
+    if mask.shape != (len(idx),) or mask.sum() < MIN_POINTS:
+        return PnPResult(False, inliers=inliers, message="RANSAC found no pose consistent with enough matches")
+    R, t = np.asarray(pose.R, dtype=np.float64), np.asarray(pose.t, dtype=np.float64).reshape(3)
+    cam = points3d[idx] @ R.T + t
+    projected = cam[:, :2] / np.where(np.abs(cam[:, 2:]) > 1e-12, cam[:, 2:], 1e-12) * [K[0, 0], K[1, 1]] + K[:2, 2]
+    errors = np.linalg.norm(projected - points2d[idx], axis=1)
+    mask = (errors < threshold) & (cam[:, 2] > 0)  # after refinement, by the same rule as the OpenCV path
+    inliers[idx[mask]] = True
+    num_inliers = int(mask.sum())
+    mean_error = float(errors[mask].mean()) if num_inliers else float("nan")
     if num_inliers < min_inliers:
         return PnPResult(
             False, R, t, inliers, num_inliers, mean_error, f"only {num_inliers} inliers, need at least {min_inliers}"

@@ -30,6 +30,12 @@ class RenderedView:
     """Intrinsics of this render (3x3)."""
     descriptor: Optional[Tensor] = None
     """Rendered descriptor-field output; None when the renderer was built without descriptors."""
+    expected_depth: Optional[Tensor] = None
+    """The weights' mean distance along each ray (``depth`` is the median: where opacity reaches 0.5)."""
+    origins: Optional[Tensor] = None
+    """(h, w, 3) ray origins."""
+    directions: Optional[Tensor] = None
+    """(h, w, 3) unit ray directions: ``points = origins + directions * depth``."""
 
 
 def make_camera(c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Cameras:
@@ -72,4 +78,7 @@ class MapRenderer:
             points=points,
             K=np.asarray(K, dtype=np.float64),
             descriptor=outputs.get("descriptor"),
+            expected_depth=outputs.get("expected_depth"),
+            origins=bundle.origins,
+            directions=bundle.directions,
         )

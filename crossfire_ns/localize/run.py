@@ -80,8 +80,7 @@ def localize_queries(
     console = console or CONSOLE
     if map_localizer is None:
         map_localizer = MapLocalizer(crossfire_map, matcher, retrieval=retrieval, max_image_side=max_image_side)
-    if prior in ("retrieval", "sequential"):
-        map_localizer.warm_up()  # the retrieval index, built once, before the progress bar starts
+    map_localizer.warm_up()  # the retrieval index and the map index, built once, before the progress bar starts
     sequence = f"localize_queries-{id(queries)}" if prior == "sequential" else None
     results: List[QueryResult] = []
     warned = False
@@ -135,6 +134,8 @@ def _fill(result: QueryResult, answer: Localization, query: QueryImage) -> None:
     """Copy an answer into the query's result, scored against its ground truth when it has some."""
     result.status = answer.status
     result.message, result.num_matches, result.num_renders = answer.message, answer.num_matches, answer.num_renders
+    result.seconds_retrieval, result.seconds_coarse = answer.seconds_retrieval, answer.seconds_coarse
+    result.seconds_refine, result.confidence = answer.seconds_refine, answer.confidence
     if answer.localized:
         result.c2w, result.num_inliers = answer.c2w, answer.num_inliers
         result.reprojection_error_px = answer.reprojection_error_px

@@ -58,7 +58,7 @@ class Serve:
         except CrossfireInputError as err:
             CONSOLE.print(f"[bold red]ns-localize-server: {err}")
             return 2
-        localizer.warm_up()  # the retrieval index, so that the first request does not wait for it
+        localizer.warm_up()  # the retrieval and map indexes, so that the first request does not wait for them
         app = create_app(localizer, self.max_upload_bytes, self.queue_size)
         CONSOLE.print(f"Serving {self.load_config} on http://{self.host}:{self.port} (POST /localize, GET /map, /docs)")
         uvicorn.run(app, host=self.host, port=self.port, log_level="info")

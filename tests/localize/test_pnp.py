@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from crossfire_ns.geometry import backproject, pose_errors
-from crossfire_ns.localize.pnp import PnPResult, solve_pnp_ransac
+from crossfire_ns.localize.pnp import PnPResult, solve_pnp_poselib, solve_pnp_ransac
 
 K = np.array([[300.0, 0.0, 160.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]])
 WIDTH, HEIGHT = 320, 240
@@ -83,3 +83,34 @@ def test_pure_noise_is_not_a_success():
 def test_mismatched_lengths():
     result = solve_pnp_ransac(np.zeros((10, 3)), np.zeros((9, 2)), K)
     assert not result.success and "9" in result.message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_poselib_recovers_pose_with_outliers_and_noise(seed):
+    points3d, points2d, R, t, outliers = synthetic(300, 0.5, 0.5, seed)
+    result = solve_pnp_poselib(points3d, points2d, K, reprojection_threshold_px=3.0, image_size=(WIDTH, HEIGHT))
+    assert result.success, result.message
+    t_err, r_err = pose_errors(result.R, result.t, R, t)
+    assert r_err < 0.2 and t_err < 0.02
+    assert result.num_inliers == int(result.inliers.sum())
+    assert (result.inliers & ~outliers).sum() >= 0.97 * (~outliers).sum()
+    assert (result.inliers & outliers).sum() <= 3
+
+
+def test_poselib_noise_free_is_exact_and_agrees_with_opencv():
+    points3d, points2d, R, t, _ = synthetic(60, 0.0, 0.0, 3)
+    result = solve_pnp_poselib(points3d, points2d, K)
+    t_err, r_err = pose_errors(result.R, result.t, R, t)
+    assert result.success and result.num_inliers == 60
+    assert r_err < 1e-5 and t_err < 1e-6
+
+
+def test_poselib_refuses_bad_input_with_a_reason():
+    points3d, points2d, *_ = synthetic(8, 0.0, 0.0, 4)
+    assert not solve_pnp_poselib(points3d, points2d, K, min_inliers=12).success
+    assert "too few" in solve_pnp_poselib(points3d, points2d, K, min_inliers=12).message
+    assert "2D points" in solve_pnp_poselib(points3d, points2d[:5], K).message
+    random2d = np.random.default_rng(0).uniform([0, 0], [WIDTH, HEIGHT], (200, 2))
+    random3d = np.random.default_rng(1).uniform(-1, 1, (200, 3)) + [0, 0, 4]
+    result = solve_pnp_poselib(random3d, random2d, K, reprojection_threshold_px=1.0, min_inliers=30)
+    assert not result.success

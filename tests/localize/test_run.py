@@ -25,11 +25,20 @@ def test_results_in_memory_on_a_loaded_map(loaded, bundled_scene, tmp_path, monk
     results = localize_queries(loaded, queries, FAST)
     assert [r.file_path for r in results] == [q.file_path for q in queries]
     assert all(r.status in ("localized", "failed") and r.has_gt for r in results)
-    assert all(r.num_renders >= 1 for r in results)
+    assert all(r.num_renders == 0 for r in results)  # the index path renders nothing per query
+    assert all(r.seconds_coarse > 0 and r.seconds_retrieval > 0 for r in results)
+    assert all(r.seconds >= r.seconds_retrieval + r.seconds_coarse + r.seconds_refine for r in results)
     for r in results:
         if r.status == "localized":
             assert r.c2w.shape == (4, 4) and r.t_err is not None  # original frame, scored against ground truth
     assert list(tmp_path.iterdir()) == []  # writing is a separate step
+
+
+def test_the_render_path_counts_its_renders(loaded, bundled_scene):
+    queries, _ = load_query_set(bundled_scene / "queries")
+    render_path = CrossfireMatcherConfig(coarse="render", top_k=1, iterations=1, refine_iterations=0)
+    results = localize_queries(loaded, queries[:2], render_path)
+    assert all(r.num_renders >= 1 and r.seconds_coarse > 0 for r in results)
 
 
 def test_the_retrieval_index_is_built_once_per_map(loaded, bundled_scene):

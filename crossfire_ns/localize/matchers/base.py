@@ -10,7 +10,7 @@ baselines implement ``estimate`` directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Type
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 import numpy as np
 from nerfstudio.configs.base_config import InstantiateConfig
@@ -32,12 +32,16 @@ class PoseEstimate:
     render_seconds: float = 0.0
     history: List[int] = field(default_factory=list)
     """Inlier counts of every round, for diagnosis."""
+    seconds_retrieval: float = 0.0
+    """Time spent choosing the priors (set by the caller that retrieved them)."""
     seconds_coarse: float = 0.0
     """Time spent finding the coarse pose."""
     seconds_refine: float = 0.0
     """Time spent refining it (and on the final estimate)."""
     confidence: float = float("nan")
     """How sure the method is that the pose is right (0..1 where the method estimates it; NaN otherwise)."""
+    diagnostics: Dict[str, Any] = field(default_factory=dict)
+    """Method-specific figures behind the estimate (for calibration and reports)."""
 
 
 @dataclass
@@ -60,10 +64,17 @@ class MatcherConfig(InstantiateConfig):
 class Matcher:
     """One localization method on one map."""
 
+    crossfire_map = None
+    """The loaded map (``crossfire_ns.map.CrossfireMap``), for methods that read more than renders (the map index);
+    set by ``Localizer``."""
+
     def __init__(self, config: MatcherConfig, model, renderer: MapRenderer) -> None:
         self.config = config
         self.model = model
         self.renderer = renderer
+
+    def warm_up(self) -> None:
+        """Build what the first query would otherwise wait for (nothing by default)."""
 
     def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
         """Pose of ``image`` (H, W, 3 uint8, undistorted) with intrinsics ``K`` from ``priors`` (4x4 c2w, normalised

@@ -9,13 +9,17 @@ sub-pixel precision. Pixel coordinates follow nerfstudio's convention (pixel cen
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Literal, Type
+from typing import List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w
+from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, map_index, project
+from crossfire_ns.localize.matchers.base import PoseEstimate
 from crossfire_ns.localize.matchers.feature import (
     MIN_ACCUMULATION,
     Correspondences,
@@ -23,9 +27,12 @@ from crossfire_ns.localize.matchers.feature import (
     FeatureMatcherConfig,
 )
 from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
+from crossfire_ns.localize.pnp import PnPResult, solve_pnp_poselib, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
 
 DescriptorSource = Literal["field", "rendered-rgb"]
+CoarseStage = Literal["index", "render"]
+Solver = Literal["poselib", "opencv"]
 
 MIN_TEXTURE = 2.0 / 255.0
 """Query pixels whose 5x5 grey-level standard deviation is below this are not matched."""
@@ -52,6 +59,31 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     guided_radius_px: int = 6
     """Refinement rounds search each rendered pixel's match only within this many query pixels of where the
     current estimate puts it (sub-pixel peak); 0: global mutual nearest neighbours."""
+    coarse: CoarseStage = "index"
+    """index: match the query against the map index's cells of the training views nearest each prior (no render:
+    the index is built once per map and stored beside it), refine against the index's cells at the estimate; render:
+    the render-match-PnP rounds at each prior (``iterations``, ``render_width``)."""
+    index: MapIndexConfig = field(default_factory=MapIndexConfig)
+    """How the map index is built (index coarse stage)."""
+    views_per_prior: int = 1
+    """Index views matched per prior (its nearest training views): retrieval priors are training views already."""
+    early_exit_inliers: int = 80
+    """Index coarse stage: stop trying further priors once a hypothesis has this many inliers..."""
+    early_exit_ratio: float = 0.5
+    """...and this share of its view's matches as inliers."""
+    index_refine_views: int = 4
+    """Index refinement: the training views nearest the coarse estimate whose cells are matched, guided, in the query."""
+    index_refine_radius_px: Tuple[float, ...] = (6.0, 3.0)
+    """Index refinement rounds: each searches a cell's match within this many query pixels of where the current
+    estimate projects its 3D point (sub-pixel peak), then re-solves the pose."""
+    render_refinements: int = 0
+    """Index path: render-match-PnP rounds at the query's resolution after the index refinement (each costs one
+    render; ``guided_radius_px``, ``refine_reprojection_threshold_px``); 0: none."""
+    min_confidence: float = 0.0
+    """Index path: a pose whose confidence (see ``CrossfireMatcher.confidence``) is below this is reported as failed:
+    a wrong pose reported as localized is worse than an honest failure."""
+    solver: Solver = "poselib"
+    """PnP of the index path: poselib (LO-RANSAC with robust refinement) or opencv (RANSAC P3P, then LM)."""
 
     @property
     def renders_descriptors(self) -> bool:
@@ -80,6 +112,182 @@ class CrossfireMatcher(FeatureMatcher):
     @property
     def refine_radius_px(self) -> int:  # type: ignore[override]
         return self.config.guided_radius_px
+
+    # ------------------------------------------------------------------ the index path
+
+    def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
+        if self.config.coarse == "render" or self.crossfire_map is None:
+            return super().estimate(image, K, priors)
+        return self._estimate_from_index(image, K, priors)
+
+    def _pnp(self, points3d, points2d, K, threshold_px: float, image_shape) -> PnPResult:
+        config = self.config
+        if config.solver == "opencv":
+            result = solve_pnp_ransac(
+                points3d, points2d, K, reprojection_threshold_px=threshold_px,
+                iterations=config.ransac_iterations, min_inliers=config.min_inliers,
+            )  # fmt: skip
+        else:
+            result = solve_pnp_poselib(
+                points3d, points2d, K, reprojection_threshold_px=threshold_px, iterations=config.ransac_iterations,
+                min_inliers=config.min_inliers, image_size=(image_shape[1], image_shape[0]),
+            )  # fmt: skip
+        if result.success and result.num_inliers < config.min_inlier_ratio * len(points3d):
+            result.success = False
+            result.message = (
+                f"only {result.num_inliers} of {len(points3d)} matches are PnP inliers "
+                f"(< {config.min_inlier_ratio:.0%}): the pose is unreliable"
+            )
+        return result
+
+    def index(self) -> MapIndex:
+        """The map index (loaded from beside the map, or built and stored there once)."""
+        return map_index(self.crossfire_map, self.config.index)
+
+    def warm_up(self) -> None:
+        if self.config.coarse == "index" and self.crossfire_map is not None:
+            self.index()
+
+    def _query_cells(self, query: dict, cell: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The query's features pooled to index-sized cells: ((M, D) descriptors of textured cells, (M, 2) pixels)."""
+        if "cells" not in query or query["cells"][0] != cell:
+            full = query["feature_map"]  # (D, H, W), zero where untextured
+            height, width = full.shape[1:]
+            h, w = height // cell, width // cell
+            pooled = F.avg_pool2d(full[None, :, : h * cell, : w * cell], cell)[0]
+            norm = pooled.norm(dim=0)
+            keep = (norm > 0.5).reshape(-1)
+            descriptors = F.normalize(pooled, dim=0).reshape(pooled.shape[0], -1).T[keep].contiguous()
+            pixels = _cell_centres(h, w, float(cell))[keep.cpu()]
+            query["cells"] = (cell, descriptors, pixels)
+        return query["cells"][1], query["cells"][2]
+
+    def _estimate_from_index(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
+        config = self.config
+        start = time.perf_counter()
+        index = self.index()
+        query = self.prepare_query(image)
+        views: List[int] = []
+        for prior in list(priors)[: config.top_k]:
+            for view in index.nearest_views(prior, config.views_per_prior):
+                if view not in views:
+                    views.append(view)
+        best: Optional[Tuple[PnPResult, int, int]] = None
+        history: List[int] = []
+        reason = "no prior given"
+        for view in views:
+            cells = index.views[view]
+            # a cell covers the same part of the scene in the query as in the view (queries come at about the
+            # training focal length, see api.MapLocalizer.max_side_for)
+            cell = max(1, int(round(float(index.cell_px[view]) * K[0, 0] / float(index.Ks[view][0, 0]))))
+            descriptors, pixels = self._query_cells(query, cell)
+            idx_v, idx_q, _ = mutual_nearest_neighbours(cells.descriptors, descriptors.cpu(), config.min_similarity)
+            points3d = cells.points[idx_v].numpy().astype(np.float64)
+            points2d = pixels[idx_q].numpy().astype(np.float64)
+            result = self._pnp(points3d, points2d, K, config.reprojection_threshold_px, image.shape)
+            history.append(result.num_inliers)
+            if not result.success:
+                reason = result.message
+                continue
+            if best is None or result.num_inliers > best[0].num_inliers:
+                best = (result, len(points3d), view)
+            if result.num_inliers >= config.early_exit_inliers and result.num_inliers >= config.early_exit_ratio * len(
+                points3d
+            ):
+                break
+        coarse_seconds = time.perf_counter() - start
+        if best is None:
+            return PoseEstimate(False, message=reason, history=history, seconds_coarse=coarse_seconds)
+        result, num_matches, _ = best
+        coarse_ratio = result.num_inliers / max(1, num_matches)
+        c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
+        refine_start = time.perf_counter()
+        estimate = PoseEstimate(
+            True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized", history=history
+        )
+        diagnostics = {
+            "views_tried": len(history),
+            "coarse_inliers": result.num_inliers,
+            "coarse_matches": num_matches,
+            "coarse_ratio": coarse_ratio,
+        }
+        for radius in config.index_refine_radius_px:
+            refined, num, projected = self._refine_on_index(index, query, K, estimate.c2w, radius, image.shape)
+            history.append(refined.num_inliers)
+            diagnostics.update(
+                refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
+                refine_ratio=refined.num_inliers / max(1, num), refine_coverage=num / max(1, projected),
+            )  # fmt: skip
+            if not refined.success:
+                estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {refined.message}")
+                break
+            estimate = PoseEstimate(
+                True, opencv_w2c_to_opengl_c2w(refined.R, refined.t), refined.num_inliers, num,
+                refined.reprojection_error_px, "localized",
+            )  # fmt: skip
+        if estimate.success:
+            for _ in range(config.render_refinements):
+                rendered, num = self._round(
+                    query, image.shape, K, estimate.c2w, image.shape[1], self.refine_radius_px,
+                    config.refine_reprojection_threshold_px,
+                )  # fmt: skip
+                history.append(rendered.num_inliers)
+                if not rendered.success:
+                    estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {rendered.message}")
+                    break
+                estimate = PoseEstimate(
+                    True, opencv_w2c_to_opengl_c2w(rendered.R, rendered.t), rendered.num_inliers, num,
+                    rendered.reprojection_error_px, "localized",
+                )  # fmt: skip
+        if estimate.success:
+            change = estimate.c2w[:3, :3].T @ c2w[:3, :3]
+            diagnostics["refine_rotation_deg"] = float(
+                np.degrees(np.arccos(np.clip((np.trace(change) - 1) / 2, -1, 1)))
+            )
+        estimate.history = history
+        estimate.seconds_coarse = coarse_seconds
+        estimate.seconds_refine = time.perf_counter() - refine_start
+        estimate.confidence = self.confidence(diagnostics)
+        estimate.diagnostics = diagnostics
+        if estimate.success and estimate.confidence < config.min_confidence:
+            estimate = PoseEstimate(
+                False, num_matches=estimate.num_matches, history=history, seconds_coarse=coarse_seconds,
+                seconds_refine=estimate.seconds_refine, confidence=estimate.confidence, diagnostics=diagnostics,
+                message=f"low confidence {estimate.confidence:.2f} < {config.min_confidence:.2f}: the pose is unreliable",
+            )  # fmt: skip
+        return estimate
+
+    @staticmethod
+    def confidence(diagnostics: dict) -> float:
+        """How sure the index path is of its pose, from its figures: the share of the coarse stage's global matches
+        (pose-independent, unlike guided ones) that the pose explains."""
+        return float(diagnostics.get("coarse_ratio", float("nan")))
+
+    def _refine_on_index(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape):
+        """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them."""
+        height, width = image_shape[:2]
+        points, descriptors = [], []
+        for view in index.nearest_views(c2w, self.config.index_refine_views):
+            points.append(index.views[view].points)
+            descriptors.append(index.views[view].descriptors)
+        points3d = torch.cat(points).numpy().astype(np.float64)
+        pixels, _, in_front = project(points3d, c2w, K)
+        margin = radius + 1
+        inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < width - margin)
+        inside &= (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
+        keep = np.flatnonzero(inside)
+        if len(keep) == 0:
+            return PnPResult(False, message="no index cell projects into the query at the estimate"), 0, 0
+        rendered = torch.cat(descriptors)[torch.from_numpy(keep)]
+        expected = torch.from_numpy(pixels[keep]).float()
+        found, xy, _ = guided_matches(
+            rendered, expected, query["feature_map"].cpu(), int(np.ceil(radius)), self.config.min_similarity
+        )
+        points3d = points3d[keep][found.numpy()]
+        result = self._pnp(
+            points3d, xy.numpy().astype(np.float64), K, self.config.refine_reprojection_threshold_px, image_shape
+        )
+        return result, len(points3d), len(keep)
 
     @torch.no_grad()
     def rendered_descriptors(self, view: RenderedView, query: dict) -> torch.Tensor:

@@ -1,0 +1,125 @@
+"""Calibrating "localized": which of the index path's figures separate right poses from wrong ones.
+
+Step 1 (``collect``) localizes query folders with ground truth with the confidence check switched off and writes, per
+query, the pose error and every figure the method reports (``Localization.diagnostics``). Step 2 (``report``) reads
+such files and, per figure, prints the range over right poses (within 2 deg and 2% of the scene) and over wrong ones
+(beyond 5 deg or 5%), and the threshold that rejects every wrong pose while keeping most right ones. Thresholds are
+chosen on the bundled scene and fern only (the calibration split); held-out scenes are for reporting.
+
+    python -m benchmarks.confidence collect --load-config RUN/config.yml --query-dirs Q1 Q2 --output O.csv
+    python -m benchmarks.confidence report O1.csv O2.csv
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+from crossfire_ns.io.atomic import write_csv_atomic
+
+CONSOLE = Console(width=140)
+
+RIGHT = (2.0, 0.02)
+"""A right pose: rotation within 2 deg and camera centre within 2% of the scene's camera extent."""
+WRONG = (5.0, 0.05)
+"""A wrong pose: rotation beyond 5 deg or camera centre beyond 5% of the extent."""
+
+
+@dataclass
+class Collect:
+    """Localize query folders (with ground truth) and write each query's error and figures."""
+
+    load_config: Path
+    """config.yml of the map."""
+    query_dirs: List[Path]
+    """Query folders with transforms.json (ground truth)."""
+    output: Path
+    """CSV to write (one row per query)."""
+    label: str = ""
+    """Scene label written in every row (default: the map's experiment folder)."""
+
+    def main(self) -> None:
+        from crossfire_ns.geometry import c2w_pose_errors
+        from crossfire_ns.io.queries import load_query_set, read_query_image
+        from crossfire_ns.localize.api import MapLocalizer
+        from crossfire_ns.localize.matchers import CrossfireMatcherConfig
+        from crossfire_ns.map import load_map
+
+        crossfire_map = load_map(self.load_config)
+        extent = crossfire_map.camera_extent()
+        matcher = replace(CrossfireMatcherConfig(), min_confidence=0.0)
+        localizer = MapLocalizer(crossfire_map, matcher)
+        localizer.warm_up()
+        rows = []
+        for query_dir in self.query_dirs:
+            queries, _ = load_query_set(query_dir)
+            for q in queries:
+                answer = localizer.localize(read_query_image(q), K=q.K)
+                t_err, r_err = c2w_pose_errors(answer.c2w, q.c2w_gt) if answer.localized else (np.inf, np.inf)
+                rows.append(
+                    {
+                        "scene": self.label or self.load_config.parent.parent.parent.name,
+                        "folder": query_dir.name,
+                        "file_path": q.file_path,
+                        "status": answer.status,
+                        "r_err": r_err,
+                        "t_rel": t_err / extent,
+                        "seconds": answer.seconds,
+                        **answer.diagnostics,
+                    }
+                )
+                CONSOLE.print(f"{query_dir.name}/{q.file_path}: {answer.status} r={r_err:.3f} {answer.diagnostics}")
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        write_csv_atomic(self.output, rows, fieldnames=names)
+
+
+@dataclass
+class Report:
+    """Per figure: its range over right and wrong poses, and the threshold that rejects every wrong one."""
+
+    files: List[Path] = field(default_factory=list)
+    """CSV files written by ``collect``."""
+
+    def main(self) -> Dict:
+        rows = [row for f in self.files for row in csv.DictReader(open(f))]
+        rows = [r for r in rows if r["status"] == "localized"]
+        r_err = np.array([float(r["r_err"]) for r in rows])
+        t_rel = np.array([float(r["t_rel"]) for r in rows])
+        right = (r_err <= RIGHT[0]) & (t_rel <= RIGHT[1])
+        wrong = (r_err > WRONG[0]) | (t_rel > WRONG[1])
+        CONSOLE.print(f"{len(rows)} localized: {int(right.sum())} right, {int(wrong.sum())} wrong, rest in between")
+        table = Table(title="Figures of right vs wrong poses (higher is better for all but *_rotation_deg)")
+        for col in ("figure", "right min", "right median", "wrong max", "wrong median", "threshold", "right kept"):
+            table.add_column(col)
+        out = {}
+        skip = {"scene", "folder", "file_path", "status", "r_err", "t_rel", "seconds"}
+        for name in [k for k in rows[0] if k not in skip] if rows else []:
+            values = np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
+            sign = -1.0 if name.endswith("_deg") else 1.0
+            v = sign * values
+            good, bad = v[right & np.isfinite(v)], v[wrong & np.isfinite(v)]
+            threshold = float(np.max(bad)) if len(bad) else float("-inf")
+            kept = float(np.mean(good > threshold)) if len(good) else float("nan")
+            out[name] = {"threshold": sign * threshold, "right_kept": kept}
+            table.add_row(
+                name, f"{sign * (good.min() if len(good) else np.nan):.3g}", f"{sign * np.median(good):.3g}" if len(good) else "-",
+                f"{sign * (bad.max() if len(bad) else np.nan):.3g}", f"{sign * np.median(bad):.3g}" if len(bad) else "-",
+                f"{sign * threshold:.3g}", f"{kept:.0%}",
+            )  # fmt: skip
+        CONSOLE.print(table)
+        return out
+
+
+def entrypoint() -> None:
+    tyro.extras.subcommand_cli_from_dict({"collect": Collect, "report": Report}).main()
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,182 @@
+"""Error budget of the index path on a generated scene whose geometry is exact (``crossfire-make-scene --write-depth``).
+
+Three questions, each against the truth:
+
+1. **Depth**: how far the map's rendered distance (median and expected) is from the true distance at the cells of
+   the training views, for every cell the radiance field covers, after the texture and depth-edge filters, and for
+   the cells the neighbour-view check trusts (what the index keeps); near true depth edges and away from them.
+2. **Matches**: the reprojection residuals, under the true query pose, of the query's index matches.
+3. **Solver**: the pose error when the index path starts from the true pose (what depth and matches alone cost).
+
+    python -m benchmarks.error_budget --load-config RUN/config.yml --scene SCENE_DIR
+
+Writes nothing but the printed tables (and ``--output-json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+from crossfire_ns.io.atomic import write_json_atomic
+from crossfire_ns.localize.map_index import (
+    MapIndexConfig,
+    confirmed_by_neighbours,
+    depth_edges,
+    describe_view,
+    project,
+)
+from crossfire_ns.localize.render import MapRenderer
+
+CONSOLE = Console(width=120)
+
+
+@dataclass
+class ErrorBudget:
+    """Measure depth, match and solver error of the index path against a generated scene's exact geometry."""
+
+    load_config: Path
+    """config.yml of a map trained on the scene."""
+    scene: Path
+    """The generated scene (transforms.json, scene.json with depth/, queries/)."""
+    views: int = 12
+    """Training views whose depth is checked (evenly spread; each costs one render at cell resolution)."""
+    output_json: Optional[Path] = None
+    """Also write the figures here."""
+
+    def main(self) -> Dict:
+        from crossfire_ns.map import load_map
+
+        crossfire_map = load_map(self.load_config)
+        scene = json.loads((self.scene / "scene.json").read_text())
+        if "depth" not in scene:
+            raise SystemExit(f"{self.scene}/scene.json lists no depth: generate it with --write-depth")
+        figures = {"depth": self.depth_budget(crossfire_map, scene)}
+        figures["matches"] = self.match_budget(crossfire_map)
+        if self.output_json:
+            write_json_atomic(self.output_json, figures)
+        return figures
+
+    def _true_distance(self, crossfire_map, index: int, raw) -> np.ndarray:
+        """(h, w) true distance from the camera centre of each cell's ray (normalised units), from the z-depth."""
+        name = Path(crossfire_map.train_dataset._dataparser_outputs.image_filenames[index]).stem
+        z = np.load(self.scene / "depth" / f"{name}.npy").astype(np.float64)
+        cell = int(raw.cell)
+        h, w = raw.distance.shape
+        z = z[: h * cell, : w * cell].reshape(h, cell, w, cell).mean(axis=(1, 3))
+        ys, xs = np.mgrid[0:h, 0:w] + 0.5
+        K = raw.K
+        ray = np.sqrt(((xs - K[0, 2]) / K[0, 0]) ** 2 + ((ys - K[1, 2]) / K[1, 1]) ** 2 + 1.0)
+        return z * ray * crossfire_map.scale
+
+    def depth_budget(self, crossfire_map, scene) -> Dict:
+        renderer = MapRenderer(crossfire_map.model)
+        num = len(crossfire_map.train_dataset)
+        chosen = sorted({int(round(i)) for i in np.linspace(0, num - 1, min(self.views, num))})
+        out: Dict[str, Dict] = {}
+        for estimator in ("median", "expected"):
+            config = MapIndexConfig(depth=estimator)
+            raw = [describe_view(crossfire_map, renderer, i, config) for i in range(num)]
+            confirmed = confirmed_by_neighbours(raw, np.asarray(crossfire_map.train_c2w), config)
+            groups: Dict[str, List[np.ndarray]] = {
+                "covered": [],
+                "filtered": [],
+                "trusted": [],
+                "edges": [],
+                "flat": [],
+            }
+            for i in chosen:
+                truth = self._true_distance(crossfire_map, i, raw[i])
+                error = np.abs(raw[i].distance - truth) / truth
+                covered = np.isfinite(error)
+                true_edge = depth_edges(truth, config.max_depth_step)
+                groups["covered"].append(error[covered])
+                groups["filtered"].append(error[raw[i].keep])
+                groups["trusted"].append(error[raw[i].keep & confirmed[i]])
+                groups["edges"].append(error[covered & true_edge])
+                groups["flat"].append(error[covered & ~true_edge])
+            out[estimator] = {k: _stats(np.concatenate(v)) for k, v in groups.items()}
+        table = Table(title=f"Rendered distance vs truth ({len(chosen)} training views), relative error")
+        for col in ("depth", "cells", "count", "median", "p90", "share > 5%"):
+            table.add_column(col)
+        for estimator, rows in out.items():
+            for name, s in rows.items():
+                table.add_row(
+                    estimator, name, str(s["count"]), f"{s['median']:.2%}", f"{s['p90']:.2%}", f"{s['over_5pct']:.1%}"
+                )
+        CONSOLE.print(table)
+        return out
+
+    def match_budget(self, crossfire_map) -> Dict:
+        """Residuals of the query's index matches under the true pose, and the pose from the true pose as prior."""
+        from crossfire_ns.geometry import c2w_pose_errors
+        from crossfire_ns.io.queries import load_query_set, read_query_image
+        from crossfire_ns.localize.api import MapLocalizer
+        from crossfire_ns.localize.matchers import CrossfireMatcherConfig
+
+        out = {}
+        for estimator in ("median", "expected"):
+            matcher = CrossfireMatcherConfig(index=replace(MapIndexConfig(), depth=estimator))
+            localizer = MapLocalizer(crossfire_map, matcher)
+            queries, _ = load_query_set(self.scene / "queries")
+            residuals, from_truth, from_retrieval = [], [], []
+            for q in queries:
+                image = read_query_image(q)
+                truth = crossfire_map.to_normalized(q.c2w_gt)
+                m = localizer.localizer.matcher
+                index = m.index()
+                query = m.prepare_query(image)
+                view = index.nearest_views(truth, 1)[0]
+                cells = index.views[view]
+                pixels, _, front = project(cells.points.numpy().astype(np.float64), truth, q.K)
+                from crossfire_ns.localize.matching import mutual_nearest_neighbours
+
+                descriptors, qpix = m._query_cells(query, int(index.cell_px[view]))
+                iv, iq, _ = mutual_nearest_neighbours(cells.descriptors, descriptors, matcher.min_similarity)
+                r = np.linalg.norm(pixels[iv.numpy()] - qpix[iq].numpy(), axis=1)
+                residuals.append(r)
+                a = localizer.localize(image, K=q.K, prior=q.c2w_gt)
+                from_truth.append(c2w_pose_errors(a.c2w, q.c2w_gt) if a.localized else (np.inf, np.inf))
+                b = localizer.localize(image, K=q.K)
+                from_retrieval.append(c2w_pose_errors(b.c2w, q.c2w_gt) if b.localized else (np.inf, np.inf))
+            r = np.concatenate(residuals)
+            out[estimator] = {
+                "match_residual_px": {"median": float(np.median(r)), "share_within_2px": float(np.mean(r <= 2)),
+                                      "share_within_4px": float(np.mean(r <= 4)), "count": int(len(r))},
+                "from_truth": _pose_stats(from_truth),
+                "from_retrieval": _pose_stats(from_retrieval),
+            }  # fmt: skip
+            CONSOLE.print(f"[bold]{estimator} depth[/]: {json.dumps(out[estimator])}")
+        return out
+
+
+def _stats(error: np.ndarray) -> Dict:
+    if len(error) == 0:
+        return {"count": 0, "median": float("nan"), "p90": float("nan"), "over_5pct": float("nan")}
+    return {
+        "count": int(len(error)),
+        "median": float(np.median(error)),
+        "p90": float(np.percentile(error, 90)),
+        "over_5pct": float(np.mean(error > 0.05)),
+    }
+
+
+def _pose_stats(errors) -> Dict:
+    t = np.array([e[0] for e in errors])
+    r = np.array([e[1] for e in errors])
+    return {"median_t": float(np.median(t)), "median_r_deg": float(np.median(r)), "max_r_deg": float(np.max(r))}
+
+
+def entrypoint() -> None:
+    tyro.cli(ErrorBudget).main()
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,335 @@
+"""The map index: what localization needs of every training view, computed once per map and stored beside it.
+
+Per training view, on a grid of cells (``cell_px`` training pixels each): the scene CNN's features of the real
+training image, pooled to the cells; the 3D point of each cell from depth rendered once at that view; and whether
+that point has earned trust: enough accumulated opacity, texture to match, not on a depth edge (where a rendered
+depth mixes two surfaces) and, above all, its depth confirmed by a neighbouring training view's rendered depth
+(rendered depth is often wrong where the radiance field is not sure, and a wrong 3D point gives a consistent but
+biased pose). The coarse stage matches a query against these cells without rendering anything.
+
+The index is written as ``crossfire_index.pt`` beside the map's config.yml and rebuilt, with a message, when the
+checkpoint or the index settings change.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.progress import track
+
+from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c, scale_intrinsics
+from crossfire_ns.localize.render import MapRenderer
+
+INDEX_VERSION = 1
+"""Bumped whenever what an index holds, or how it is computed, changes (older files are rebuilt)."""
+
+INDEX_FILE = "crossfire_index.pt"
+"""File name of the stored index, beside the map's config.yml."""
+
+MIN_TEXTURE = 2.0 / 255.0
+"""Cells whose grey-level standard deviation (5x5 training pixels) is below this are never matched."""
+
+
+@dataclass
+class MapIndexConfig:
+    """How the index is built; a change of any value rebuilds the stored index."""
+
+    cell_px: int = 2
+    """Side of a cell in training-image pixels: features are average-pooled and depth rendered at 1 / cell_px of the
+    training resolution (4x fewer rays to render and cells to match at 2 than at 1)."""
+    max_cells: int = 6000
+    """Cells per view at most: ``cell_px`` grows for large training images until a view has no more than this."""
+    depth: Literal["median", "expected"] = "median"
+    """Which rendered depth lifts a cell to 3D: nerfacto's median depth (where accumulated opacity reaches 0.5) or
+    the expected depth (the weights' mean: smooth, but pulled between surfaces at edges and by floaters)."""
+    min_accumulation: float = 0.9
+    """Cells whose rays accumulate less opacity see through the map (sky, unseen space): dropped."""
+    max_depth_step: float = 0.05
+    """A cell whose depth differs from a 4-neighbour's by more than this share of its depth lies on a depth edge:
+    dropped (its point mixes the two surfaces)."""
+    consistency: float = 0.03
+    """A cell is kept only if, in at least one of ``num_neighbours`` overlapping training views, the rendered depth
+    where its point projects agrees with the point's distance within this share; 0 keeps all."""
+    num_neighbours: int = 4
+    """Training views (most overlapping first) asked to confirm each view's depth."""
+
+
+@dataclass
+class ViewCells:
+    """The trusted cells of one training view."""
+
+    descriptors: torch.Tensor
+    """(M, D) float32, L2-normalised CNN features of the real image."""
+    points: torch.Tensor
+    """(M, 3) float32, 3D points (normalised frame)."""
+    pixels: torch.Tensor
+    """(M, 2) float32, cell centres in training-image pixels (pixel centres at +0.5)."""
+
+
+@dataclass
+class MapIndex:
+    """Every training view's trusted cells, with the views' poses and intrinsics (normalised frame)."""
+
+    c2ws: np.ndarray
+    """(N, 4, 4) camera-to-world, OpenGL, normalised frame."""
+    Ks: np.ndarray
+    """(N, 3, 3) intrinsics of the training images (full resolution)."""
+    sizes: np.ndarray
+    """(N, 2) training image (width, height)."""
+    cell_px: np.ndarray
+    """(N,) cell side of each view, in its training pixels."""
+    views: List[ViewCells]
+    key: Dict[str, Any] = field(default_factory=dict)
+    """What the index was built from (checkpoint, settings, version): a stored index with another key is rebuilt."""
+    stats: Dict[str, Any] = field(default_factory=dict)
+    """Build time, cells kept and dropped by reason."""
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def nearest_views(self, c2w: np.ndarray, k: int) -> List[int]:
+        """The k training views whose pose is closest to ``c2w`` (normalised frame): camera-centre distance in units
+        of the views' spacing plus the angle between the viewing directions (1 per 30 degrees)."""
+        centres = self.c2ws[:, :3, 3]
+        forward = -self.c2ws[:, :3, 2]
+        c2w = np.asarray(c2w, dtype=np.float64)
+        distance = np.linalg.norm(centres - c2w[:3, 3], axis=1)
+        spacing = float(np.median(np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1]))
+        angle = np.degrees(np.arccos(np.clip(forward @ (-c2w[:3, 2]), -1.0, 1.0)))
+        score = distance / max(spacing, 1e-9) + angle / 30.0
+        return [int(i) for i in np.argsort(score, kind="stable")[:k]]
+
+    def save(self, path: Path) -> None:
+        """Write atomically (a crash leaves the old file or none, never half of one)."""
+        path = Path(path)
+        payload = {
+            "key": self.key,
+            "stats": self.stats,
+            "c2ws": torch.from_numpy(self.c2ws),
+            "Ks": torch.from_numpy(self.Ks),
+            "sizes": torch.from_numpy(self.sizes),
+            "cell_px": torch.from_numpy(self.cell_px),
+            "views": [
+                {"descriptors": v.descriptors.half(), "points": v.points, "pixels": v.pixels} for v in self.views
+            ],
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: Path) -> "MapIndex":
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        views = [
+            ViewCells(v["descriptors"].float(), v["points"].float(), v["pixels"].float()) for v in payload["views"]
+        ]
+        return cls(
+            payload["c2ws"].numpy(), payload["Ks"].numpy(), payload["sizes"].numpy(), payload["cell_px"].numpy(), views,
+            payload["key"],
+            payload.get("stats", {}),
+        )  # fmt: skip
+
+
+def _local_std(grey: torch.Tensor) -> torch.Tensor:
+    """(1, 1, H, W) grey image -> its 5x5 standard deviation, same shape."""
+    mean = F.avg_pool2d(grey, 5, 1, 2, count_include_pad=False)
+    return (F.avg_pool2d(grey.square(), 5, 1, 2, count_include_pad=False) - mean.square()).clamp(min=0).sqrt()
+
+
+def cell_size(width: int, height: int, config: MapIndexConfig) -> int:
+    """The cell side (training pixels) for an image: ``cell_px``, larger when the image would exceed ``max_cells``."""
+    cell = max(1, int(config.cell_px))
+    while (width // cell) * (height // cell) > config.max_cells:
+        cell += 1
+    return cell
+
+
+def project(points: np.ndarray, c2w: np.ndarray, K: np.ndarray):
+    """(M, 3) world points -> ((M, 2) pixels, (M,) distance from the camera centre, (M,) in front) for an OpenGL
+    camera-to-world and K (pixel centres at +0.5)."""
+    R, t = opengl_c2w_to_opencv_w2c(c2w)
+    cam = points @ R.T + t
+    z = cam[:, 2]
+    safe = np.where(np.abs(z) > 1e-9, z, 1e-9)
+    pixels = cam[:, :2] / safe[:, None] * [K[0, 0], K[1, 1]] + K[:2, 2]
+    return pixels, np.linalg.norm(cam, axis=1), z > 1e-6
+
+
+@dataclass
+class RawView:
+    descriptors: torch.Tensor  # (D, h, w)
+    distance: np.ndarray  # (h, w) rendered distance along each cell's ray
+    points: np.ndarray  # (h, w, 3)
+    keep: np.ndarray  # (h, w) bool: accumulation, texture, not an edge
+    K: np.ndarray  # (3, 3) at cell resolution
+    cell: float  # cell side in training pixels
+
+
+def depth_edges(distance: np.ndarray, max_step: float) -> np.ndarray:
+    """(h, w) bool: cells whose distance differs from a 4-neighbour's by more than ``max_step`` of their own."""
+    padded = np.pad(distance, 1, mode="edge")
+    h, w = distance.shape
+    step = np.zeros_like(distance)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        step = np.maximum(step, np.abs(padded[dy : dy + h, dx : dx + w] - distance))
+    return step > max_step * np.maximum(distance, 1e-9)
+
+
+@torch.no_grad()
+def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapIndexConfig) -> RawView:
+    image = crossfire_map.training_image(index)[..., :3].float()
+    height, width = image.shape[:2]
+    cell = cell_size(width, height, config)
+    h, w = height // cell, width // cell
+    image = image[: h * cell, : w * cell]
+    features = crossfire_map.model.encode_images(image[None])  # (1, D, H, W)
+    if features.shape[-2:] != image.shape[:2]:
+        features = F.interpolate(features, size=image.shape[:2], mode="bilinear", align_corners=False)
+    pooled = F.normalize(F.avg_pool2d(features, cell), dim=1)[0].cpu()
+    grey = image.mean(-1)[None, None]
+    textured = F.avg_pool2d(_local_std(grey), cell)[0, 0].numpy() > MIN_TEXTURE
+    K_full = crossfire_map.training_intrinsics(width, height, index)
+    K = scale_intrinsics(K_full, 1.0 / cell, 1.0 / cell)
+    view = renderer.render(crossfire_map.train_c2w[index], K, w, h)
+    depth = view.depth if config.depth == "median" else view.expected_depth
+    distance = depth[..., 0].cpu().numpy().astype(np.float64)
+    points = (view.origins + view.directions * depth).cpu().numpy().astype(np.float64)
+    accumulation = view.accumulation[..., 0].cpu().numpy()
+    keep = (accumulation >= config.min_accumulation) & textured & np.isfinite(distance)
+    if config.max_depth_step > 0:
+        keep &= ~depth_edges(distance, config.max_depth_step)
+    return RawView(pooled, distance, points, keep, K, float(cell))
+
+
+def confirmed_by_neighbours(views: List[RawView], c2ws: np.ndarray, config: MapIndexConfig) -> List[np.ndarray]:
+    """Per view, (h, w) bool: the cell's depth is confirmed by at least one overlapping view's rendered depth."""
+    confirmed = []
+    for i, view in enumerate(views):
+        points = view.points.reshape(-1, 3)
+        keep = view.keep.reshape(-1)
+        agree = np.zeros(len(points), dtype=bool)
+        overlaps = []
+        for j, other in enumerate(views):
+            if j == i:
+                continue
+            pixels, distance, in_front = project(points[keep], c2ws[j], other.K)
+            h, w = other.distance.shape
+            inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < w) & (pixels[:, 1] >= 0) & (pixels[:, 1] < h)
+            overlaps.append((int(inside.sum()), j))
+        for _, j in sorted(overlaps, reverse=True)[: config.num_neighbours]:
+            other = views[j]
+            pixels, distance, in_front = project(points[keep], c2ws[j], other.K)
+            h, w = other.distance.shape
+            x, y = np.floor(pixels[:, 0]).astype(int), np.floor(pixels[:, 1]).astype(int)
+            inside = in_front & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+            seen = np.full(len(x), np.nan)
+            seen[inside] = other.distance[y[inside], x[inside]]
+            ok = inside & (np.abs(seen - distance) <= config.consistency * distance)
+            agree[np.flatnonzero(keep)[ok]] = True
+        confirmed.append(agree.reshape(view.keep.shape))
+    return confirmed
+
+
+def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key: Optional[dict] = None) -> MapIndex:
+    """Describe every training view (one render each at cell resolution), then keep the cells that earned trust."""
+    config = config or MapIndexConfig()
+    start = time.perf_counter()
+    renderer = MapRenderer(crossfire_map.model, descriptors=False)
+    num = len(crossfire_map.train_dataset)
+    raw = [
+        describe_view(crossfire_map, renderer, i, config)
+        for i in track(range(num), description="Indexing the map (one render per training view)", transient=True)
+    ]
+    c2ws = np.asarray(crossfire_map.train_c2w, dtype=np.float64)
+    confirmed = confirmed_by_neighbours(raw, c2ws, config) if config.consistency > 0 else [v.keep for v in raw]
+    views, total, kept_basic, kept = [], 0, 0, 0
+    for view, ok in zip(raw, confirmed):
+        mask = view.keep & ok
+        total += view.keep.size
+        kept_basic += int(view.keep.sum())
+        kept += int(mask.sum())
+        ys, xs = np.nonzero(mask)
+        descriptors = view.descriptors[:, ys, xs].T.contiguous()
+        points = torch.from_numpy(view.points[ys, xs].astype(np.float32))
+        pixels = torch.from_numpy(((np.stack([xs, ys], axis=1) + 0.5) * view.cell).astype(np.float32))
+        views.append(ViewCells(descriptors, points, pixels))
+    cams = crossfire_map.train_cameras
+    sizes = np.stack([cams.width[:, 0].numpy(), cams.height[:, 0].numpy()], axis=1).astype(np.int64)
+    Ks = np.stack([crossfire_map.training_intrinsics(int(w), int(h), i) for i, (w, h) in enumerate(sizes)])
+    stats = {
+        "seconds": time.perf_counter() - start,
+        "renders": renderer.num_renders,
+        "render_seconds": renderer.seconds,
+        "cells": total,
+        "cells_basic": kept_basic,
+        "cells_kept": kept,
+    }
+    cell_px = np.array([int(v.cell) for v in raw], dtype=np.int64)
+    return MapIndex(c2ws, Ks, sizes, cell_px, views, key or {}, stats)
+
+
+def index_key(crossfire_map, config: MapIndexConfig) -> Dict[str, Any]:
+    """What identifies an index: the checkpoint (name, size, step), the settings and ``INDEX_VERSION``."""
+    checkpoint = Path(crossfire_map.checkpoint) if crossfire_map.checkpoint else None
+    return {
+        "version": INDEX_VERSION,
+        "checkpoint": checkpoint.name if checkpoint else None,
+        "checkpoint_bytes": checkpoint.stat().st_size if checkpoint and checkpoint.exists() else None,
+        "step": crossfire_map.step,
+        "config": asdict(config),
+    }
+
+
+def index_path(crossfire_map) -> Optional[Path]:
+    """Where the map's index is stored (beside its config.yml); None for a map not loaded from a file."""
+    return Path(crossfire_map.config_path).parent / INDEX_FILE if crossfire_map.config_path else None
+
+
+def load_or_build_index(crossfire_map, config: Optional[MapIndexConfig] = None, console=None) -> MapIndex:
+    """The stored index when it matches the map's checkpoint and ``config``; otherwise built (and stored)."""
+    config = config or MapIndexConfig()
+    console = console or CONSOLE
+    key = index_key(crossfire_map, config)
+    path = index_path(crossfire_map)
+    if path is not None and path.is_file():
+        try:
+            stored = MapIndex.load(path)
+        except Exception as err:  # noqa: BLE001  an unreadable index is rebuilt, never fatal
+            console.print(f"[yellow]{path}: unreadable map index ({type(err).__name__}: {err}); rebuilding it.")
+        else:
+            if stored.key == key:
+                return stored
+            what = [k for k in key if stored.key.get(k) != key[k]]
+            console.print(f"[yellow]{path}: map index built for another {', '.join(what)}; rebuilding it.")
+    index = build_map_index(crossfire_map, config, key)
+    s = index.stats
+    console.print(
+        f"Map index: {len(index)} views, {s['cells_kept']} of {s['cells']} cells trusted "
+        f"({s['cells_basic']} before the depth check), {s['seconds']:.0f} s"
+    )
+    if path is not None:
+        try:
+            index.save(path)
+        except OSError as err:
+            console.print(f"[yellow]could not store the map index at {path} ({err}); it is kept in memory only.")
+    return index
+
+
+def map_index(crossfire_map, config: Optional[MapIndexConfig] = None) -> MapIndex:
+    """The map's index, loaded or built once per map and settings."""
+    config = config or MapIndexConfig()
+    return crossfire_map.cached(("map_index", repr(config)), lambda: load_or_build_index(crossfire_map, config))

@@ -1,0 +1,115 @@
+"""The map index: projection, depth edges, the neighbour depth check, view choice, storage and reuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crossfire_ns.localize.map_index import (
+    INDEX_FILE,
+    MapIndex,
+    MapIndexConfig,
+    RawView,
+    ViewCells,
+    cell_size,
+    confirmed_by_neighbours,
+    depth_edges,
+    project,
+)
+from crossfire_ns.synthetic.cameras import look_at
+
+K = np.array([[50.0, 0, 20.0], [0, 50.0, 15.0], [0, 0, 1]])
+W, H = 40, 30
+
+
+def _plane_view(c2w: np.ndarray, wall_y: float, distance_error: float = 0.0) -> RawView:
+    """A camera looking at the plane y = wall_y: each cell's exact distance (times 1 + distance_error) and point."""
+    ys, xs = np.mgrid[0:H, 0:W] + 0.5
+    cam = np.stack([(xs - K[0, 2]) / K[0, 0], -(ys - K[1, 2]) / K[1, 1], -np.ones_like(xs)], -1)  # OpenGL axes
+    dirs = cam @ c2w[:3, :3].T
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    t = (wall_y - c2w[1, 3]) / dirs[..., 1]
+    distance = t * (1.0 + distance_error)
+    points = c2w[:3, 3] + dirs * distance[..., None]
+    return RawView(torch.zeros(4, H, W), distance, points, np.ones((H, W), bool), K, 1.0)
+
+
+def test_project_puts_a_point_on_the_axis_at_the_principal_point():
+    c2w = look_at([0, 0, 0], [0, 5, 0])
+    pixels, distance, in_front = project(np.array([[0.0, 5.0, 0.0], [0.0, -5.0, 0.0]]), c2w, K)
+    assert np.allclose(pixels[0], K[:2, 2]) and np.isclose(distance[0], 5.0)
+    assert in_front.tolist() == [True, False]
+
+
+def test_depth_edges_flag_both_sides_of_a_step_and_nothing_on_a_plane():
+    flat = np.full((6, 8), 3.0)
+    assert not depth_edges(flat, 0.05).any()
+    step = flat.copy()
+    step[:, 4:] = 6.0
+    edges = depth_edges(step, 0.05)
+    assert edges[:, 3].all() and edges[:, 4].all() and not edges[:, :3].any() and not edges[:, 5:].any()
+
+
+def test_neighbour_check_confirms_true_depth_and_rejects_wrong_depth():
+    a, b = look_at([0, 0, 0], [0, 5, 0]), look_at([0.3, 0, 0], [0.3, 5, 0])
+    c2ws = np.stack([a, b])
+    config = MapIndexConfig(consistency=0.03, num_neighbours=1)
+    right = confirmed_by_neighbours([_plane_view(a, 5.0), _plane_view(b, 5.0)], c2ws, config)
+    assert right[0].mean() > 0.8  # all but the cells that b does not see
+    wrong = confirmed_by_neighbours([_plane_view(a, 5.0, distance_error=0.15), _plane_view(b, 5.0)], c2ws, config)
+    assert wrong[0].mean() == 0.0  # 15% too far: b sees the wall in front of every point
+
+
+def test_cell_size_grows_for_large_images():
+    assert cell_size(160, 120, MapIndexConfig(cell_px=2, max_cells=6000)) == 2
+    cell = cell_size(1600, 1200, MapIndexConfig(cell_px=2, max_cells=6000))
+    assert (1600 // cell) * (1200 // cell) <= 6000 < (1600 // (cell - 1)) * (1200 // (cell - 1))
+
+
+def _index(n: int = 5) -> MapIndex:
+    c2ws = np.stack([look_at([np.cos(a) * 3, np.sin(a) * 3, 0], [0, 0, 0]) for a in np.linspace(0, 2, n)])
+    views = [ViewCells(torch.randn(7, 8), torch.randn(7, 3), torch.rand(7, 2) * 40) for _ in range(n)]
+    return MapIndex(
+        c2ws, np.repeat(K[None], n, 0), np.tile([W, H], (n, 1)), np.full(n, 2), views, {"step": 3}, {"cells": 35}
+    )
+
+
+def test_nearest_views_start_with_the_view_itself():
+    index = _index()
+    for i in range(len(index)):
+        assert index.nearest_views(index.c2ws[i], 2)[0] == i
+    assert index.nearest_views(index.c2ws[0], 2) == [0, 1]
+
+
+def test_index_round_trips_through_its_file(tmp_path):
+    index = _index()
+    path = tmp_path / INDEX_FILE
+    index.save(path)
+    loaded = MapIndex.load(path)
+    assert loaded.key == {"step": 3} and loaded.stats == {"cells": 35}
+    assert np.allclose(loaded.c2ws, index.c2ws) and (loaded.cell_px == 2).all()
+    for a, b in zip(loaded.views, index.views):
+        assert torch.allclose(a.points, b.points)
+        assert torch.allclose(a.descriptors, b.descriptors, atol=2e-3)  # stored as float16
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.slow
+def test_index_is_stored_beside_the_map_reused_and_rebuilt_when_settings_change(trained_map, capsys):
+    from crossfire_ns.localize.map_index import index_path, load_or_build_index
+    from crossfire_ns.map import load_map
+
+    loaded = load_map(trained_map)
+    path = index_path(loaded)
+    path.unlink(missing_ok=True)
+    built = load_or_build_index(loaded)
+    assert path.is_file() and built.stats["renders"] == len(built)
+    assert sum(len(v.points) for v in built.views) > 0
+    stamp = path.stat().st_mtime_ns
+    again = load_or_build_index(loaded)
+    assert path.stat().st_mtime_ns == stamp and again.key == built.key  # reused, not rebuilt
+    load_or_build_index(loaded, MapIndexConfig(consistency=0.1))
+    assert "rebuilding" in capsys.readouterr().out
+    path.write_bytes(b"not an index")
+    assert len(load_or_build_index(loaded)) == len(built)  # unreadable: rebuilt
