@@ -69,7 +69,7 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Index views matched per prior (its nearest training views): retrieval priors are training views already."""
     early_exit_inliers: int = 80
     """Index coarse stage: stop trying further priors once a hypothesis has this many inliers..."""
-    early_exit_ratio: float = 0.5
+    early_exit_ratio: float = 0.3
     """...and this share of its view's matches as inliers."""
     index_refine_views: int = 4
     """Index refinement: the training views nearest the coarse estimate whose cells are matched, guided, in the query."""
