@@ -54,7 +54,7 @@ class Collect:
 
         crossfire_map = load_map(self.load_config)
         extent = crossfire_map.camera_extent()
-        matcher = replace(CrossfireMatcherConfig(), min_confidence=0.0)
+        matcher = replace(CrossfireMatcherConfig(), min_confidence=0.0, min_coverage=0.0)
         localizer = MapLocalizer(crossfire_map, matcher)
         localizer.warm_up()
         rows = []
@@ -84,7 +84,7 @@ class Collect:
 class Report:
     """Per figure: its range over right and wrong poses, and the threshold that rejects every wrong one."""
 
-    files: List[Path] = field(default_factory=list)
+    files: tyro.conf.Positional[List[Path]] = field(default_factory=list)
     """CSV files written by ``collect``."""
 
     def main(self) -> Dict:

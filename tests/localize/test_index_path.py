@@ -108,3 +108,5 @@ def test_low_confidence_poses_are_reported_as_failed():
     matcher = _matcher(_query_features(points, descriptors, truth), min_confidence=1.01)
     estimate = matcher.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])
     assert not estimate.success and "confidence" in estimate.message and estimate.c2w is None
+    strict = _matcher(_query_features(points, descriptors, truth), min_coverage=1.01)
+    assert not strict.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]]).success

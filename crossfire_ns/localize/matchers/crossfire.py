@@ -79,9 +79,14 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     render_refinements: int = 0
     """Index path: render-match-PnP rounds at the query's resolution after the index refinement (each costs one
     render; ``guided_radius_px``, ``refine_reprojection_threshold_px``); 0: none."""
-    min_confidence: float = 0.0
-    """Index path: a pose whose confidence (see ``CrossfireMatcher.confidence``) is below this is reported as failed:
-    a wrong pose reported as localized is worse than an honest failure."""
+    min_confidence: float = 0.6
+    """Index path: a pose whose confidence (the share of the last refinement's guided matches that it explains within
+    ``refine_reprojection_threshold_px``) is below this is reported as failed: a wrong pose reported as localized is
+    worse than an honest failure. Calibrated on the bundled scene and fern (BENCHMARKS.md)."""
+    min_coverage: float = 0.16
+    """Index path: a pose at which fewer than this share of the index cells projected into the query find a distinct
+    match is reported as failed (at a wrong pose the map's cells land on the wrong texture). Calibrated with
+    ``min_confidence``."""
     solver: Solver = "poselib"
     """PnP of the index path: poselib (LO-RANSAC with robust refinement) or opencv (RANSAC P3P, then LM)."""
 
@@ -249,19 +254,21 @@ class CrossfireMatcher(FeatureMatcher):
         estimate.seconds_refine = time.perf_counter() - refine_start
         estimate.confidence = self.confidence(diagnostics)
         estimate.diagnostics = diagnostics
-        if estimate.success and estimate.confidence < config.min_confidence:
+        coverage = diagnostics.get("refine_coverage", 0.0)
+        if estimate.success and (estimate.confidence < config.min_confidence or coverage < config.min_coverage):
             estimate = PoseEstimate(
                 False, num_matches=estimate.num_matches, history=history, seconds_coarse=coarse_seconds,
                 seconds_refine=estimate.seconds_refine, confidence=estimate.confidence, diagnostics=diagnostics,
-                message=f"low confidence {estimate.confidence:.2f} < {config.min_confidence:.2f}: the pose is unreliable",
+                message=f"the map does not confirm the pose (confidence {estimate.confidence:.2f}, min "
+                f"{config.min_confidence:.2f}; coverage {coverage:.2f}, min {config.min_coverage:.2f})",
             )  # fmt: skip
         return estimate
 
     @staticmethod
     def confidence(diagnostics: dict) -> float:
-        """How sure the index path is of its pose, from its figures: the share of the coarse stage's global matches
-        (pose-independent, unlike guided ones) that the pose explains."""
-        return float(diagnostics.get("coarse_ratio", float("nan")))
+        """How sure the index path is of its pose: the share of the last refinement's guided matches that the pose
+        explains (right poses 0.65-0.9, wrong ones 0.54-0.64 on the calibration scenes, BENCHMARKS.md)."""
+        return float(diagnostics.get("refine_ratio", float("nan")))
 
     def _refine_on_index(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape):
         """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them."""
