@@ -6,8 +6,9 @@ from PIL import Image
 
 from crossfire_ns.io.queries import QueryImageError, load_query_set
 from crossfire_ns.localize.api import MapLocalizer, as_rgb
-from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherConfig
+from crossfire_ns.localize.matchers import PriorMatcherConfig
 from crossfire_ns.map import load_map
+from tests.helpers import tiny_map_matcher
 
 
 def test_arrays_become_rgb_as_files_do():
@@ -53,7 +54,7 @@ def test_one_image_at_a_time_from_paths_arrays_and_priors(loaded, bundled_scene)
 @pytest.mark.slow
 def test_a_sequence_falls_back_to_retrieval_after_a_lost_frame(loaded, bundled_scene):
     query = load_query_set(bundled_scene / "queries")[0][0]
-    localizer = MapLocalizer(loaded, CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0))
+    localizer = MapLocalizer(loaded, tiny_map_matcher())
     first = localizer.localize(query.path, K=query.K, sequence="s")
     assert first.prior_source == "retrieval"
     blank = np.full((query.height, query.width, 3), 128, np.uint8)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from crossfire_ns.localize.folder import LocalizeError, overlay_name, prepare_output_dir
+from tests.helpers import tiny_map_matcher
 
 
 def test_output_folder_is_checked_before_anything_runs(tmp_path):
@@ -122,7 +123,6 @@ def test_a_different_run_is_refused_and_overwrite_starts_afresh(trained_map, bun
 
 @pytest.mark.slow
 def test_a_folder_of_bad_inputs_completes_and_names_each_problem(trained_map, bundled_scene, tmp_path, capsys):
-    from crossfire_ns.localize.matchers import CrossfireMatcherConfig
     from crossfire_ns.scripts.localize import Localize
 
     qdir = tmp_path / "mixed"
@@ -149,7 +149,7 @@ def test_a_folder_of_bad_inputs_completes_and_names_each_problem(trained_map, bu
     meta["frames"] = frames
     (qdir / "transforms.json").write_text(json.dumps(meta))
 
-    fast = CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0)
+    fast = tiny_map_matcher()
     out = tmp_path / "out"
     code = Localize(trained_map[0], qdir, out, matcher=fast, max_image_side=2 * w).main()
     assert code == 0

@@ -100,7 +100,7 @@ def test_index_is_stored_beside_the_map_reused_and_rebuilt_when_settings_change(
     from crossfire_ns.localize.map_index import index_path, load_or_build_index
     from crossfire_ns.map import load_map
 
-    loaded = load_map(trained_map)
+    loaded = load_map(trained_map[0])
     path = index_path(loaded)
     path.unlink(missing_ok=True)
     built = load_or_build_index(loaded)

@@ -9,9 +9,10 @@ from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherC
 from crossfire_ns.localize.priors import retrieval_index
 from crossfire_ns.localize.run import localize_queries
 from crossfire_ns.map import load_map
+from tests.helpers import tiny_map_matcher
 
 pytestmark = pytest.mark.slow
-FAST = CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0)
+FAST = tiny_map_matcher()
 
 
 @pytest.fixture(scope="module")

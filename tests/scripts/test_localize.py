@@ -13,9 +13,10 @@ from PIL import Image
 
 from crossfire_ns.localize.matchers import CrossfireMatcherConfig
 from crossfire_ns.scripts.localize import Localize
+from tests.helpers import tiny_map_matcher
 
 pytestmark = pytest.mark.slow
-FAST = CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0)
+FAST = tiny_map_matcher()
 
 
 def _run(config, query_dir, out, **kwargs) -> int:

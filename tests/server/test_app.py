@@ -15,10 +15,11 @@ from PIL import Image
 from crossfire_ns.geometry import c2w_pose_errors, opengl_c2w_to_opencv_w2c
 from crossfire_ns.io.queries import load_query_set
 from crossfire_ns.localize.api import MapLocalizer
-from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherConfig
+from crossfire_ns.localize.matchers import PriorMatcherConfig
 from crossfire_ns.map import load_map
 from crossfire_ns.server.app import create_app
 from crossfire_ns.viewer.serve import free_port
+from tests.helpers import tiny_map_matcher
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,7 @@ def server(loaded):
 
 @pytest.fixture(scope="module")
 def crossfire_server(loaded):
-    localizer = MapLocalizer(loaded, CrossfireMatcherConfig(top_k=1, iterations=1, refine_iterations=0))
+    localizer = MapLocalizer(loaded, tiny_map_matcher())
     with _serving(create_app(localizer)) as url:
         yield url
 
@@ -184,8 +185,8 @@ def test_a_sequence_uses_its_last_estimate_and_recovers_after_a_lost_frame(cross
 
     first = send(data)
     assert first["prior_source"] == "retrieval"
-    if first["status"] == "localized":
-        assert send(data)["prior_source"] == "sequence"
+    if first["status"] == "localized":  # its estimate is tried first (the tiny test map may not confirm it)
+        assert send(data)["prior_source"] in ("sequence", "sequence, then retrieval")
     lost = send(blank.getvalue())
     assert lost["status"] == "failed"
     assert send(data)["prior_source"] == "retrieval"  # after a lost frame, retrieval; then tracking again

@@ -66,7 +66,8 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     index: MapIndexConfig = field(default_factory=MapIndexConfig)
     """How the map index is built (index coarse stage)."""
     views_per_prior: int = 1
-    """Index views matched per prior (its nearest training views): retrieval priors are training views already."""
+    """Index views matched per prior (its nearest training views): retrieval priors are training views already; a
+    lone prior (``--prior poses``, ``sequential``) gets its ``top_k`` nearest views."""
     early_exit_inliers: int = 80
     """Index coarse stage: stop trying further priors once a hypothesis has this many inliers..."""
     early_exit_ratio: float = 0.3
@@ -173,8 +174,11 @@ class CrossfireMatcher(FeatureMatcher):
         index = self.index()
         query = self.prepare_query(image)
         views: List[int] = []
-        for prior in list(priors)[: config.top_k]:
-            for view in index.nearest_views(prior, config.views_per_prior):
+        priors = list(priors)[: config.top_k]
+        # a lone prior (a poses file, the previous frame) is not a training view: try its top_k nearest views
+        per_prior = config.views_per_prior if len(priors) > 1 else max(config.views_per_prior, config.top_k)
+        for prior in priors:
+            for view in index.nearest_views(prior, per_prior):
                 if view not in views:
                     views.append(view)
         best: Optional[Tuple[PnPResult, int, int]] = None

@@ -9,6 +9,7 @@ that refinement cannot confirm is reported as failed. A method says only how a q
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple, Type
 
@@ -98,6 +99,7 @@ class FeatureMatcher(Matcher):
 
     def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
         config = self.config
+        start = time.perf_counter()
         query = self.prepare_query(image)
         best = PoseEstimate(success=False, message="no prior given")
         history: List[int] = []
@@ -119,6 +121,7 @@ class FeatureMatcher(Matcher):
                     best = PoseEstimate(
                         True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized"
                     )
+        coarse_seconds = time.perf_counter() - start
         if best.success:
             for _ in range(config.refine_iterations):
                 result, num_matches = self._round(
@@ -139,6 +142,8 @@ class FeatureMatcher(Matcher):
                     True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized"
                 )
         best.history = history
+        best.seconds_coarse = coarse_seconds
+        best.seconds_refine = time.perf_counter() - start - coarse_seconds
         return best
 
     def _round(
