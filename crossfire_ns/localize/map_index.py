@@ -13,8 +13,6 @@ checkpoint or the index settings change.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import track
 
 from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c, scale_intrinsics
+from crossfire_ns.io.atomic import atomic_open
 from crossfire_ns.localize.render import MapRenderer
 
 INDEX_VERSION = 1
@@ -122,14 +121,8 @@ class MapIndex:
                 {"descriptors": v.descriptors.half(), "points": v.points, "pixels": v.pixels} for v in self.views
             ],
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_open(path, "wb") as handle:
+            torch.save(payload, handle)
 
     @classmethod
     def load(cls, path: Path) -> "MapIndex":
