@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 import tyro
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +47,8 @@ class ErrorBudget:
     """config.yml of a map trained on the scene."""
     scene: Path
     """The generated scene (transforms.json, scene.json with depth/, queries/)."""
+    query_dir: Optional[Path] = None
+    """Queries with ground truth (default: the scene's queries/)."""
     views: int = 12
     """Training views whose depth is checked (evenly spread; each costs one render at cell resolution)."""
     output_json: Optional[Path] = None
@@ -75,6 +78,20 @@ class ErrorBudget:
         K = raw.K
         ray = np.sqrt(((xs - K[0, 2]) / K[0, 0]) ** 2 + ((ys - K[1, 2]) / K[1, 1]) ** 2 + 1.0)
         return z * ray * crossfire_map.scale
+
+    def _true_points(self, crossfire_map, index, view: int) -> np.ndarray:
+        """(M, 3) the index cells of ``view`` lifted with the true depth (normalised frame)."""
+        name = Path(crossfire_map.train_dataset._dataparser_outputs.image_filenames[view]).stem
+        z = np.load(self.scene / "depth" / f"{name}.npy").astype(np.float64)
+        cell = int(index.cell_px[view])
+        pixels = index.views[view].pixels.numpy().astype(np.float64)
+        x0 = np.floor(pixels[:, 0] - cell / 2).astype(int)
+        y0 = np.floor(pixels[:, 1] - cell / 2).astype(int)
+        zs = np.mean([z[y0 + dy, x0 + dx] for dy in range(cell) for dx in range(cell)], axis=0)
+        K = index.Ks[view]
+        c2w = index.c2ws[view]
+        cam = np.stack([(pixels[:, 0] - K[0, 2]) / K[0, 0], -(pixels[:, 1] - K[1, 2]) / K[1, 1], -np.ones(len(zs))], 1)
+        return c2w[:3, 3] + (cam * zs[:, None] * crossfire_map.scale) @ c2w[:3, :3].T
 
     def depth_budget(self, crossfire_map, scene) -> Dict:
         renderer = MapRenderer(crossfire_map.model)
@@ -122,10 +139,16 @@ class ErrorBudget:
         from crossfire_ns.localize.matchers import CrossfireMatcherConfig
 
         out = {}
-        for estimator in ("median", "expected"):
-            matcher = CrossfireMatcherConfig(index=replace(MapIndexConfig(), depth=estimator))
+        for estimator in ("median", "expected", "true"):
+            depth = "median" if estimator == "true" else estimator
+            matcher = CrossfireMatcherConfig(index=replace(MapIndexConfig(), depth=depth))
             localizer = MapLocalizer(crossfire_map, matcher)
-            queries, _ = load_query_set(self.scene / "queries")
+            if estimator == "true":  # the same cells, lifted with the exact depth: what the map's depth costs
+                crossfire_map.cache.clear()
+                index = localizer.localizer.matcher.index()
+                for v, cells in enumerate(index.views):
+                    cells.points = torch.from_numpy(self._true_points(crossfire_map, index, v)).float()
+            queries, _ = load_query_set(self.query_dir or self.scene / "queries")
             residuals, from_truth, from_retrieval = [], [], []
             for q in queries:
                 image = read_query_image(q)
