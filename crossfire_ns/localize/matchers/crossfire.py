@@ -221,11 +221,14 @@ class CrossfireMatcher(FeatureMatcher):
             "coarse_ratio": coarse_ratio,
         }
         for radius in config.index_refine_radius_px:
-            refined, num, projected = self._refine_on_index(index, query, K, estimate.c2w, radius, image.shape)
+            refined, num, projected, disagreement = self._refine_on_index(
+                index, query, K, estimate.c2w, radius, image.shape
+            )
             history.append(refined.num_inliers)
             diagnostics.update(
                 refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
                 refine_ratio=refined.num_inliers / max(1, num), refine_coverage=num / max(1, projected),
+                view_disagreement_deg=disagreement,
             )  # fmt: skip
             if not refined.success:
                 estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {refined.message}")
@@ -275,30 +278,50 @@ class CrossfireMatcher(FeatureMatcher):
         return float(diagnostics.get("refine_ratio", float("nan")))
 
     def _refine_on_index(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape):
-        """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them."""
+        """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them.
+
+        Returns (PnPResult, matches, cells projected into the query, per-view disagreement in degrees: the largest
+        rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
+        have enough matches; biased depth differs between views, so biased poses disagree)."""
         height, width = image_shape[:2]
-        points, descriptors = [], []
+        points, descriptors, sources = [], [], []
         for view in index.nearest_views(c2w, self.config.index_refine_views):
             points.append(index.views[view].points)
             descriptors.append(index.views[view].descriptors)
+            sources.append(np.full(len(index.views[view].points), view))
         points3d = torch.cat(points).numpy().astype(np.float64)
+        source = np.concatenate(sources)
         pixels, _, in_front = project(points3d, c2w, K)
         margin = radius + 1
         inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < width - margin)
         inside &= (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
         keep = np.flatnonzero(inside)
         if len(keep) == 0:
-            return PnPResult(False, message="no index cell projects into the query at the estimate"), 0, 0
+            return PnPResult(False, message="no index cell projects into the query at the estimate"), 0, 0, np.nan
         rendered = torch.cat(descriptors)[torch.from_numpy(keep)]
         expected = torch.from_numpy(pixels[keep]).float()
         found, xy, _ = guided_matches(
             rendered, expected, query["feature_map"].cpu(), int(np.ceil(radius)), self.config.min_similarity
         )
         points3d = points3d[keep][found.numpy()]
-        result = self._pnp(
-            points3d, xy.numpy().astype(np.float64), K, self.config.refine_reprojection_threshold_px, image_shape
-        )
-        return result, len(points3d), len(keep)
+        source = source[keep][found.numpy()]
+        points2d = xy.numpy().astype(np.float64)
+        threshold = self.config.refine_reprojection_threshold_px
+        result = self._pnp(points3d, points2d, K, threshold, image_shape)
+        disagreement = np.nan
+        if result.success:
+            angles = []
+            for view in np.unique(source):
+                mine = source == view
+                if mine.sum() < 2 * self.config.min_inliers:
+                    continue
+                alone = self._pnp(points3d[mine], points2d[mine], K, threshold, image_shape)
+                if alone.success:
+                    change = alone.R @ result.R.T
+                    angles.append(np.degrees(np.arccos(np.clip((np.trace(change) - 1) / 2, -1.0, 1.0))))
+            if len(angles) >= 2:
+                disagreement = float(max(angles))
+        return result, len(points3d), len(keep), disagreement
 
     @torch.no_grad()
     def rendered_descriptors(self, view: RenderedView, query: dict) -> torch.Tensor:
