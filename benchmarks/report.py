@@ -138,7 +138,11 @@ def _wrong(row: Mapping[str, Any]) -> str:
 
 
 def _renders(row: Mapping[str, Any]) -> str:
-    return _num(row.get("median_renders")) if row.get("median_renders") else "-"
+    """Renders per query; "-" for the peers (no map to render), 0 for methods that render nothing per query."""
+    value = row.get("median_renders")
+    if value is None or _stages(row) == "-":  # a method without stage timing (the peers) has no map to render
+        return "-"
+    return _num(value) if value else "0"
 
 
 _HEADERS = {
