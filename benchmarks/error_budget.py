@@ -137,6 +137,7 @@ class ErrorBudget:
         from crossfire_ns.io.queries import load_query_set, read_query_image
         from crossfire_ns.localize.api import MapLocalizer
         from crossfire_ns.localize.matchers import CrossfireMatcherConfig
+        from crossfire_ns.localize.matching import mutual_nearest_neighbours
 
         out = {}
         for estimator in ("median", "expected", "true"):
@@ -159,8 +160,6 @@ class ErrorBudget:
                 view = index.nearest_views(truth, 1)[0]
                 cells = index.views[view]
                 pixels, _, front = project(cells.points.numpy().astype(np.float64), truth, q.K)
-                from crossfire_ns.localize.matching import mutual_nearest_neighbours
-
                 descriptors, qpix = m._query_cells(query, int(index.cell_px[view]))
                 iv, iq, _ = mutual_nearest_neighbours(cells.descriptors, descriptors, matcher.min_similarity)
                 r = np.linalg.norm(pixels[iv.numpy()] - qpix[iq].numpy(), axis=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
@@ -95,6 +96,14 @@ class MapIndex:
     def __len__(self) -> int:
         return len(self.views)
 
+    @cached_property
+    def spacing(self) -> float:
+        """Median distance from a training camera to its nearest neighbour (computed once, used per query)."""
+        centres = self.c2ws[:, :3, 3]
+        if len(centres) < 2:
+            return 1.0
+        return float(np.median(np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1]))
+
     def nearest_views(self, c2w: np.ndarray, k: int) -> List[int]:
         """The k training views whose pose is closest to ``c2w`` (normalised frame): camera-centre distance in units
         of the views' spacing plus the angle between the viewing directions (1 per 30 degrees)."""
@@ -102,7 +111,7 @@ class MapIndex:
         forward = -self.c2ws[:, :3, 2]
         c2w = np.asarray(c2w, dtype=np.float64)
         distance = np.linalg.norm(centres - c2w[:3, 3], axis=1)
-        spacing = float(np.median(np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1]))
+        spacing = self.spacing
         angle = np.degrees(np.arccos(np.clip(forward @ (-c2w[:3, 2]), -1.0, 1.0)))
         score = distance / max(spacing, 1e-9) + angle / 30.0
         return [int(i) for i in np.argsort(score, kind="stable")[:k]]

@@ -37,6 +37,49 @@ def _reprojection(points3d: np.ndarray, points2d: np.ndarray, rvec, tvec, K, dis
     return errors, in_front
 
 
+def _valid_inputs(points3d, points2d, min_inliers: int):
+    """``(points3d, points2d, indices of the finite pairs, None)`` as float64, or ``(..., PnPResult)`` saying why
+    the input cannot give a pose (mismatched lengths, too few finite pairs)."""
+    points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
+    points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
+    n = len(points3d)
+    inliers = np.zeros(n, dtype=bool)
+    if len(points2d) != n:
+        return (
+            points3d,
+            points2d,
+            None,
+            PnPResult(False, inliers=inliers, message=f"{n} 3D points but {len(points2d)} 2D points"),
+        )
+    finite = np.isfinite(points3d).all(axis=1) & np.isfinite(points2d).all(axis=1)
+    needed = max(MIN_POINTS, min_inliers)
+    if finite.sum() < needed:
+        return (
+            points3d,
+            points2d,
+            None,
+            PnPResult(
+                False,
+                inliers=inliers,
+                message=f"too few correspondences: {int(finite.sum())} valid of {n}, need at least {needed}",
+            ),
+        )
+    return points3d, points2d, np.flatnonzero(finite), None
+
+
+def _finish(R, t, mask: np.ndarray, errors: np.ndarray, idx: np.ndarray, n: int, min_inliers: int) -> PnPResult:
+    """The result for a pose whose inliers among the finite pairs ``idx`` (of ``n``) are ``mask``."""
+    inliers = np.zeros(n, dtype=bool)
+    inliers[idx[mask]] = True
+    num_inliers = int(mask.sum())
+    mean_error = float(errors[mask].mean()) if num_inliers else float("nan")
+    if num_inliers < min_inliers:
+        return PnPResult(
+            False, R, t, inliers, num_inliers, mean_error, f"only {num_inliers} inliers, need at least {min_inliers}"
+        )
+    return PnPResult(True, R, t, inliers, num_inliers, mean_error, f"{num_inliers}/{n} inliers")
+
+
 def solve_pnp_ransac(
     points3d: np.ndarray,
     points2d: np.ndarray,
@@ -57,23 +100,13 @@ def solve_pnp_ransac(
     correspondences give ``success=False`` with a message saying why (``R, t`` are kept when a pose was
     found but had fewer than ``min_inliers`` inliers, for diagnosis).
     """
-    points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
-    points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
+    points3d, points2d, idx, refused = _valid_inputs(points3d, points2d, min_inliers)
+    if refused is not None:
+        return refused
     n = len(points3d)
     inliers = np.zeros(n, dtype=bool)
-    if len(points2d) != n:
-        return PnPResult(False, inliers=inliers, message=f"{n} 3D points but {len(points2d)} 2D points")
     K = np.asarray(K, dtype=np.float64)
     dist = np.zeros(5) if dist_coeffs is None else np.asarray(dist_coeffs, dtype=np.float64).reshape(-1)
-    finite = np.isfinite(points3d).all(axis=1) & np.isfinite(points2d).all(axis=1)
-    needed = max(MIN_POINTS, min_inliers)
-    if finite.sum() < needed:
-        return PnPResult(
-            False,
-            inliers=inliers,
-            message=f"too few correspondences: {int(finite.sum())} valid of {n}, need at least {needed}",
-        )
-    idx = np.flatnonzero(finite)
     obj, img = points3d[idx], points2d[idx]
     try:
         ok, rvec, tvec, ransac_inliers = cv2.solvePnPRansac(
@@ -105,16 +138,8 @@ def solve_pnp_ransac(
     except cv2.error:
         pass
 
-    inliers[idx[best_mask]] = True
-    num_inliers = int(best_mask.sum())
     R, _ = cv2.Rodrigues(best[0])
-    t = np.asarray(best[1], dtype=np.float64).reshape(3)
-    mean_error = float(errors[best_mask].mean()) if num_inliers else float("nan")
-    if num_inliers < min_inliers:
-        return PnPResult(
-            False, R, t, inliers, num_inliers, mean_error, f"only {num_inliers} inliers, need at least {min_inliers}"
-        )
-    return PnPResult(True, R, t, inliers, num_inliers, mean_error, f"{num_inliers}/{n} inliers")
+    return _finish(R, np.asarray(best[1], dtype=np.float64).reshape(3), best_mask, errors, idx, n, min_inliers)
 
 
 def solve_pnp_poselib(
@@ -130,21 +155,10 @@ def solve_pnp_poselib(
     (Cauchy) bundle refinement of the inliers. Same pixel convention as ``K``; never raises on bad input."""
     import poselib
 
-    points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
-    points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
+    points3d, points2d, idx, refused = _valid_inputs(points3d, points2d, min_inliers)
+    if refused is not None:
+        return refused
     n = len(points3d)
-    inliers = np.zeros(n, dtype=bool)
-    if len(points2d) != n:
-        return PnPResult(False, inliers=inliers, message=f"{n} 3D points but {len(points2d)} 2D points")
-    finite = np.isfinite(points3d).all(axis=1) & np.isfinite(points2d).all(axis=1)
-    needed = max(MIN_POINTS, min_inliers)
-    if finite.sum() < needed:
-        return PnPResult(
-            False,
-            inliers=inliers,
-            message=f"too few correspondences: {int(finite.sum())} valid of {n}, need at least {needed}",
-        )
-    idx = np.flatnonzero(finite)
     K = np.asarray(K, dtype=np.float64)
     width, height = image_size if image_size is not None else (2 * K[0, 2], 2 * K[1, 2])
     camera = {
@@ -163,17 +177,12 @@ def solve_pnp_poselib(
     )
     mask = np.asarray(info.get("inliers", []), dtype=bool)
     if mask.shape != (len(idx),) or mask.sum() < MIN_POINTS:
-        return PnPResult(False, inliers=inliers, message="RANSAC found no pose consistent with enough matches")
+        return PnPResult(
+            False, inliers=np.zeros(n, dtype=bool), message="RANSAC found no pose consistent with enough matches"
+        )
     R, t = np.asarray(pose.R, dtype=np.float64), np.asarray(pose.t, dtype=np.float64).reshape(3)
     cam = points3d[idx] @ R.T + t
     projected = cam[:, :2] / np.where(np.abs(cam[:, 2:]) > 1e-12, cam[:, 2:], 1e-12) * [K[0, 0], K[1, 1]] + K[:2, 2]
     errors = np.linalg.norm(projected - points2d[idx], axis=1)
     mask = (errors < threshold) & (cam[:, 2] > 0)  # after refinement, by the same rule as the OpenCV path
-    inliers[idx[mask]] = True
-    num_inliers = int(mask.sum())
-    mean_error = float(errors[mask].mean()) if num_inliers else float("nan")
-    if num_inliers < min_inliers:
-        return PnPResult(
-            False, R, t, inliers, num_inliers, mean_error, f"only {num_inliers} inliers, need at least {min_inliers}"
-        )
-    return PnPResult(True, R, t, inliers, num_inliers, mean_error, f"{num_inliers}/{n} inliers")
+    return _finish(R, t, mask, errors, idx, n, min_inliers)

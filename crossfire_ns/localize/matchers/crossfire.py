@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w
+from crossfire_ns.geometry import rotation_angle_deg
 from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, map_index, project
 from crossfire_ns.localize.matchers.base import PoseEstimate
 from crossfire_ns.localize.matchers.feature import (
@@ -25,6 +25,7 @@ from crossfire_ns.localize.matchers.feature import (
     Correspondences,
     FeatureMatcher,
     FeatureMatcherConfig,
+    localized,
 )
 from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
 from crossfire_ns.localize.pnp import PnPResult, solve_pnp_poselib, solve_pnp_ransac
@@ -138,13 +139,7 @@ class CrossfireMatcher(FeatureMatcher):
                 points3d, points2d, K, reprojection_threshold_px=threshold_px, iterations=config.ransac_iterations,
                 min_inliers=config.min_inliers, image_size=(image_shape[1], image_shape[0]),
             )  # fmt: skip
-        if result.success and result.num_inliers < config.min_inlier_ratio * len(points3d):
-            result.success = False
-            result.message = (
-                f"only {result.num_inliers} of {len(points3d)} matches are PnP inliers "
-                f"(< {config.min_inlier_ratio:.0%}): the pose is unreliable"
-            )
-        return result
+        return self.refuse_low_inlier_ratio(result, len(points3d))
 
     def index(self) -> MapIndex:
         """The map index (loaded from beside the map, or built and stored there once)."""
@@ -209,11 +204,9 @@ class CrossfireMatcher(FeatureMatcher):
             return PoseEstimate(False, message=reason, history=history, seconds_coarse=coarse_seconds)
         result, num_matches, _ = best
         coarse_ratio = result.num_inliers / max(1, num_matches)
-        c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
         refine_start = time.perf_counter()
-        estimate = PoseEstimate(
-            True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized", history=history
-        )
+        estimate = localized(result, num_matches)
+        coarse_c2w = estimate.c2w
         diagnostics = {
             "views_tried": len(history),
             "coarse_inliers": result.num_inliers,
@@ -233,10 +226,7 @@ class CrossfireMatcher(FeatureMatcher):
             if not refined.success:
                 estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {refined.message}")
                 break
-            estimate = PoseEstimate(
-                True, opencv_w2c_to_opengl_c2w(refined.R, refined.t), refined.num_inliers, num,
-                refined.reprojection_error_px, "localized",
-            )  # fmt: skip
+            estimate = localized(refined, num)
         if estimate.success:
             for _ in range(config.render_refinements):
                 rendered, num = self._round(
@@ -247,15 +237,9 @@ class CrossfireMatcher(FeatureMatcher):
                 if not rendered.success:
                     estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {rendered.message}")
                     break
-                estimate = PoseEstimate(
-                    True, opencv_w2c_to_opengl_c2w(rendered.R, rendered.t), rendered.num_inliers, num,
-                    rendered.reprojection_error_px, "localized",
-                )  # fmt: skip
+                estimate = localized(rendered, num)
         if estimate.success:
-            change = estimate.c2w[:3, :3].T @ c2w[:3, :3]
-            diagnostics["refine_rotation_deg"] = float(
-                np.degrees(np.arccos(np.clip((np.trace(change) - 1) / 2, -1, 1)))
-            )
+            diagnostics["refine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ coarse_c2w[:3, :3])
         estimate.history = history
         estimate.seconds_coarse = coarse_seconds
         estimate.seconds_refine = time.perf_counter() - refine_start
@@ -317,8 +301,7 @@ class CrossfireMatcher(FeatureMatcher):
                     continue
                 alone = self._pnp(points3d[mine], points2d[mine], K, threshold, image_shape)
                 if alone.success:
-                    change = alone.R @ result.R.T
-                    angles.append(np.degrees(np.arccos(np.clip((np.trace(change) - 1) / 2, -1.0, 1.0))))
+                    angles.append(rotation_angle_deg(alone.R @ result.R.T))
             if len(angles) >= 2:
                 disagreement = float(max(angles))
         return result, len(points3d), len(keep), disagreement

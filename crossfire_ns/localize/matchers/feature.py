@@ -36,6 +36,18 @@ class Correspondences:
         return len(self.points3d)
 
 
+def localized(result: PnPResult, num_matches: int) -> PoseEstimate:
+    """A successful PnP result as a localized estimate (camera-to-world, OpenGL, normalised frame)."""
+    return PoseEstimate(
+        True,
+        opencv_w2c_to_opengl_c2w(result.R, result.t),
+        result.num_inliers,
+        num_matches,
+        result.reprojection_error_px,
+        "localized",
+    )
+
+
 @dataclass
 class FeatureMatcherConfig(MatcherConfig):
     """The search shared by feature-based methods; rendering dominates its cost on CPU."""
@@ -118,9 +130,7 @@ class FeatureMatcher(Matcher):
                     break
                 c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
                 if result.num_inliers > best.num_inliers:
-                    best = PoseEstimate(
-                        True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized"
-                    )
+                    best = localized(result, num_matches)
         coarse_seconds = time.perf_counter() - start
         if best.success:
             for _ in range(config.refine_iterations):
@@ -137,10 +147,7 @@ class FeatureMatcher(Matcher):
                 if not result.success:  # a coarse pose that refinement cannot confirm is not reported
                     best = PoseEstimate(False, num_matches=num_matches, message=f"refinement failed: {result.message}")
                     break
-                c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
-                best = PoseEstimate(
-                    True, c2w, result.num_inliers, num_matches, result.reprojection_error_px, "localized"
-                )
+                best = localized(result, num_matches)
         best.history = history
         best.seconds_coarse = coarse_seconds
         best.seconds_refine = time.perf_counter() - start - coarse_seconds
@@ -188,10 +195,15 @@ class FeatureMatcher(Matcher):
             iterations=config.ransac_iterations,
             min_inliers=config.min_inliers,
         )
-        if result.success and result.num_inliers < config.min_inlier_ratio * len(matches):
+        return self.refuse_low_inlier_ratio(result, len(matches)), len(matches)
+
+    def refuse_low_inlier_ratio(self, result: PnPResult, num_matches: int) -> PnPResult:
+        """``result``, marked failed when its inliers are less than ``min_inlier_ratio`` of the matches."""
+        ratio = self.config.min_inlier_ratio
+        if result.success and result.num_inliers < ratio * num_matches:
             result.success = False
             result.message = (
-                f"only {result.num_inliers} of {len(matches)} matches are PnP inliers "
-                f"(< {config.min_inlier_ratio:.0%}): the pose is unreliable"
+                f"only {result.num_inliers} of {num_matches} matches are PnP inliers (< {ratio:.0%}): "
+                "the pose is unreliable"
             )
-        return result, len(matches)
+        return result
