@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
-DEMO_ITERS ?= 3000
+DEMO_ITERS ?=
 
 .PHONY: demo test test-fast lint format clean-demo
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m crossfire_ns.scripts.demo --output-dir $(DEMO_DIR) --max-num-iterations $(DEMO_ITERS)
+	$(PY) -m crossfire_ns.scripts.demo --output-dir $(DEMO_DIR) $(if $(DEMO_ITERS),--max-num-iterations $(DEMO_ITERS))
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

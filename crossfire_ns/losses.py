@@ -62,6 +62,34 @@ def masked_info_nce(
     return 0.5 * (loss_rows + loss_cols), {"match_accuracy": accuracy, "excluded_fraction": excluded_fraction}
 
 
+def near_cells(
+    pixels: Float[Tensor, "B R 2"], grid_size: Tuple[int, int], image_size: Tuple[int, int], radius_px: float
+) -> Tensor:
+    """(B, R, h*w) bool: the feature cells whose centres lie within ``radius_px`` (image pixels) of each pixel.
+
+    Only the few cells of a small window around each pixel can be that close, so the distances are computed
+    for those alone and scattered into the mask (the full (B, R, h*w) distance table costs as much as the loss).
+    """
+    h, w = grid_size
+    height, width = image_size
+    batch, rays, _ = pixels.shape
+    stride = pixels.new_tensor([width / w, height / h])
+    cell = pixels / stride - 0.5  # continuous cell coordinates (x, y); centres at integers
+    reach_x, reach_y = int(radius_px / float(stride[0])) + 1, int(radius_px / float(stride[1])) + 1
+    dy, dx = torch.meshgrid(
+        torch.arange(-reach_y, reach_y + 1, device=pixels.device),
+        torch.arange(-reach_x, reach_x + 1, device=pixels.device),
+        indexing="ij",
+    )
+    candidates = torch.floor(cell).long()[:, :, None, :] + torch.stack([dx, dy], dim=-1).reshape(1, 1, -1, 2)
+    offset_px = (candidates.to(pixels.dtype) - cell[:, :, None, :]) * stride
+    inside = (candidates >= 0).all(-1) & (candidates[..., 0] < w) & (candidates[..., 1] < h)
+    near = inside & (offset_px.square().sum(-1) < radius_px**2)
+    index = torch.where(near, candidates[..., 1] * w + candidates[..., 0], h * w)  # h*w: a discarded column
+    mask = torch.zeros(batch, rays, h * w + 1, dtype=torch.bool, device=pixels.device)
+    return mask.scatter_(-1, index, True)[..., : h * w]
+
+
 def dense_negative_info_nce(
     rendered: Float[Tensor, "B R D"],
     positive: Float[Tensor, "B R D"],
@@ -93,18 +121,14 @@ def dense_negative_info_nce(
         The loss, and ``dense_match_accuracy``: share of rays whose positive beats every negative cell.
     """
     batch, _, h, w = feature_map.shape
-    height, width = image_size
-    ys = (torch.arange(h, device=pixels.device, dtype=pixels.dtype) + 0.5) * (height / h)
-    xs = (torch.arange(w, device=pixels.device, dtype=pixels.dtype) + 0.5) * (width / w)
-    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(1, 1, h * w, 2)
-    near = (pixels[:, :, None, :] - centres).square().sum(-1) < exclusion_radius_px**2
-    negatives = torch.einsum("brd,bdn->brn", rendered, feature_map.reshape(batch, -1, h * w)) / temperature
-    negatives = negatives.masked_fill(near, float("-inf"))
-    positives = (rendered * positive).sum(-1, keepdim=True) / temperature
-    logits = torch.cat([positives, negatives], dim=-1).reshape(-1, h * w + 1)
-    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    losses = F.cross_entropy(logits, target, reduction="none")
-    hits = (logits.argmax(dim=-1) == 0).float().detach()
+    near = near_cells(pixels, (h, w), image_size, exclusion_radius_px)
+    scaled = rendered / temperature  # scale the (B, R, D) side, not the (B, R, h*w) logits
+    negatives = torch.einsum("brd,bdn->brn", scaled, feature_map.reshape(batch, -1, h * w))
+    negatives.masked_fill_(near, float("-inf"))  # in place: the product's backward does not need its output
+    positives = (scaled * positive).sum(-1)
+    # cross-entropy with the positive as class 0, without concatenating it to the (B, R, h*w) negatives
+    losses = (torch.logaddexp(positives, torch.logsumexp(negatives, dim=-1)) - positives).reshape(-1)
+    hits = (positives > negatives.amax(dim=-1)).float().detach().reshape(-1)
     if valid is None:
         return losses.mean(), {"dense_match_accuracy": hits.mean()}
     weights = valid.reshape(-1).to(losses.dtype)

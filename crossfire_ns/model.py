@@ -3,12 +3,16 @@
 The descriptor of a ray is rendered with nerfacto's own volume-rendering weights (top-k samples by
 weight, detached by default) and L2-normalised. During training, a symmetric InfoNCE loss pulls the
 rendered descriptor and the CNN feature at the same pixel together and pushes the other pixels of the
-same image away, except those whose rendered 3D points are near (they are the same place). A second,
-self-supervised loss trains the CNN alone across random warps of the training images (``warp_supervision``).
+same image away, except those whose rendered 3D points are near (they are the same place). A distillation
+term supervises the field directly and densely: at the surface points earlier training rays found
+(``surface_cache``), the field must match the CNN feature of the pixel that saw them, thousands per step
+without volume rendering. A self-supervised loss trains the CNN alone across random warps of the training
+images (``warp_supervision``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Type
 
@@ -25,6 +29,7 @@ from crossfire_ns.compat import offline_lpips
 from crossfire_ns.descriptor_field import DescriptorField
 from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
 from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce
+from crossfire_ns.surface_cache import SurfaceCache
 from crossfire_ns.warp_supervision import RandomWarp
 
 
@@ -77,11 +82,29 @@ class CrossfireModelConfig(NerfactoModelConfig):
     every pixel of its image (as localization will); 0 turns it off."""
     dense_negative_radius_px: float = 3.0
     """In that term, feature cells within this many pixels of the ray's own pixel are not negatives."""
+    distill_loss_mult: float = 1.0
+    """Weight of the descriptor field's direct supervision: the field, read at the surface points where earlier
+    training rays met the scene (a hash-grid lookup, no volume rendering; ``surface_cache``), must match the CNN
+    feature of the pixel that saw each point and differ from the other sampled pixels of its image (near points
+    excluded, as in the descriptor loss). Thousands of points per step for the price of the field alone; the CNN
+    is trained by it too. Starts with the descriptor loss; 0 turns it off."""
+    distill_points_per_image: int = 512
+    """Surface points per batch image in that term (its in-image negatives grow with the square of this)."""
+    distill_max_age: int = 500
+    """Surface points written more than this many steps ago are not used: the geometry has moved on since."""
+    distill_min_accumulation: float = 0.9
+    """Only rays at least this opaque leave a surface point (the depth of a half-transparent ray is no surface)."""
+    distill_cells_per_image: int = 16384
+    """At most this many remembered points per training image (one per cell of the CNN's output grid, coarser
+    for large images), which bounds the cache's memory."""
     warp_loss_mult: float = 1.0
     """Weight of the CNN's self-supervised warp loss: the features of each batch image and of a randomly
     warped, re-lit, blurred copy must agree at corresponding pixels and differ from every other pixel. It needs
     no rendered depth, runs from the first step, and makes the features pixel-accurate and lighting-robust
     (BENCHMARKS.md); 0 turns it off."""
+    warp_images_per_batch: Optional[int] = None
+    """The warp loss uses this many of the batch's images (None: all). Each costs one more CNN forward and backward
+    pass, the largest share of a crossfire-lite step on CPU."""
     warp_points_per_image: int = 256
     """Correspondences per image in the warp loss."""
     warp_negative_radius_px: float = 0.5
@@ -119,6 +142,8 @@ class CrossfireModel(NerfactoModel):
         self.random_warp = RandomWarp(
             degrees=self.config.warp_max_degrees, max_blur_sigma=self.config.warp_max_blur_sigma
         )
+        self.surface_cache: Optional[SurfaceCache] = None
+        """Surface points of recent training rays, for the distillation term (allocated on the first batch)."""
         from crossfire_ns.viewer.tools import CrossfireViewerTools  # viewer controls; no parameters
 
         self.crossfire_viewer = CrossfireViewerTools(self)
@@ -157,7 +182,8 @@ class CrossfireModel(NerfactoModel):
         outputs = super().get_outputs(ray_bundle)
         weights, ray_samples = self.renderer_expected_depth.captured
         self.renderer_expected_depth.captured = None
-        if self.descriptors_enabled or self.training:
+        wanted = self.config.descriptor_loss_mult > 0 if self.training else self.descriptors_enabled
+        if wanted:  # training renders them only for the descriptor loss
             outputs["descriptor"] = self.render_descriptors(ray_samples, weights)
         if self.training:
             depth = outputs["expected_depth"].detach()
@@ -196,21 +222,35 @@ class CrossfireModel(NerfactoModel):
             images = images[..., :3] * images[..., 3:] + (1.0 - images[..., 3:])
         return images.permute(0, 3, 1, 2).float().to(self.device)
 
-    def descriptor_loss_active(self, batch: Dict) -> bool:
+    def _field_supervised(self, batch: Dict) -> bool:
+        """Past the warm-up, on a training batch: the field's losses may run."""
         return self.training and "group_images" in batch and self.step >= self.config.descriptor_loss_start_step
+
+    def descriptor_loss_active(self, batch: Dict) -> bool:
+        return self._field_supervised(batch) and self.config.descriptor_loss_mult > 0
+
+    def distill_loss_active(self, batch: Dict) -> bool:
+        return self._field_supervised(batch) and self.config.distill_loss_mult > 0
 
     def warp_loss_active(self, batch: Dict) -> bool:
         return self.training and "group_images" in batch and self.config.warp_loss_mult > 0
 
     def get_metrics_dict(self, outputs, batch):
         metrics_dict = super().get_metrics_dict(outputs, batch)
-        if not (self.descriptor_loss_active(batch) or self.warp_loss_active(batch)):
+        if self.training and "group_images" in batch and self.config.distill_loss_mult > 0:
+            self._remember_surface(outputs, batch)
+        if not (self.descriptor_loss_active(batch) or self.distill_loss_active(batch) or self.warp_loss_active(batch)):
             return metrics_dict
-        features = self.encode_images(batch["group_images"], augment=True)  # shared by both losses
+        features = self.encode_images(batch["group_images"], augment=True)  # shared by all three losses
         if self.descriptor_loss_active(batch):
             loss, stats = self._descriptor_loss(outputs, batch, features)
             metrics_dict["descriptor_loss"] = loss
             metrics_dict.update({f"descriptor_{k}": v for k, v in stats.items()})
+        if self.distill_loss_active(batch):
+            distilled = self._distill_loss(batch, features)
+            if distilled is not None:
+                metrics_dict["distill_loss"] = distilled[0]
+                metrics_dict["distill_match_accuracy"] = distilled[1]["match_accuracy"]
         if self.warp_loss_active(batch):
             loss, stats = self._warp_loss(batch["group_images"], features)
             metrics_dict["warp_loss"] = loss
@@ -242,8 +282,35 @@ class CrossfireModel(NerfactoModel):
             stats.update(dense_stats)
         return loss, stats
 
+    def _remember_surface(self, outputs, batch) -> None:
+        """Write this step's opaque rays' expected-depth points into the surface cache."""
+        if self.surface_cache is None:
+            height, width = batch["group_images"].shape[1:3]
+            cells = self.config.distill_cells_per_image
+            cell_px = max(self.config.encoder.output_stride, math.ceil(math.sqrt(height * width / cells)))
+            self.surface_cache = SurfaceCache(self.num_train_data, (height, width), cell_px, self.device)
+        opaque = outputs["accumulation"][..., 0].detach() >= self.config.distill_min_accumulation
+        self.surface_cache.write(batch["indices"], outputs["ray_points"], outputs["ray_footprint"], opaque, self.step)
+
+    def _distill_loss(self, batch, features: Tensor) -> Optional[Tuple[Tensor, Dict[str, Tensor]]]:
+        """The field at remembered surface points vs the CNN features of the pixels that saw them."""
+        if self.surface_cache is None:
+            return None
+        images = batch["indices"][:: int(batch["rays_per_image"]), 0]
+        pixels, points, footprints = self.surface_cache.sample(
+            images, self.config.distill_points_per_image, self.step, self.config.distill_max_age
+        )
+        if pixels.shape[1] < 16:  # too few points yet for in-image negatives
+            return None
+        descriptors = F.normalize(self.descriptor_field(points), dim=-1)
+        encoded = sample_features(features, pixels, tuple(batch["group_images"].shape[1:3]))
+        radius = self.config.negative_radius_px * footprints
+        return masked_info_nce(descriptors, encoded, points, radius, self.config.descriptor_temperature)
+
     def _warp_loss(self, images: Tensor, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The CNN against itself across a random warp of each image (see ``warp_supervision``)."""
+        count = self.config.warp_images_per_batch or images.shape[0]
+        images, features = images[:count], features[:count]
         chw = self._composited_chw(images)
         pairs = self.random_warp(chw, self.config.warp_points_per_image)
         warped_features = self.encoder(self.encoder.augment(pairs.warped))
@@ -263,6 +330,8 @@ class CrossfireModel(NerfactoModel):
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
         if metrics_dict is not None and "descriptor_loss" in metrics_dict:
             loss_dict["descriptor_loss"] = self.config.descriptor_loss_mult * metrics_dict["descriptor_loss"]
+        if metrics_dict is not None and "distill_loss" in metrics_dict:
+            loss_dict["distill_loss"] = self.config.distill_loss_mult * metrics_dict["distill_loss"]
         if metrics_dict is not None and "warp_loss" in metrics_dict:
             loss_dict["warp_loss"] = self.config.warp_loss_mult * metrics_dict["warp_loss"]
         return loss_dict

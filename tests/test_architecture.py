@@ -36,6 +36,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
             "crossfire_ns.descriptor_field",
             "crossfire_ns.datamanager",
             "crossfire_ns.warp_supervision",
+            "crossfire_ns.surface_cache",
             "crossfire_ns.viewer",
             "method_configs",
         ),

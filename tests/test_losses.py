@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce, near_point_mask
+from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce, near_cells, near_point_mask
 
 
 def _one_hot(n: int, d: int) -> torch.Tensor:
@@ -133,3 +133,21 @@ def test_dense_negatives_give_gradients_to_both_sides():
     )
     loss.backward()
     assert rendered.grad.abs().sum() > 0 and fmap.grad.abs().sum() > 0
+
+
+def test_near_cells_matches_every_cell_distance():
+    """The windowed exclusion mask equals the brute-force one: each cell centre's distance to each pixel."""
+    torch.manual_seed(3)
+    for (height, width), (h, w), radius in [
+        ((120, 160), (60, 80), 0.5),
+        ((120, 160), (60, 80), 3.0),
+        ((100, 130), (25, 33), 7.0),
+    ]:
+        pixels = torch.rand(2, 40, 2) * torch.tensor([width, height])
+        ys = (torch.arange(h) + 0.5) * (height / h)
+        xs = (torch.arange(w) + 0.5) * (width / w)
+        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(1, 1, h * w, 2)
+        brute = (pixels[:, :, None, :] - centres).square().sum(-1) < radius**2
+        mask = near_cells(pixels, (h, w), (height, width), radius)
+        assert torch.equal(mask, brute)
+        assert mask.any()

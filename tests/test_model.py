@@ -156,3 +156,30 @@ def test_localization_renders_skip_viewer_outputs_and_the_field_unless_asked(mod
     viewer = model.get_outputs_for_camera_ray_bundle(bundle)  # the viewer's path keeps its outputs
     assert {"descriptor", "descriptor_pca", "descriptor_similarity"} <= set(viewer)
     assert model.descriptors_enabled
+
+
+def test_distillation_trains_field_and_encoder_from_remembered_surface_points(model):
+    """Training rays leave surface points; the distillation term reads them back and trains both networks."""
+    torch.manual_seed(0)
+    model.train()
+    model.step = model.config.descriptor_loss_start_step
+    rays_per_image, images = 40, 2
+    yx = torch.stack([torch.randint(24, (images * rays_per_image,)), torch.randint(32, (images * rays_per_image,))], -1)
+    image_ids = torch.tensor([2, 0]).repeat_interleave(rays_per_image)
+    batch = {
+        "group_images": torch.rand(images, 24, 32, 3),
+        "rays_per_image": rays_per_image,
+        "indices": torch.cat([image_ids[:, None], yx], dim=-1),
+    }
+    outputs = {
+        "accumulation": torch.ones(images * rays_per_image, 1),
+        "ray_points": torch.rand(images * rays_per_image, 3) * 2 - 1,
+        "ray_footprint": torch.full((images * rays_per_image,), 0.01),
+    }
+    assert model._distill_loss(batch, torch.zeros(1)) is None  # nothing remembered yet
+    model._remember_surface(outputs, batch)
+    loss, stats = model._distill_loss(batch, model.encode_images(batch["group_images"], augment=True))
+    assert torch.isfinite(loss) and 0.0 <= float(stats["match_accuracy"]) <= 1.0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.descriptor_field.parameters())

@@ -58,3 +58,12 @@ def test_training_resumes_from_the_checkpoint(trained_map, tmp_path, no_network)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     assert trainer._start_step > 0, "the checkpoint's step must be restored"
+
+
+def test_distillation_loss_goes_down(trained_map):
+    """The field's direct supervision starts with the descriptor loss and learns within a few dozen steps."""
+    _, scalars = trained_map
+    steps = [s for s, _ in scalars["Train Loss Dict/distill_loss"]]
+    losses = [v for _, v in scalars["Train Loss Dict/distill_loss"]]
+    assert min(steps) >= 10 and len(losses) >= 6, losses
+    assert statistics.mean(losses[-3:]) < statistics.mean(losses[:3]) - 0.25, losses

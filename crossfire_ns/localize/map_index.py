@@ -61,6 +61,10 @@ class MapIndexConfig:
     where its point projects agrees with the point's distance within this share; 0 keeps all."""
     num_neighbours: int = 4
     """Training views (most overlapping first) asked to confirm each view's depth."""
+    cell_descriptors: Literal["image", "field"] = "image"
+    """What the query's CNN features are matched against: image (the CNN's features of the real training image,
+    average-pooled per cell) or field (the descriptor field read at each cell's 3D point: one descriptor per
+    place, the same from every view)."""
 
 
 @dataclass
@@ -211,6 +215,10 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
     distance = depth[..., 0].cpu().numpy().astype(np.float64)
     points = (view.origins + view.directions * depth).cpu().numpy().astype(np.float64)
     accumulation = view.accumulation[..., 0].cpu().numpy()
+    if config.cell_descriptors == "field":
+        finite = torch.nan_to_num(view.origins + view.directions * depth, posinf=0.0, neginf=0.0)
+        with torch.no_grad():
+            pooled = F.normalize(crossfire_map.model.descriptor_field(finite).float(), dim=-1).permute(2, 0, 1).cpu()
     keep = (accumulation >= config.min_accumulation) & textured & np.isfinite(distance)
     if config.max_depth_step > 0:
         keep &= ~depth_edges(distance, config.max_depth_step)

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import tyro
 from rich.console import Console
@@ -25,8 +26,9 @@ class Demo:
 
     output_dir: Path = Path("demo_output")
     """Everything goes here: scene/, runs/, localization/."""
-    max_num_iterations: int = 3000
-    """Training iterations of crossfire-lite."""
+    max_num_iterations: Optional[int] = None
+    """Training iterations of crossfire-lite (default: crossfire-lite's own, so the demo trains what
+    ``ns-train crossfire-lite`` with no options trains)."""
     retrain: bool = False
     """Train again even if a finished map from an earlier demo run is there."""
 
@@ -51,9 +53,9 @@ class Demo:
                 "--output-dir", str(runs), "--experiment-name", "demo", "--timestamp", "map",
                 "--machine.device-type", "cpu", "--vis", "tensorboard",
                 "--viewer.quit-on-train-completion", "True",
-                "--max-num-iterations", str(self.max_num_iterations),
-                "--steps-per-save", str(self.max_num_iterations),
             ]  # fmt: skip
+            if self.max_num_iterations is not None:
+                train += ["--max-num-iterations", str(self.max_num_iterations)]
             CONSOLE.print(" ".join(["ns-train", *train[1:]]))
             subprocess.run(train, check=True)
         CONSOLE.rule("3/3 ns-localize on the lighting-changed queries")
