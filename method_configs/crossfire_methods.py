@@ -102,6 +102,7 @@ def _lite_model() -> CrossfireModelConfig:
         descriptor_loss_start_step=300,
         encoder=FeatureEncoderConfig(output_stride=2),
         warp_images_per_batch=2,
+        descriptor_loss_mult=0.0,  # the distillation term trains the field here: as good, and cheaper (BENCHMARKS.md)
     )
 
 

@@ -30,6 +30,9 @@ def train_lite(scene: Path, out_dir: Path, iterations: int, loss_start: int) -> 
     config.logging.steps_per_log = 5
     config.logging.local_writer.enable = False
     config.pipeline.model.descriptor_loss_start_step = loss_start
+    # crossfire-lite trains its field by distillation alone; the test map keeps the rendered-descriptor loss on
+    # too (the GPU configs' default), so that both paths are trained and checked end to end
+    config.pipeline.model.descriptor_loss_mult = 1.0
     config.pipeline.model.eval_num_rays_per_chunk = 1 << 12
     config.set_timestamp()
     config.save_config()
