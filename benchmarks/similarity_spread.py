@@ -91,8 +91,7 @@ class SimilaritySpread:
             view = renderer.render(crossfire_map.train_c2w[v], K, width, height)
             descriptors.append(F.normalize(view.descriptor.float(), dim=-1).cpu().numpy())
             points.append(view.points.cpu().numpy())
-            origins = view.origins.cpu().numpy() if view.origins is not None else crossfire_map.train_c2w[v][:3, 3]
-            depths.append(np.linalg.norm(points[-1] - origins, axis=-1))
+            depths.append(view.depth[..., 0].cpu().numpy())  # distance along the unit ray: points = o + d * depth
             opaque.append(view.accumulation[..., 0].cpu().numpy() >= 0.9)
             Ks.append(K)
         rng = np.random.default_rng(self.seed)

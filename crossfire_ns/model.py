@@ -222,9 +222,13 @@ class CrossfireModel(NerfactoModel):
             images = images[..., :3] * images[..., 3:] + (1.0 - images[..., 3:])
         return images.permute(0, 3, 1, 2).float().to(self.device)
 
+    def _training_batch(self, batch: Dict) -> bool:
+        """A training step's batch with its images attached (what every crossfire loss needs)."""
+        return self.training and "group_images" in batch
+
     def _field_supervised(self, batch: Dict) -> bool:
         """Past the warm-up, on a training batch: the field's losses may run."""
-        return self.training and "group_images" in batch and self.step >= self.config.descriptor_loss_start_step
+        return self._training_batch(batch) and self.step >= self.config.descriptor_loss_start_step
 
     def descriptor_loss_active(self, batch: Dict) -> bool:
         return self._field_supervised(batch) and self.config.descriptor_loss_mult > 0
@@ -233,11 +237,11 @@ class CrossfireModel(NerfactoModel):
         return self._field_supervised(batch) and self.config.distill_loss_mult > 0
 
     def warp_loss_active(self, batch: Dict) -> bool:
-        return self.training and "group_images" in batch and self.config.warp_loss_mult > 0
+        return self._training_batch(batch) and self.config.warp_loss_mult > 0
 
     def get_metrics_dict(self, outputs, batch):
         metrics_dict = super().get_metrics_dict(outputs, batch)
-        if self.training and "group_images" in batch and self.config.distill_loss_mult > 0:
+        if self._training_batch(batch) and self.config.distill_loss_mult > 0:  # from step 0: full at the warm-up's end
             self._remember_surface(outputs, batch)
         if not (self.descriptor_loss_active(batch) or self.distill_loss_active(batch) or self.warp_loss_active(batch)):
             return metrics_dict

@@ -202,10 +202,6 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
     cell = cell_size(width, height, config)
     h, w = height // cell, width // cell
     image = image[: h * cell, : w * cell]
-    features = crossfire_map.model.encode_images(image[None])  # (1, D, H, W)
-    if features.shape[-2:] != image.shape[:2]:
-        features = F.interpolate(features, size=image.shape[:2], mode="bilinear", align_corners=False)
-    pooled = F.normalize(F.avg_pool2d(features, cell), dim=1)[0].cpu()
     grey = image.mean(-1)[None, None]
     textured = F.avg_pool2d(_local_std(grey), cell)[0, 0].numpy() > MIN_TEXTURE
     K_full = crossfire_map.training_intrinsics(width, height, index)
@@ -213,12 +209,17 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
     view = renderer.render(crossfire_map.train_c2w[index], K, w, h)
     depth = view.depth if config.depth == "median" else view.expected_depth
     distance = depth[..., 0].cpu().numpy().astype(np.float64)
-    points = (view.origins + view.directions * depth).cpu().numpy().astype(np.float64)
+    lifted = view.origins + view.directions * depth  # (h, w, 3)
+    points = lifted.cpu().numpy().astype(np.float64)
     accumulation = view.accumulation[..., 0].cpu().numpy()
     if config.cell_descriptors == "field":
-        finite = torch.nan_to_num(view.origins + view.directions * depth, posinf=0.0, neginf=0.0)
-        with torch.no_grad():
-            pooled = F.normalize(crossfire_map.model.descriptor_field(finite).float(), dim=-1).permute(2, 0, 1).cpu()
+        finite = torch.nan_to_num(lifted, posinf=0.0, neginf=0.0)
+        pooled = F.normalize(crossfire_map.model.descriptor_field(finite).float(), dim=-1).permute(2, 0, 1).cpu()
+    else:
+        features = crossfire_map.model.encode_images(image[None])  # (1, D, H, W)
+        if features.shape[-2:] != image.shape[:2]:
+            features = F.interpolate(features, size=image.shape[:2], mode="bilinear", align_corners=False)
+        pooled = F.normalize(F.avg_pool2d(features, cell), dim=1)[0].cpu()
     keep = (accumulation >= config.min_accumulation) & textured & np.isfinite(distance)
     if config.max_depth_step > 0:
         keep &= ~depth_edges(distance, config.max_depth_step)
