@@ -30,7 +30,7 @@ from crossfire_ns.descriptor_field import DescriptorField
 from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
 from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce
 from crossfire_ns.surface_cache import SurfaceCache
-from crossfire_ns.warp_supervision import RandomWarp
+from crossfire_ns.warp_supervision import RandomWarp, WarpedPairs
 
 
 class _SampleCapturingDepthRenderer(DepthRenderer):
@@ -209,12 +209,9 @@ class CrossfireModel(NerfactoModel):
         finally:
             self.descriptors_enabled = enabled
 
-    def encode_images(self, images: Tensor, augment: bool = False) -> Tensor:
+    def encode_images(self, images: Tensor) -> Tensor:
         """(B, H, W, 3|4) images in [0, 1] to dense features (B, D, H/s, W/s); RGBA is composited on white."""
-        chw = self._composited_chw(images)
-        if augment:
-            chw = self.encoder.augment(chw)
-        return self.encoder(chw)
+        return self.encoder(self._composited_chw(images))
 
     def _composited_chw(self, images: Tensor) -> Tensor:
         """(B, H, W, 3|4) in [0, 1] -> (B, 3, H, W) on the model's device; RGBA is composited on white."""
@@ -245,7 +242,7 @@ class CrossfireModel(NerfactoModel):
             self._remember_surface(outputs, batch)
         if not (self.descriptor_loss_active(batch) or self.distill_loss_active(batch) or self.warp_loss_active(batch)):
             return metrics_dict
-        features = self.encode_images(batch["group_images"], augment=True)  # shared by all three losses
+        features, warped = self._encode_batch(batch["group_images"], self.warp_loss_active(batch))
         if self.descriptor_loss_active(batch):
             loss, stats = self._descriptor_loss(outputs, batch, features)
             metrics_dict["descriptor_loss"] = loss
@@ -255,8 +252,8 @@ class CrossfireModel(NerfactoModel):
             if distilled is not None:
                 metrics_dict["distill_loss"] = distilled[0]
                 metrics_dict["distill_match_accuracy"] = distilled[1]["match_accuracy"]
-        if self.warp_loss_active(batch):
-            loss, stats = self._warp_loss(batch["group_images"], features)
+        if warped is not None:
+            loss, stats = self._warp_loss(batch["group_images"], features, *warped)
             metrics_dict["warp_loss"] = loss
             metrics_dict["warp_match_accuracy"] = stats["dense_match_accuracy"]
         return metrics_dict
@@ -311,16 +308,27 @@ class CrossfireModel(NerfactoModel):
         radius = self.config.negative_radius_px * footprints
         return masked_info_nce(descriptors, encoded, points, radius, self.config.descriptor_temperature)
 
-    def _warp_loss(self, images: Tensor, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """The CNN against itself across a random warp of each image (see ``warp_supervision``)."""
-        count = self.config.warp_images_per_batch or images.shape[0]
-        images, features = images[:count], features[:count]
+    def _encode_batch(self, images: Tensor, warp: bool) -> Tuple[Tensor, Optional[Tuple[WarpedPairs, Tensor]]]:
+        """Augmented CNN features of the batch's images (B, D, h, w) and, when ``warp``, random warps of the first
+        ``warp_images_per_batch`` of them with their features (``warp_supervision``). One augmentation call and
+        one CNN pass for all B + W images: cheaper on CPU than two, and every image still gets its own random
+        augmentation."""
         chw = self._composited_chw(images)
-        pairs = self.random_warp(chw, self.config.warp_points_per_image)
-        warped_features = self.encoder(self.encoder.augment(pairs.warped))
-        image_size = tuple(chw.shape[-2:])
+        if not warp:
+            return self.encoder(self.encoder.augment(chw)), None
+        count = self.config.warp_images_per_batch or images.shape[0]
+        pairs = self.random_warp(chw[:count], self.config.warp_points_per_image)
+        features = self.encoder(self.encoder.augment(torch.cat([chw, pairs.warped])))
+        return features[: images.shape[0]], (pairs, features[images.shape[0] :])
+
+    def _warp_loss(
+        self, images: Tensor, features: Tensor, pairs: WarpedPairs, warped_features: Tensor
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The CNN against itself across the random warps of the first W ``images``: their ``features`` against
+        ``warped_features`` (W, D, h, w) of the warped copies."""
+        image_size = tuple(images.shape[1:3])
         return dense_negative_info_nce(
-            sample_features(features, pairs.pixels, image_size),
+            sample_features(features[: warped_features.shape[0]], pairs.pixels, image_size),
             sample_features(warped_features, pairs.warped_pixels, image_size),
             warped_features,
             pairs.warped_pixels,

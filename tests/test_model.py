@@ -122,8 +122,10 @@ def test_warp_loss_trains_the_encoder_from_the_first_step(model):
     model.step = 0
     batch = {"group_images": torch.rand(2, 24, 32, 3), "rays_per_image": 4, "indices": torch.zeros(8, 3)}
     assert model.warp_loss_active(batch) and not model.descriptor_loss_active(batch)
-    metrics = model._warp_loss(batch["group_images"], model.encode_images(batch["group_images"], augment=True))
-    loss, stats = metrics
+    features, warped = model._encode_batch(batch["group_images"], warp=True)
+    pairs, warped_features = warped
+    assert features.shape[0] == 2 and warped_features.shape[0] == (model.config.warp_images_per_batch or 2)
+    loss, stats = model._warp_loss(batch["group_images"], features, pairs, warped_features)
     assert torch.isfinite(loss) and 0.0 <= float(stats["dense_match_accuracy"]) <= 1.0
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
@@ -178,7 +180,7 @@ def test_distillation_trains_field_and_encoder_from_remembered_surface_points(mo
     }
     assert model._distill_loss(batch, torch.zeros(1)) is None  # nothing remembered yet
     model._remember_surface(outputs, batch)
-    loss, stats = model._distill_loss(batch, model.encode_images(batch["group_images"], augment=True))
+    loss, stats = model._distill_loss(batch, model._encode_batch(batch["group_images"], warp=False)[0])
     assert torch.isfinite(loss) and 0.0 <= float(stats["match_accuracy"]) <= 1.0
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
