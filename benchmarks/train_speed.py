@@ -24,7 +24,10 @@ def _lite_trainer(data: Path, out: Path):
     from method_configs.crossfire_methods import crossfire_lite
 
     config = copy.deepcopy(crossfire_lite.config)
+    # every crossfire loss at full size from the first step: no warm-up, and every ray's surface point is
+    # remembered (not only opaque ones), so the distillation term has its points from the first steps
     config.pipeline.model.descriptor_loss_start_step = 0
+    config.pipeline.model.distill_min_accumulation = 0.0
     return _common(config, data, out)
 
 
@@ -60,18 +63,31 @@ def _common(config, data: Path, out: Path):
 
 
 def time_trainer(config, warmup: int, iterations: int) -> float:
-    """Mean wall seconds per ``train_iteration`` after ``warmup`` untimed steps (callbacks not run: same for both)."""
+    """Mean wall seconds per ``train_iteration`` after ``warmup`` untimed steps.
+
+    The training callbacks run before and after each step as in ``Trainer.train`` (they advance the model's step
+    and nerfacto's proposal annealing); saving, evaluation and logging do not."""
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
     from crossfire_ns.compat import offline_lpips
 
     with offline_lpips():
         trainer = config.setup(local_rank=0, world_size=1)
         trainer.setup()
     trainer.pipeline.train()
-    for step in range(warmup):
+
+    def iteration(step: int) -> None:
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
         trainer.train_iteration(step)
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+    for step in range(warmup):
+        iteration(step)
     start = time.perf_counter()
     for step in range(warmup, warmup + iterations):
-        trainer.train_iteration(step)
+        iteration(step)
     return (time.perf_counter() - start) / iterations
 
 
