@@ -59,6 +59,9 @@ class MapIndexConfig:
     consistency: float = 0.03
     """A cell is kept only if, in at least one of ``num_neighbours`` overlapping training views, the rendered depth
     where its point projects agrees with the point's distance within this share; 0 keeps all."""
+    proposal_share: float = 0.5
+    """The index renders take this share of the map's proposal samples per ray (nerfacto's final samples stay):
+    half the render time, the same poses on the bundled scene and fern (BENCHMARKS.md); 1 renders as in training."""
     num_neighbours: int = 4
     """Training views (most overlapping first) asked to confirm each view's depth."""
     cell_descriptors: Literal["image", "field"] = "image"
@@ -259,7 +262,7 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
     """Describe every training view (one render each at cell resolution), then keep the cells that earned trust."""
     config = config or MapIndexConfig()
     start = time.perf_counter()
-    renderer = MapRenderer(crossfire_map.model, descriptors=False)
+    renderer = MapRenderer(crossfire_map.model, descriptors=False, proposal_share=config.proposal_share)
     num = len(crossfire_map.train_dataset)
     raw = [
         describe_view(crossfire_map, renderer, i, config)

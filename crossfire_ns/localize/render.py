@@ -8,8 +8,9 @@ intrinsics follow nerfstudio's convention (pixel centres at +0.5, so cx = W/2 fo
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -52,13 +53,29 @@ def make_camera(c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Came
     )
 
 
+@contextmanager
+def proposal_samples_scaled(model, share: float) -> Iterator[None]:
+    """Within the block, nerfacto's proposal stages take ``share`` of their samples per ray (at least 1 each; the
+    final stage's count is kept). Proposal sampling is most of a CPU render's cost."""
+    sampler = model.proposal_sampler
+    counts = tuple(sampler.num_proposal_samples_per_ray)
+    if share != 1.0:
+        sampler.num_proposal_samples_per_ray = tuple(max(1, round(n * share)) for n in counts)
+    try:
+        yield
+    finally:
+        sampler.num_proposal_samples_per_ray = counts
+
+
 class MapRenderer:
     """Renders a trained crossfire model and counts renders and seconds (rendering dominates on CPU)."""
 
-    def __init__(self, model, descriptors: bool = False) -> None:
+    def __init__(self, model, descriptors: bool = False, proposal_share: float = 1.0) -> None:
         self.model = model
         self.descriptors = descriptors
         """Render the descriptor field too (only the field-descriptor matcher reads it)."""
+        self.proposal_share = proposal_share
+        """Share of the map's proposal samples per ray (``proposal_samples_scaled``); 1: training's counts."""
         self.num_renders = 0
         self.seconds = 0.0
 
@@ -67,7 +84,8 @@ class MapRenderer:
         start = time.perf_counter()
         camera = make_camera(c2w, K, width, height).to(self.model.device)
         bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
-        outputs = self.model.render_for_localization(bundle, descriptors=self.descriptors)
+        with proposal_samples_scaled(self.model, self.proposal_share):
+            outputs = self.model.render_for_localization(bundle, descriptors=self.descriptors)
         points = bundle.origins + bundle.directions * outputs["depth"]
         self.num_renders += 1
         self.seconds += time.perf_counter() - start

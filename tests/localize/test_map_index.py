@@ -113,3 +113,27 @@ def test_index_is_stored_beside_the_map_reused_and_rebuilt_when_settings_change(
     assert "rebuilding" in capsys.readouterr().out
     path.write_bytes(b"not an index")
     assert len(load_or_build_index(loaded)) == len(built)  # unreadable: rebuilt
+
+
+def test_index_renders_with_fewer_proposal_samples_and_restores_them(trained_map):
+    """The index's cheaper renders: half the proposal samples inside the block, training's counts after it (also
+    after an error), and on the test map nearly the same depth where the render is opaque."""
+    from crossfire_ns.localize.render import MapRenderer, proposal_samples_scaled
+    from crossfire_ns.map import load_map
+
+    loaded = load_map(trained_map[0])
+    sampler = loaded.model.proposal_sampler
+    counts = tuple(sampler.num_proposal_samples_per_ray)
+    with pytest.raises(RuntimeError):
+        with proposal_samples_scaled(loaded.model, 0.5):
+            assert sampler.num_proposal_samples_per_ray == tuple(max(1, round(n / 2)) for n in counts)
+            raise RuntimeError("inside")
+    assert tuple(sampler.num_proposal_samples_per_ray) == counts
+    K = loaded.training_intrinsics(40, 30)
+    full = MapRenderer(loaded.model).render(loaded.train_c2w[0], K, 40, 30)
+    half = MapRenderer(loaded.model, proposal_share=0.5).render(loaded.train_c2w[0], K, 40, 30)
+    assert tuple(sampler.num_proposal_samples_per_ray) == counts
+    opaque = (full.accumulation[..., 0] > 0.9) & (half.accumulation[..., 0] > 0.9)
+    assert opaque.sum() > 0
+    relative = ((half.depth - full.depth).abs() / full.depth)[..., 0][opaque]
+    assert float(relative.median()) < 0.05
