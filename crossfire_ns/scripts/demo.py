@@ -6,6 +6,7 @@ Each step runs the real command a user would run (ns-train, ns-localize), so the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ class Demo:
         config = runs / "demo" / "crossfire-lite" / "map" / "config.yml"
         started = time.perf_counter()
         CONSOLE.rule("1/3 bundled scene")
-        generate_scene(scene, SyntheticSceneConfig())
+        generate_scene(scene, SyntheticSceneConfig(), workers=os.cpu_count() or 1)
         checkpoints = sorted((config.parent / "nerfstudio_models").glob("*.ckpt")) if config.exists() else []
         CONSOLE.rule("2/3 ns-train crossfire-lite (CPU)")
         if checkpoints and not self.retrain:

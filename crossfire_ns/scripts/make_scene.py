@@ -6,6 +6,7 @@ crossfire-make-scene --output-dir DIR --layout inside-out --write-depth   # came
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,6 +26,8 @@ class MakeSceneArgs:
     """Scene parameters."""
     walk: WalkConfig = field(default_factory=WalkConfig)
     """With --walk.frames N: also a smooth camera path of N frames through the room in walk/ (for tracking)."""
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Processes rendering views at once (default: one per CPU); the files are the same for any number."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -38,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     total = config.num_train + config.num_query
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("Rendering views", total=total)
-        out = generate_scene(args.output_dir, config, on_view=lambda _: progress.advance(task))
+        out = generate_scene(args.output_dir, config, on_view=lambda _: progress.advance(task), workers=args.workers)
     if args.walk.frames > 0:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("Rendering the walk", total=args.walk.frames)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -61,6 +64,7 @@ def generate_scene(
     train_lighting: Lighting = TRAIN_LIGHTING,
     query_lighting: Lighting = QUERY_LIGHTING,
     on_view: Optional[Callable[[str], None]] = None,
+    workers: int = 1,
 ) -> Path:
     """Render and write the scene (layout below) and return ``output_dir``.
 
@@ -72,7 +76,8 @@ def generate_scene(
     supersamples, so back-projecting a pixel centre at its depth lands exactly on a surface), listed under
     ``depth`` in scene.json and not in transforms.json (nerfstudio does not load them). Images are written
     first and the JSON files last, each atomically, so a listed image always exists. ``on_view`` is
-    called with each image's relative path after it is written (for progress reporting).
+    called with each image's relative path after it is written (for progress reporting). ``workers`` > 1 renders
+    views in that many processes (each view's noise has its own seed, so the files are the same as with one).
     """
     config = config if config is not None else SyntheticSceneConfig()
     _validate(config)
@@ -88,11 +93,13 @@ def generate_scene(
 
     def render_set(poses: np.ndarray, lighting: Lighting, prefix: str, base: Path, stream: int) -> List[dict]:
         frames = []
-        for i, c2w in enumerate(poses):
+        jobs = [
+            (c2w, intrinsics, lighting, scene, config.supersample, _noise_seed(config, stream, i))
+            for i, c2w in enumerate(poses)
+        ]
+        mapper = pool.map if pool is not None else map  # in order either way
+        for i, (c2w, (rgb, depth)) in enumerate(zip(poses, mapper(_render_job, jobs))):
             rel = f"images/{prefix}_{i:03d}.png"
-            rgb, depth = render_view(
-                c2w, intrinsics, lighting, scene, config.supersample, noise_seed=_noise_seed(config, stream, i)
-            )
             _write_png(base / rel, rgb)
             if config.write_depth:
                 depth_rel = f"depth/{prefix}_{i:03d}.npy"
@@ -103,8 +110,11 @@ def generate_scene(
                 on_view(str((base / rel).relative_to(output_dir)))
         return frames
 
-    train_frames = render_set(train_poses, train_lighting, "train", output_dir, 0)
-    query_frames = render_set(query_poses, query_lighting, "query", output_dir / "queries", 1)
+    workers = max(1, min(workers, len(train_poses) + len(query_poses)))
+    spawn = multiprocessing.get_context("spawn")  # no fork of a parent that may hold torch's threads
+    with ProcessPoolExecutor(workers, mp_context=spawn) if workers > 1 else nullcontext() as pool:
+        train_frames = render_set(train_poses, train_lighting, "train", output_dir, 0)
+        query_frames = render_set(query_poses, query_lighting, "query", output_dir / "queries", 1)
 
     write_transforms(output_dir / "transforms.json", train_frames, **intrinsics.to_transforms())
     write_transforms(output_dir / "queries" / "transforms.json", query_frames, **intrinsics.to_transforms())
@@ -120,6 +130,12 @@ DEPTH_DEFINITION = (
     "axis, world units) of the ray through each pixel centre (u + 0.5, v + 0.5), not averaged over supersamples"
 )
 """What a depth/*.npy file holds (also written into scene.json)."""
+
+
+def _render_job(job: Tuple) -> Tuple[np.ndarray, np.ndarray]:
+    """One view of ``generate_scene``: (c2w, intrinsics, lighting, scene, supersample, noise seed) -> (rgb, depth)."""
+    c2w, intrinsics, lighting, scene, supersample, seed = job
+    return render_view(c2w, intrinsics, lighting, scene, supersample, noise_seed=seed)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -177,6 +193,7 @@ def generate_walk(
     config: Optional[SyntheticSceneConfig] = None,
     walk: Optional[WalkConfig] = None,
     on_view: Optional[Callable[[str], None]] = None,
+    workers: int = 1,
 ) -> Path:
     """Render the path of ``walk`` into ``output_dir`` (``transforms.json`` with ground truth + ``images/frame_XXXX.png``,
     frames in order) and return ``output_dir``. With ``blur_steps`` > 1 each frame averages renders spread over the
