@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 
-def train_lite(scene: Path, out_dir: Path, iterations: int, loss_start: int) -> Tuple[Path, Dict[str, List]]:
+def train_lite(
+    scene: Path, out_dir: Path, iterations: int, loss_start: int, **model_overrides
+) -> Tuple[Path, Dict[str, List]]:
+    """Train crossfire-lite on ``scene`` in-process (``model_overrides``: CrossfireModelConfig fields); returns its
+    config.yml and the logged scalars (tag -> [(step, value)])."""
     from nerfstudio.scripts.train import train_loop
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -34,6 +38,8 @@ def train_lite(scene: Path, out_dir: Path, iterations: int, loss_start: int) -> 
     # too (the GPU configs' default), so that both paths are trained and checked end to end
     config.pipeline.model.descriptor_loss_mult = 1.0
     config.pipeline.model.eval_num_rays_per_chunk = 1 << 12
+    for name, value in model_overrides.items():
+        setattr(config.pipeline.model, name, value)
     config.set_timestamp()
     config.save_config()
     train_loop(local_rank=0, world_size=1, config=config)

@@ -5,6 +5,8 @@ import statistics
 import pytest
 import torch
 
+from tests.conftest import block_network
+
 pytestmark = pytest.mark.slow
 
 
@@ -60,11 +62,16 @@ def test_training_resumes_from_the_checkpoint(trained_map, tmp_path, no_network)
     assert trainer._start_step > 0, "the checkpoint's step must be restored"
 
 
-def test_distillation_runs_once_the_map_has_opaque_surfaces(trained_map):
-    """The field's direct supervision starts with the descriptor loss, once opaque rays have left surface points
-    (on this 100-step map that is late: early rays are not opaque), and stays finite."""
-    _, scalars = trained_map
+def test_distillation_runs_from_the_warm_up_on_and_stays_finite(bundled_scene, tmp_path):
+    """The field's direct supervision runs in a real training loop from the descriptor warm-up on, and stays finite.
+
+    Its own short run remembers every ray's surface point (minimum opacity 0): the shared 100-step test map is rarely
+    0.9 opaque before its last steps, so at the default threshold the term may run only at the very end there."""
+    from tests.helpers import train_lite
+
+    with block_network():
+        _, scalars = train_lite(bundled_scene, tmp_path, iterations=30, loss_start=10, distill_min_accumulation=0.0)
     steps = [s for s, _ in scalars["Train Loss Dict/distill_loss"]]
     losses = [v for _, v in scalars["Train Loss Dict/distill_loss"]]
-    assert len(losses) >= 2 and min(steps) >= 10, losses
+    assert len(losses) >= 3 and min(steps) >= 10, steps
     assert all(torch.isfinite(torch.tensor(losses))), losses
