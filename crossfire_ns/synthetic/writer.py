@@ -193,7 +193,6 @@ def generate_walk(
     config: Optional[SyntheticSceneConfig] = None,
     walk: Optional[WalkConfig] = None,
     on_view: Optional[Callable[[str], None]] = None,
-    workers: int = 1,
 ) -> Path:
     """Render the path of ``walk`` into ``output_dir`` (``transforms.json`` with ground truth + ``images/frame_XXXX.png``,
     frames in order) and return ``output_dir``. With ``blur_steps`` > 1 each frame averages renders spread over the
