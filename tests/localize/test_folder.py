@@ -123,6 +123,7 @@ def test_a_different_run_is_refused_and_overwrite_starts_afresh(trained_map, bun
 
 @pytest.mark.slow
 def test_a_folder_of_bad_inputs_completes_and_names_each_problem(trained_map, bundled_scene, tmp_path, capsys):
+    from crossfire_ns.localize.matchers import PriorMatcherConfig
     from crossfire_ns.scripts.localize import Localize
 
     qdir = tmp_path / "mixed"
@@ -162,7 +163,14 @@ def test_a_folder_of_bad_inputs_completes_and_names_each_problem(trained_map, bu
         assert "Error" not in rows[f"images/{name}"]["message"]
     for frame in good:
         assert rows[frame["file_path"]]["status"] in ("localized", "failed")
-    assert sum(r["status"] == "localized" for r in rows.values()) >= 1
+    # Whether the 100-step map localizes anything varies between machines (CI once failed all five), so the
+    # claim that every readable image reaches a pose is checked with the prior-only matcher, which cannot fail.
+    out = tmp_path / "prior"
+    assert Localize(trained_map[0], qdir, out, matcher=PriorMatcherConfig(), max_image_side=2 * w).main() == 0
+    rows = {r["file_path"]: r for r in _rows(out)}
+    readable = [f["file_path"] for f in good] + [f"images/{n}" for n in ("rgba.png", "deep.png", "big.png")]
+    assert all(rows[name]["status"] == "localized" for name in readable), [rows[n] for n in readable]
+    assert sum(r["status"] == "unreadable" for r in rows.values()) == 3
 
 
 @pytest.mark.slow
