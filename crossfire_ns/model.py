@@ -242,7 +242,8 @@ class CrossfireModel(NerfactoModel):
             self._remember_surface(outputs, batch)
         if not (self.descriptor_loss_active(batch) or self.distill_loss_active(batch) or self.warp_loss_active(batch)):
             return metrics_dict
-        features, warped = self._encode_batch(batch["group_images"], self.warp_loss_active(batch))
+        field_losses = self.descriptor_loss_active(batch) or self.distill_loss_active(batch)
+        features, warped = self._encode_batch(batch["group_images"], self.warp_loss_active(batch), field_losses)
         if self.descriptor_loss_active(batch):
             loss, stats = self._descriptor_loss(outputs, batch, features)
             metrics_dict["descriptor_loss"] = loss
@@ -308,18 +309,22 @@ class CrossfireModel(NerfactoModel):
         radius = self.config.negative_radius_px * footprints
         return masked_info_nce(descriptors, encoded, points, radius, self.config.descriptor_temperature)
 
-    def _encode_batch(self, images: Tensor, warp: bool) -> Tuple[Tensor, Optional[Tuple[WarpedPairs, Tensor]]]:
+    def _encode_batch(
+        self, images: Tensor, warp: bool, every_image: bool = True
+    ) -> Tuple[Tensor, Optional[Tuple[WarpedPairs, Tensor]]]:
         """Augmented CNN features of the batch's images (B, D, h, w) and, when ``warp``, random warps of the first
-        ``warp_images_per_batch`` of them with their features (``warp_supervision``). One augmentation call and
+        W = ``warp_images_per_batch`` of them with their features (``warp_supervision``). One augmentation call and
         one CNN pass for all B + W images: cheaper on CPU than two, and every image still gets its own random
-        augmentation."""
+        augmentation. Without ``every_image`` (no field loss needs the other images, as in the warm-up) only the
+        first W images are encoded and the features returned are theirs (W, D, h, w)."""
         chw = self._composited_chw(images)
         if not warp:
             return self.encoder(self.encoder.augment(chw)), None
         count = self.config.warp_images_per_batch or images.shape[0]
         pairs = self.random_warp(chw[:count], self.config.warp_points_per_image)
-        features = self.encoder(self.encoder.augment(torch.cat([chw, pairs.warped])))
-        return features[: images.shape[0]], (pairs, features[images.shape[0] :])
+        encoded = chw if every_image else chw[:count]
+        features = self.encoder(self.encoder.augment(torch.cat([encoded, pairs.warped])))
+        return features[: encoded.shape[0]], (pairs, features[encoded.shape[0] :])
 
     def _warp_loss(
         self, images: Tensor, features: Tensor, pairs: WarpedPairs, warped_features: Tensor

@@ -132,6 +132,23 @@ def test_warp_loss_trains_the_encoder_from_the_first_step(model):
     assert all(p.grad is None for p in model.descriptor_field.parameters())
 
 
+def test_the_warm_up_encodes_only_the_warped_images(model, monkeypatch):
+    """Before the field's losses start only the warp loss needs features: the CNN sees the W warped images and
+    their copies, not the whole batch (the other images' features would be thrown away)."""
+    torch.manual_seed(0)
+    model.train()
+    monkeypatch.setattr(model.config, "warp_images_per_batch", 1)
+    seen = []
+    monkeypatch.setattr(
+        model.encoder, "forward", lambda x, original=model.encoder.forward: seen.append(x.shape[0]) or original(x)
+    )
+    images = torch.rand(3, 24, 32, 3)
+    features, (pairs, warped_features) = model._encode_batch(images, warp=True, every_image=False)
+    assert seen == [2] and features.shape[0] == 1 and warped_features.shape[0] == 1
+    features, _ = model._encode_batch(images, warp=True)
+    assert seen == [2, 4] and features.shape[0] == 3
+
+
 def _camera_bundle(width: int = 8, height: int = 6):
     from nerfstudio.cameras.cameras import Cameras
 
