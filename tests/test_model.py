@@ -115,6 +115,27 @@ def test_nerfacto_style_checkpoint_loads_with_weights_only(tmp_path):
     assert compat.load_checkpoint(path)["step"] == 1
 
 
+def test_external_method_placeholders_skip_the_stack_walk_but_still_offer_the_install(monkeypatch):
+    """nerfstudio builds a placeholder per installable external method; ours no longer walk the stack (~8 s per
+    process start) and, built from anywhere else (the CLI), still offer the install."""
+    import inspect
+
+    from nerfstudio.configs import external_methods, method_configs
+
+    placeholder = external_methods.ExternalMethodDummyTrainerConfig
+    assert getattr(placeholder.__post_init__, "_crossfire_quick", False), "our method module was not discovered"
+    assert sum(isinstance(c, placeholder) for c in method_configs.all_methods.values()) >= 10
+    monkeypatch.setattr(inspect, "stack", lambda *args, **kwargs: pytest.fail("the stack was walked"))
+    assert len(external_methods.get_external_methods()[0]) >= 10  # quietly: no install offer, no exit
+    monkeypatch.undo()  # nerfstudio's own offer (which we call) walks the stack: that is only the CLI's path
+    asked = []
+    monkeypatch.setattr(external_methods.Confirm, "ask", lambda *args, **kwargs: asked.append(args) or False)
+    method = next(m for m in external_methods.external_methods if m.pip_package)
+    with pytest.raises(SystemExit):
+        placeholder(method_name="x", method=method)
+    assert len(asked) == 1
+
+
 def test_warp_loss_trains_the_encoder_from_the_first_step(model):
     """The warp loss needs no rendered depth: it is in the loss dict at step 0, before the descriptor loss."""
     torch.manual_seed(0)
