@@ -25,7 +25,7 @@ from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch import Tensor
 from torch.nn import Parameter
 
-from crossfire_ns.compat import offline_lpips
+from crossfire_ns.compat import offline_lpips, use_linf_contraction
 from crossfire_ns.descriptor_field import DescriptorField
 from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
 from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce
@@ -123,6 +123,7 @@ class CrossfireModel(NerfactoModel):
     def populate_modules(self):
         with offline_lpips():
             super().populate_modules()
+        use_linf_contraction(self)  # before the descriptor field takes the field's contraction
         self.renderer_expected_depth = _SampleCapturingDepthRenderer(method="expected")
         self.descriptors_enabled = True
         """Whether ``get_outputs`` renders the descriptor field (off inside ``render_for_localization`` when the

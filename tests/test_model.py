@@ -136,6 +136,22 @@ def test_external_method_placeholders_skip_the_stack_walk_but_still_offer_the_in
     assert len(asked) == 1
 
 
+def test_the_linf_contraction_matches_nerfstudios_and_every_field_uses_it(model):
+    from nerfstudio.field_components.spatial_distortions import SceneContraction
+
+    torch.manual_seed(0)
+    points = (torch.randn(2000, 3) * 2.0).requires_grad_()  # inside and outside the unit cube
+    ours, theirs = compat.LinfSceneContraction(order=float("inf")), SceneContraction(order=float("inf"))
+    expected = theirs(points)
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), points)
+    got = ours(points)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), points)
+    assert torch.equal(got, expected) and torch.allclose(grad_got, grad_expected, atol=1e-6)
+    assert (points.abs().amax(-1) > 1).float().mean() > 0.3 and got.abs().max() < 2
+    used = [m.spatial_distortion for m in model.modules() if getattr(m, "spatial_distortion", None) is not None]
+    assert len(used) >= 3 and all(type(d) is compat.LinfSceneContraction for d in used)  # field, proposals, descriptors
+
+
 def test_warp_loss_trains_the_encoder_from_the_first_step(model):
     """The warp loss needs no rendered depth: it is in the loss dict at step 0, before the descriptor loss."""
     torch.manual_seed(0)
