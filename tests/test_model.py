@@ -186,6 +186,23 @@ def test_the_warm_up_encodes_only_the_warped_images(model, monkeypatch):
     assert seen == [2, 4] and features.shape[0] == 3
 
 
+def test_which_steps_encode_every_image(model, monkeypatch):
+    batch = {"group_images": torch.rand(2, 24, 32, 3), "rays_per_image": 4, "indices": torch.zeros(8, 3)}
+    model.train()
+    monkeypatch.setattr(model.config, "descriptor_loss_mult", 0.0)
+    model.step = 0
+    assert not model.features_for_every_image(batch)  # the warm-up: the warp loss only
+    model.step = model.config.descriptor_loss_start_step
+    assert model.features_for_every_image(batch)  # the distillation reads every image
+    monkeypatch.setattr(model.config, "distill_warp_images_only", True)
+    assert not model.features_for_every_image(batch)
+    monkeypatch.setattr(model.config, "warp_loss_mult", 0.0)
+    assert model.features_for_every_image(batch)  # no warped images to read
+    monkeypatch.setattr(model.config, "descriptor_loss_mult", 1.0)
+    monkeypatch.setattr(model.config, "warp_loss_mult", 1.0)
+    assert model.features_for_every_image(batch)  # the rendered-descriptor loss has rays in every image
+
+
 def _camera_bundle(width: int = 8, height: int = 6):
     from nerfstudio.cameras.cameras import Cameras
 
@@ -234,7 +251,9 @@ def test_distillation_trains_field_and_encoder_from_remembered_surface_points(mo
     }
     assert model._distill_loss(batch, torch.zeros(1)) is None  # nothing remembered yet
     model._remember_surface(outputs, batch)
-    loss, stats = model._distill_loss(batch, model._encode_batch(batch["group_images"], warp=False)[0])
+    features = model._encode_batch(batch["group_images"], warp=False)[0]
+    assert torch.isfinite(model._distill_loss(batch, features[:1])[0])  # the first image's points only
+    loss, stats = model._distill_loss(batch, features)
     assert torch.isfinite(loss) and 0.0 <= float(stats["match_accuracy"]) <= 1.0
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
