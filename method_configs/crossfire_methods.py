@@ -41,12 +41,14 @@ def crossfire_trainer(
     images_per_batch: int,
     steps_per_save: int = 2000,
     chunk: int = 1 << 15,
+    steps_per_eval_image: int = 500,
 ) -> TrainerConfig:
     """One TrainerConfig shape for every variant; only sizes differ."""
     decay_steps = max(max_num_iterations, 1000)
     return TrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=500,
+        steps_per_eval_image=steps_per_eval_image,
         steps_per_save=steps_per_save,
         max_num_iterations=max_num_iterations,
         mixed_precision=True,
@@ -142,7 +144,16 @@ crossfire = MethodSpecification(
 
 crossfire_lite = MethodSpecification(
     config=crossfire_trainer(
-        "crossfire-lite", _lite_model(), LITE_ITERATIONS, 512, images_per_batch=4, steps_per_save=500, chunk=1 << 13
+        "crossfire-lite",
+        _lite_model(),
+        LITE_ITERATIONS,
+        512,
+        images_per_batch=4,
+        steps_per_save=500,
+        chunk=1 << 13,
+        # no eval image (a full render at training's sample counts: ~10 s of a 10-minute CPU run, BENCHMARKS.md);
+        # the viewer shows the map live, and --steps-per-eval-image N brings the images back
+        steps_per_eval_image=0,
     ),
     description="Small crossfire map that trains a toy scene on 2 CPU cores in minutes.",
 )

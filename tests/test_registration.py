@@ -37,6 +37,18 @@ def test_optimizer_groups_cover_model_param_groups():
     )
 
 
+def test_only_the_cpu_variant_skips_the_eval_image():
+    """crossfire-lite renders no eval image (10 s of a 10-minute CPU run; the viewer shows the map), and nerfstudio
+    reads 0 as never; the GPU variants keep nerfstudio's 500 steps."""
+    from nerfstudio.utils.misc import step_check
+
+    from method_configs.crossfire_methods import crossfire, crossfire_big, crossfire_lite
+
+    lite = crossfire_lite.config.steps_per_eval_image
+    assert not any(step_check(step, lite) for step in range(crossfire_lite.config.max_num_iterations + 1))
+    assert crossfire.config.steps_per_eval_image == crossfire_big.config.steps_per_eval_image == 500
+
+
 def test_console_scripts_are_registered():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("ns-localize") == "crossfire_ns.scripts.localize:entrypoint"

@@ -262,7 +262,8 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
     """Describe every training view (one render each at cell resolution), then keep the cells that earned trust."""
     config = config or MapIndexConfig()
     start = time.perf_counter()
-    renderer = MapRenderer(crossfire_map.model, descriptors=False, proposal_share=config.proposal_share)
+    # depth and opacity only: the colour MLP is not run (the cells' descriptors come from the real image's CNN features)
+    renderer = MapRenderer(crossfire_map.model, descriptors=False, proposal_share=config.proposal_share, colour=False)
     num = len(crossfire_map.train_dataset)
     raw = [
         describe_view(crossfire_map, renderer, i, config)

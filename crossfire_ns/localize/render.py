@@ -67,13 +67,36 @@ def proposal_samples_scaled(model, share: float) -> Iterator[None]:
         sampler.num_proposal_samples_per_ray = counts
 
 
+class _NoColour(torch.nn.Module):
+    """Stands in for nerfacto's colour MLP: black for every sample, without evaluating anything."""
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features.new_zeros(features.shape[0], 3)
+
+
+@contextmanager
+def colour_skipped(model, skip: bool = True) -> Iterator[None]:
+    """Within the block (when ``skip``), nerfacto's colour MLP is not run and the rendered rgb is black: for
+    renders that read only depth and opacity (the map index), whose density, weights and depths are unchanged."""
+    field = model.field
+    head = field.mlp_head
+    if skip:
+        field.mlp_head = _NoColour()
+    try:
+        yield
+    finally:
+        field.mlp_head = head
+
+
 class MapRenderer:
     """Renders a trained crossfire model and counts renders and seconds (rendering dominates on CPU)."""
 
-    def __init__(self, model, descriptors: bool = False, proposal_share: float = 1.0) -> None:
+    def __init__(self, model, descriptors: bool = False, proposal_share: float = 1.0, colour: bool = True) -> None:
         self.model = model
         self.descriptors = descriptors
         """Render the descriptor field too (only the field-descriptor matcher reads it)."""
+        self.colour = colour
+        """Render colour; without it ``rgb`` is black and the colour MLP is not run (``colour_skipped``)."""
         self.proposal_share = proposal_share
         """Share of the map's proposal samples per ray (``proposal_samples_scaled``); 1: training's counts."""
         self.num_renders = 0
@@ -84,7 +107,7 @@ class MapRenderer:
         start = time.perf_counter()
         camera = make_camera(c2w, K, width, height).to(self.model.device)
         bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
-        with proposal_samples_scaled(self.model, self.proposal_share):
+        with proposal_samples_scaled(self.model, self.proposal_share), colour_skipped(self.model, not self.colour):
             outputs = self.model.render_for_localization(bundle, descriptors=self.descriptors)
         points = bundle.origins + bundle.directions * outputs["depth"]
         self.num_renders += 1

@@ -140,3 +140,25 @@ def test_index_renders_with_fewer_proposal_samples_and_restores_them(trained_map
     # The 100-step test map's proposal networks are barely trained: its median moved between 1% and 11% with
     # the training's random stream, so only a gross breakage is asserted here.
     assert float(relative.max()) > 0 and float(relative.median()) < 0.25
+
+
+def test_renders_without_colour_keep_depth_and_opacity_and_restore_the_head(trained_map):
+    """The index renders skip nerfacto's colour MLP: depth, expected depth and opacity are exactly those of the
+    full render, rgb is black, and the colour head is back after the block (also after an error)."""
+    from crossfire_ns.localize.render import MapRenderer, colour_skipped
+    from crossfire_ns.map import load_map
+
+    loaded = load_map(trained_map[0])
+    head = loaded.model.field.mlp_head
+    with pytest.raises(RuntimeError):
+        with colour_skipped(loaded.model):
+            assert loaded.model.field.mlp_head is not head
+            raise RuntimeError("inside")
+    assert loaded.model.field.mlp_head is head
+    K = loaded.training_intrinsics(40, 30)
+    full = MapRenderer(loaded.model).render(loaded.train_c2w[0], K, 40, 30)
+    dark = MapRenderer(loaded.model, colour=False).render(loaded.train_c2w[0], K, 40, 30)
+    assert loaded.model.field.mlp_head is head
+    for name in ("depth", "expected_depth", "accumulation"):
+        assert torch.equal(getattr(full, name), getattr(dark, name)), name
+    assert float(dark.rgb.abs().max()) == 0.0 and float(full.rgb.max()) > 0.0
