@@ -278,7 +278,9 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
         kept_basic += int(view.keep.sum())
         kept += int(mask.sum())
         ys, xs = np.nonzero(mask)
-        descriptors = view.descriptors[:, ys, xs].T.contiguous()
+        # rounded as the file stores them (float16): a just-built index matches exactly like the same index loaded
+        # later, so a query's outcome does not depend on whether this process built it (BENCHMARKS.md, session 9)
+        descriptors = view.descriptors[:, ys, xs].T.contiguous().half().float()
         points = torch.from_numpy(view.points[ys, xs].astype(np.float32))
         pixels = torch.from_numpy(((np.stack([xs, ys], axis=1) + 0.5) * view.cell).astype(np.float32))
         views.append(ViewCells(descriptors, points, pixels))

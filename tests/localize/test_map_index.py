@@ -109,6 +109,8 @@ def test_index_is_stored_beside_the_map_reused_and_rebuilt_when_settings_change(
     stamp = path.stat().st_mtime_ns
     again = load_or_build_index(loaded)
     assert path.stat().st_mtime_ns == stamp and again.key == built.key  # reused, not rebuilt
+    for a, b in zip(again.views, built.views):  # what a later run loads is exactly what this one matched against
+        assert torch.equal(a.descriptors, b.descriptors) and torch.equal(a.points, b.points)
     load_or_build_index(loaded, MapIndexConfig(consistency=0.1))
     assert "rebuilding" in capsys.readouterr().out
     path.write_bytes(b"not an index")
