@@ -110,3 +110,36 @@ def test_low_confidence_poses_are_reported_as_failed():
     assert not estimate.success and "confidence" in estimate.message and estimate.c2w is None
     strict = _matcher(_query_features(points, descriptors, truth), min_coverage=1.01)
     assert not strict.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]]).success
+
+
+class _RecordingMatcher(_Matcher):
+    """Records the search radius of every index refinement round."""
+
+    radii: list
+
+    def _refine_on_index(self, index, query, K, c2w, radius, image_shape):
+        self.radii.append(radius)
+        return super()._refine_on_index(index, query, K, c2w, radius, image_shape)
+
+
+def _recording(query_features, **options) -> _RecordingMatcher:
+    points, descriptors, views, _ = _scene()
+    config = CrossfireMatcherConfig(**{"min_similarity": 0.9, **options})
+    matcher = _RecordingMatcher(config, _index(points, descriptors, views), query_features)
+    matcher.radii = []
+    return matcher
+
+
+def test_a_settled_refinement_is_not_repeated_and_an_unsettled_one_is_up_to_the_limit():
+    points, descriptors, views, truth = _scene()
+    features = _query_features(points, descriptors, truth)
+    settled = _recording(features, index_refine_radius_px=(6.0, 3.0), index_refine_repeats=2)
+    estimate = settled.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])
+    assert estimate.success and settled.radii == [6.0, 3.0]  # exact matches: the coarse pose needs no second look
+    assert estimate.diagnostics["refine_rounds"] == 2
+    moving = _recording(features, index_refine_radius_px=(6.0, 3.0), index_refine_repeats=2, index_refine_settle_deg=-1)
+    estimate = moving.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])
+    assert estimate.success and moving.radii == [6.0, 6.0, 6.0, 3.0]  # never settles: the first radius 1 + 2 times
+    assert estimate.diagnostics["refine_rounds"] == 4
+    t_err, r_err = c2w_pose_errors(estimate.c2w, truth)
+    assert r_err < 0.3 and t_err < 0.02

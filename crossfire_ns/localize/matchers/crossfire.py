@@ -78,6 +78,13 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     index_refine_radius_px: Tuple[float, ...] = (6.0, 3.0)
     """Index refinement rounds: each searches a cell's match within this many query pixels of where the current
     estimate projects its 3D point (sub-pixel peak), then re-solves the pose."""
+    index_refine_repeats: int = 0
+    """Index refinement: the first round is repeated, at most this many more times, while it still moves the estimate
+    by more than ``index_refine_settle_deg`` (a coarse pose several degrees off is not within the finer rounds' reach
+    after one search). 0 by default: 2 rescued one bundled query of 30 but let fern's blurred poses drift further
+    (BENCHMARKS.md, session 9)."""
+    index_refine_settle_deg: float = 0.5
+    """Rotation (degrees) below which a refinement round counts as settled (``index_refine_repeats``)."""
     render_refinements: int = 0
     """Index path: render-match-PnP rounds at the query's resolution after the index refinement (each costs one
     render; ``guided_radius_px``, ``refine_reprojection_threshold_px``); 0: none."""
@@ -213,20 +220,29 @@ class CrossfireMatcher(FeatureMatcher):
             "coarse_matches": num_matches,
             "coarse_ratio": coarse_ratio,
         }
-        for radius in config.index_refine_radius_px:
+        schedule, position, repeats, rounds = list(config.index_refine_radius_px), 0, 0, 0
+        while position < len(schedule):
+            radius = schedule[position]
+            before = estimate.c2w
             refined, num, projected, disagreement = self._refine_on_index(
                 index, query, K, estimate.c2w, radius, image.shape
             )
             history.append(refined.num_inliers)
+            rounds += 1
             diagnostics.update(
                 refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
                 refine_ratio=refined.num_inliers / max(1, num), refine_coverage=num / max(1, projected),
-                view_disagreement_deg=disagreement,
+                view_disagreement_deg=disagreement, refine_rounds=rounds,
             )  # fmt: skip
             if not refined.success:
                 estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {refined.message}")
                 break
             estimate = localized(refined, num)
+            moved = rotation_angle_deg(estimate.c2w[:3, :3].T @ before[:3, :3])
+            if position == 0 and moved > config.index_refine_settle_deg and repeats < config.index_refine_repeats:
+                repeats += 1  # the first radius again, from where this round left the estimate
+            else:
+                position += 1
         if estimate.success:
             for _ in range(config.render_refinements):
                 rendered, num = self._round(
