@@ -28,6 +28,8 @@ CONSOLE = Console(width=140)
 
 RIGHT = (2.0, 0.02)
 """A right pose: rotation within 2 deg and camera centre within 2% of the scene's camera extent."""
+LOWER_IS_BETTER = ("_deg", "_sigma")
+"""Figures (by name ending) where smaller means surer: angles between estimates, uncertainties."""
 WRONG = (5.0, 0.05)
 """A wrong pose: rotation beyond 5 deg or camera centre beyond 5% of the extent."""
 
@@ -54,7 +56,7 @@ class Collect:
 
         crossfire_map = load_map(self.load_config)
         extent = crossfire_map.camera_extent()
-        matcher = replace(CrossfireMatcherConfig(), min_confidence=0.0, min_coverage=0.0)
+        matcher = replace(CrossfireMatcherConfig(), min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"))
         localizer = MapLocalizer(crossfire_map, matcher)
         localizer.warm_up()
         rows = []
@@ -95,14 +97,14 @@ class Report:
         right = (r_err <= RIGHT[0]) & (t_rel <= RIGHT[1])
         wrong = (r_err > WRONG[0]) | (t_rel > WRONG[1])
         CONSOLE.print(f"{len(rows)} localized: {int(right.sum())} right, {int(wrong.sum())} wrong, rest in between")
-        table = Table(title="Figures of right vs wrong poses (higher is better for all but *_rotation_deg)")
+        table = Table(title="Figures of right vs wrong poses (higher is better for all but *_deg and *_sigma)")
         for col in ("figure", "right min", "right median", "wrong max", "wrong median", "threshold", "right kept"):
             table.add_column(col)
         out = {}
         skip = {"scene", "folder", "file_path", "status", "r_err", "t_rel", "seconds"}
         for name in [k for k in rows[0] if k not in skip] if rows else []:
             values = np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
-            sign = -1.0 if name.endswith("_deg") else 1.0
+            sign = -1.0 if name.endswith(LOWER_IS_BETTER) else 1.0
             v = sign * values
             good, bad = v[right & np.isfinite(v)], v[wrong & np.isfinite(v)]
             threshold = float(np.max(bad)) if len(bad) else float("-inf")

@@ -186,3 +186,42 @@ def solve_pnp_poselib(
     errors = np.linalg.norm(projected - points2d[idx], axis=1)
     mask = (errors < threshold) & (cam[:, 2] > 0)  # after refinement, by the same rule as the OpenCV path
     return _finish(R, t, mask, errors, idx, n, min_inliers)
+
+
+def camera_centre_sigma(
+    points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, min_sigma_px: float = 0.5
+) -> float:
+    """How loosely the correspondences hold the camera centre: the root of the trace of its covariance (world units)
+    under a first-order model, with the pixel noise taken from the residuals themselves (at least ``min_sigma_px``).
+
+    Few points over a narrow view let the centre slide along the viewing axis at little reprojection cost; inlier
+    shares do not see that, this does. ``points3d`` (N, 3) world, ``points2d`` (N, 2) pixels, ``R, t`` OpenCV
+    world-to-camera; the Jacobian is taken numerically over a rotation increment and the camera centre. Returns inf
+    when fewer than 4 points or a degenerate configuration leave the centre unconstrained."""
+    points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
+    points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
+    if len(points3d) < 4:
+        return float("inf")
+    R = np.asarray(R, dtype=np.float64)
+    centre = -R.T @ np.asarray(t, dtype=np.float64).reshape(3)
+
+    def project(params: np.ndarray) -> np.ndarray:
+        rotation = cv2.Rodrigues(params[:3])[0] @ R
+        camera = (points3d - (centre + params[3:])) @ rotation.T
+        pixels = camera @ np.asarray(K, dtype=np.float64).T
+        return (pixels[:, :2] / pixels[:, 2:3]).reshape(-1)
+
+    base = project(np.zeros(6))
+    residual = base - points2d.reshape(-1)
+    sigma = max(float(np.sqrt(np.mean(residual**2))), min_sigma_px)
+    scale = float(np.linalg.norm(points3d - centre, axis=1).mean()) or 1.0
+    steps = np.array([1e-6] * 3 + [1e-6 * scale] * 3)
+    jacobian = np.stack(
+        [(project(np.eye(6)[i] * steps[i]) - project(-np.eye(6)[i] * steps[i])) / (2 * steps[i]) for i in range(6)],
+        axis=1,
+    )
+    try:
+        covariance = sigma**2 * np.linalg.inv(jacobian.T @ jacobian)
+    except np.linalg.LinAlgError:
+        return float("inf")
+    return float(np.sqrt(max(np.trace(covariance[3:, 3:]), 0.0)))

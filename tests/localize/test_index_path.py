@@ -69,9 +69,13 @@ class _Matcher(CrossfireMatcher):
         return dict(self.query)
 
 
+# the stub map's two cameras are 0.6 apart: its camera extent is no scale for the centre-uncertainty floor
+STUB = {"min_similarity": 0.9, "max_centre_sigma": float("inf")}
+
+
 def _matcher(query_features, **options):
     points, descriptors, views, _ = _scene()
-    config = CrossfireMatcherConfig(**{"min_similarity": 0.9, **options})
+    config = CrossfireMatcherConfig(**{**STUB, **options})
     return _Matcher(config, _index(points, descriptors, views), query_features)
 
 
@@ -103,6 +107,16 @@ def test_a_query_that_matches_nothing_fails_instead_of_returning_a_pose():
     assert not estimate.success and estimate.c2w is None
 
 
+def test_poses_whose_camera_centre_is_loosely_held_are_reported_as_failed():
+    points, descriptors, views, truth = _scene()
+    features = _query_features(points, descriptors, truth)
+    held = _matcher(features).estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])
+    assert held.success and 0 < held.diagnostics["centre_sigma"] < 0.1
+    floor = held.diagnostics["centre_sigma"] / 2  # a floor this pose's inliers do not meet
+    loose = _matcher(features, max_centre_sigma=floor).estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])
+    assert not loose.success and "camera centre" in loose.message and loose.c2w is None
+
+
 def test_low_confidence_poses_are_reported_as_failed():
     points, descriptors, views, truth = _scene()
     matcher = _matcher(_query_features(points, descriptors, truth), min_confidence=1.01)
@@ -124,7 +138,7 @@ class _RecordingMatcher(_Matcher):
 
 def _recording(query_features, **options) -> _RecordingMatcher:
     points, descriptors, views, _ = _scene()
-    config = CrossfireMatcherConfig(**{"min_similarity": 0.9, **options})
+    config = CrossfireMatcherConfig(**{**STUB, **options})
     matcher = _RecordingMatcher(config, _index(points, descriptors, views), query_features)
     matcher.radii = []
     return matcher

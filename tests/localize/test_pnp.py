@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from crossfire_ns.geometry import backproject, pose_errors
-from crossfire_ns.localize.pnp import PnPResult, solve_pnp_poselib, solve_pnp_ransac
+from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
 
 K = np.array([[300.0, 0.0, 160.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]])
 WIDTH, HEIGHT = 320, 240
@@ -114,3 +114,26 @@ def test_poselib_refuses_bad_input_with_a_reason():
     random3d = np.random.default_rng(1).uniform(-1, 1, (200, 3)) + [0, 0, 4]
     result = solve_pnp_poselib(random3d, random2d, K, reprojection_threshold_px=1.0, min_inliers=30)
     assert not result.success
+
+
+def test_camera_centre_sigma_matches_the_scatter_of_noisy_solutions_and_shrinks_with_more_points():
+    """The first-order centre uncertainty agrees with the spread of the centres PnP finds under that noise, and falls
+    like 1 / sqrt(points); fewer than 4 points leave the centre unconstrained."""
+    points3d, _, R, t, _ = synthetic(60, 0.0, 0.0, seed=4)
+    exact, _ = cv2.projectPoints(points3d, cv2.Rodrigues(R)[0], t, K, None)
+    exact = exact.reshape(-1, 2)
+    rng = np.random.default_rng(0)
+    centres, sigmas = [], []
+    for _ in range(40):
+        noisy = exact + rng.normal(0.0, 1.0, exact.shape)
+        ok, rvec, tvec = cv2.solvePnP(points3d, noisy, K, None, flags=cv2.SOLVEPNP_ITERATIVE)
+        assert ok
+        Rs = cv2.Rodrigues(rvec)[0]
+        centres.append(-Rs.T @ tvec.reshape(3))
+        sigmas.append(camera_centre_sigma(points3d, noisy, K, Rs, tvec))
+    scatter = float(np.sqrt(np.trace(np.cov(np.array(centres).T))))
+    assert 0.7 < float(np.median(sigmas)) / scatter < 1.4  # 0.99 here
+    few = camera_centre_sigma(points3d[:15], exact[:15], K, R, t)
+    many = camera_centre_sigma(points3d, exact, K, R, t)  # noise-free: the 0.5 px floor
+    assert 1.5 < few / many < 4.0  # sqrt(60 / 15) = 2 for the same spread of points (these 15 spread less: 2.9)
+    assert camera_centre_sigma(points3d[:3], exact[:3], K, R, t) == float("inf")

@@ -28,8 +28,9 @@ from crossfire_ns.localize.matchers.feature import (
     localized,
 )
 from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
-from crossfire_ns.localize.pnp import PnPResult, solve_pnp_poselib, solve_pnp_ransac
+from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
+from crossfire_ns.metrics import camera_extent
 
 DescriptorSource = Literal["field", "rendered-rgb"]
 CoarseStage = Literal["index", "render"]
@@ -96,6 +97,11 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Index path: a pose at which fewer than this share of the index cells projected into the query find a distinct
     match is reported as failed (at a wrong pose the map's cells land on the wrong texture). Calibrated with
     ``min_confidence``."""
+    max_centre_sigma: float = 0.01
+    """Index path: a pose whose camera centre the last refinement's inliers hold more loosely than this share of the
+    map's camera extent (first-order covariance, ``pnp.camera_centre_sigma``) is reported as failed: few matches over
+    a narrow view let the centre slide along the axis while inlier shares stay high. Calibrated with
+    ``min_confidence`` (BENCHMARKS.md, session 9); inf switches it off."""
     solver: Solver = "poselib"
     """PnP of the index path: poselib (LO-RANSAC with robust refinement) or opencv (RANSAC P3P, then LM)."""
 
@@ -224,7 +230,7 @@ class CrossfireMatcher(FeatureMatcher):
         while position < len(schedule):
             radius = schedule[position]
             before = estimate.c2w
-            refined, num, projected, disagreement = self._refine_on_index(
+            refined, num, projected, disagreement, centre_sigma = self._refine_on_index(
                 index, query, K, estimate.c2w, radius, image.shape
             )
             history.append(refined.num_inliers)
@@ -233,6 +239,7 @@ class CrossfireMatcher(FeatureMatcher):
                 refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
                 refine_ratio=refined.num_inliers / max(1, num), refine_coverage=num / max(1, projected),
                 view_disagreement_deg=disagreement, refine_rounds=rounds,
+                centre_sigma=centre_sigma / camera_extent(index.c2ws),
             )  # fmt: skip
             if not refined.success:
                 estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {refined.message}")
@@ -262,12 +269,17 @@ class CrossfireMatcher(FeatureMatcher):
         estimate.confidence = self.confidence(diagnostics)
         estimate.diagnostics = diagnostics
         coverage = diagnostics.get("refine_coverage", 0.0)
-        if estimate.success and (estimate.confidence < config.min_confidence or coverage < config.min_coverage):
+        sigma = diagnostics.get("centre_sigma", float("nan"))
+        loose = sigma > config.max_centre_sigma  # NaN: no index refinement ran, nothing to judge
+        if estimate.success and (
+            estimate.confidence < config.min_confidence or coverage < config.min_coverage or loose
+        ):
             estimate = PoseEstimate(
                 False, num_matches=estimate.num_matches, history=history, seconds_coarse=coarse_seconds,
                 seconds_refine=estimate.seconds_refine, confidence=estimate.confidence, diagnostics=diagnostics,
                 message=f"the map does not confirm the pose (confidence {estimate.confidence:.2f}, min "
-                f"{config.min_confidence:.2f}; coverage {coverage:.2f}, min {config.min_coverage:.2f})",
+                f"{config.min_confidence:.2f}; coverage {coverage:.2f}, min {config.min_coverage:.2f}; camera centre "
+                f"within {sigma:.3f} of the map's extent, max {config.max_centre_sigma:.3f})",
             )  # fmt: skip
         return estimate
 
@@ -282,7 +294,8 @@ class CrossfireMatcher(FeatureMatcher):
 
         Returns (PnPResult, matches, cells projected into the query, per-view disagreement in degrees: the largest
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
-        have enough matches; biased depth differs between views, so biased poses disagree)."""
+        have enough matches; biased depth differs between views, so biased poses disagree; and how loosely the
+        inliers hold the camera centre, world units, ``camera_centre_sigma``)."""
         height, width = image_shape[:2]
         points, descriptors, sources = [], [], []
         for view in index.nearest_views(c2w, self.config.index_refine_views):
@@ -297,7 +310,13 @@ class CrossfireMatcher(FeatureMatcher):
         inside &= (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
         keep = np.flatnonzero(inside)
         if len(keep) == 0:
-            return PnPResult(False, message="no index cell projects into the query at the estimate"), 0, 0, np.nan
+            return (
+                PnPResult(False, message="no index cell projects into the query at the estimate"),
+                0,
+                0,
+                np.nan,
+                np.nan,
+            )
         rendered = torch.cat(descriptors)[torch.from_numpy(keep)]
         expected = torch.from_numpy(pixels[keep]).float()
         found, xy, _ = guided_matches(
@@ -309,7 +328,10 @@ class CrossfireMatcher(FeatureMatcher):
         threshold = self.config.refine_reprojection_threshold_px
         result = self._pnp(points3d, points2d, K, threshold, image_shape)
         disagreement = np.nan
+        centre_sigma = np.nan
         if result.success:
+            inliers = result.inliers
+            centre_sigma = camera_centre_sigma(points3d[inliers], points2d[inliers], K, result.R, result.t)
             angles = []
             for view in np.unique(source):
                 mine = source == view
@@ -320,7 +342,7 @@ class CrossfireMatcher(FeatureMatcher):
                     angles.append(rotation_angle_deg(alone.R @ result.R.T))
             if len(angles) >= 2:
                 disagreement = float(max(angles))
-        return result, len(points3d), len(keep), disagreement
+        return result, len(points3d), len(keep), disagreement, centre_sigma
 
     @torch.no_grad()
     def rendered_descriptors(self, view: RenderedView, query: dict) -> torch.Tensor:
