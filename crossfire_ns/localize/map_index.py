@@ -28,6 +28,7 @@ from rich.progress import track
 from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c, scale_intrinsics
 from crossfire_ns.io.atomic import atomic_open
 from crossfire_ns.localize.render import MapRenderer
+from crossfire_ns.metrics import camera_extent
 
 INDEX_VERSION = 1
 """Bumped whenever what an index holds, or how it is computed, changes (older files are rebuilt)."""
@@ -110,6 +111,11 @@ class MapIndex:
         if len(centres) < 2:
             return 1.0
         return float(np.median(np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1]))
+
+    @cached_property
+    def extent(self) -> float:
+        """Diagonal of the training cameras' bounding box (``metrics.camera_extent``): the scale of pose figures."""
+        return camera_extent(self.c2ws)
 
     def nearest_views(self, c2w: np.ndarray, k: int) -> List[int]:
         """The k training views whose pose is closest to ``c2w`` (normalised frame): camera-centre distance in units

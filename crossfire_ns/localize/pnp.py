@@ -196,32 +196,24 @@ def camera_centre_sigma(
 
     Few points over a narrow view let the centre slide along the viewing axis at little reprojection cost; inlier
     shares do not see that, this does. ``points3d`` (N, 3) world, ``points2d`` (N, 2) pixels, ``R, t`` OpenCV
-    world-to-camera; the Jacobian is taken numerically over a rotation increment and the camera centre. Returns inf
-    when fewer than 4 points or a degenerate configuration leave the centre unconstrained."""
+    world-to-camera. The pose's covariance comes from OpenCV's analytic Jacobian of the projection (``projectPoints``)
+    and is carried to the centre ``-R^T t`` through Rodrigues' Jacobian. Returns inf when fewer than 4 points or a
+    degenerate configuration leave the centre unconstrained."""
     points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
     points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
     if len(points3d) < 4:
         return float("inf")
     R = np.asarray(R, dtype=np.float64)
-    centre = -R.T @ np.asarray(t, dtype=np.float64).reshape(3)
-
-    def project(params: np.ndarray) -> np.ndarray:
-        rotation = cv2.Rodrigues(params[:3])[0] @ R
-        camera = (points3d - (centre + params[3:])) @ rotation.T
-        pixels = camera @ np.asarray(K, dtype=np.float64).T
-        return (pixels[:, :2] / pixels[:, 2:3]).reshape(-1)
-
-    base = project(np.zeros(6))
-    residual = base - points2d.reshape(-1)
+    t = np.asarray(t, dtype=np.float64).reshape(3)
+    rvec, _ = cv2.Rodrigues(R)
+    projected, jacobian = cv2.projectPoints(points3d, rvec, t, np.asarray(K, dtype=np.float64), None)
+    jacobian = jacobian[:, :6]  # (2N, 6): pixels over (rvec, t); the other columns are intrinsics and distortion
+    residual = projected.reshape(-1) - points2d.reshape(-1)
     sigma = max(float(np.sqrt(np.mean(residual**2))), min_sigma_px)
-    scale = float(np.linalg.norm(points3d - centre, axis=1).mean()) or 1.0
-    steps = np.array([1e-6] * 3 + [1e-6 * scale] * 3)
-    jacobian = np.stack(
-        [(project(np.eye(6)[i] * steps[i]) - project(-np.eye(6)[i] * steps[i])) / (2 * steps[i]) for i in range(6)],
-        axis=1,
-    )
     try:
-        covariance = sigma**2 * np.linalg.inv(jacobian.T @ jacobian)
+        pose_covariance = sigma**2 * np.linalg.inv(jacobian.T @ jacobian)
     except np.linalg.LinAlgError:
         return float("inf")
-    return float(np.sqrt(max(np.trace(covariance[3:, 3:]), 0.0)))
+    _, d_rotation = cv2.Rodrigues(rvec)  # (3, 9): row i is d vec(R) / d rvec_i, R row-major
+    d_centre = np.concatenate([np.stack([-d_rotation[i].reshape(3, 3).T @ t for i in range(3)], axis=1), -R.T], axis=1)
+    return float(np.sqrt(max(np.trace(d_centre @ pose_covariance @ d_centre.T), 0.0)))

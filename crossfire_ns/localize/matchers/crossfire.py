@@ -30,7 +30,6 @@ from crossfire_ns.localize.matchers.feature import (
 from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
 from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
-from crossfire_ns.metrics import camera_extent
 
 DescriptorSource = Literal["field", "rendered-rgb"]
 CoarseStage = Literal["index", "render"]
@@ -239,7 +238,7 @@ class CrossfireMatcher(FeatureMatcher):
                 refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
                 refine_ratio=refined.num_inliers / max(1, num), refine_coverage=num / max(1, projected),
                 view_disagreement_deg=disagreement, refine_rounds=rounds,
-                centre_sigma=centre_sigma / camera_extent(index.c2ws),
+                centre_sigma=centre_sigma / index.extent,
             )  # fmt: skip
             if not refined.success:
                 estimate = PoseEstimate(False, num_matches=num, message=f"refinement failed: {refined.message}")
