@@ -15,6 +15,8 @@ module: about 8 s of a 2-core machine per process start (``quick_external_method
 
 A fourth too: nerfacto contracts every sample with ``torch.linalg.norm(x, ord=inf, dim=-1)``, which torch's CPU
 kernel computes about 30x slower than the same ``x.abs().amax(-1)`` (``LinfSceneContraction``).
+And a fifth: nerfstudio's torch hash grid (no tcnn on CPU) gathers its 8 cell corners with 8 separate
+``table[index]`` lookups, whose backward is 8 slow ``index_put_`` calls; ``GatherHashEncoding`` does one gather.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.spatial_distortions import SceneContraction
-from torch import nn
+from torch import Tensor, nn
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 _lpips_notice_printed = False
@@ -84,6 +87,39 @@ def use_linf_contraction(model: nn.Module) -> None:
         distortion = getattr(module, "spatial_distortion", None)
         if type(distortion) is SceneContraction and distortion.order == float("inf"):
             module.spatial_distortion = LinfSceneContraction(order=distortion.order)
+
+
+_HASH_PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's, as in nerfstudio's HashEncoding.hash_fn
+
+
+class GatherHashEncoding(HashEncoding):
+    """nerfstudio's torch hash grid with the same table, hash and trilinear weights, its 8 corners gathered in one
+    ``index_select`` (backward: one ``index_add_``) instead of 8 ``table[index]`` lookups: the same values up to
+    float rounding, about 1.3-1.8x faster forward + backward on CPU. tcnn encodings are left to tcnn."""
+
+    def pytorch_fwd(self, in_tensor: Tensor) -> Tensor:
+        """(..., 3) in [0, 1] -> (..., num_levels * features_per_level)."""
+        scaled = in_tensor[..., None, :] * self.scalings.view(-1, 1).to(in_tensor.device)  # (..., L, 3)
+        floor = torch.floor(scaled)
+        offset = scaled - floor
+        primes = torch.tensor(_HASH_PRIMES, device=in_tensor.device).view(3, 1)
+        ends = torch.stack([floor, torch.ceil(scaled)], -1).to(torch.int64) * primes  # (..., L, 3, 2): floor, ceil
+        hashed = torch.bitwise_xor(ends[..., 0, :, None], ends[..., 1, None, :])[..., None]  # (..., L, 2, 2, 1)
+        hashed = torch.bitwise_xor(hashed, ends[..., 2, None, None, :])  # (..., L, 2, 2, 2): x, y, z end
+        # the table size is a power of two: & (size - 1) is the modulo (also of negatives, in two's complement)
+        index = (hashed & (self.hash_table_size - 1)) + self.hash_offset.to(in_tensor.device).view(-1, 1, 1, 1)
+        weights = torch.stack([1 - offset, offset], -1)  # (..., L, 3, 2): the floor end's, the ceil end's
+        weights = (weights[..., 0, :, None] * weights[..., 1, None, :])[..., None] * weights[..., 2, None, None, :]
+        corners = torch.index_select(self.hash_table, 0, index.flatten()).view(*index.shape[:-3], 8, -1)
+        encoded = (corners * weights.reshape(*weights.shape[:-3], 8, 1)).sum(-2)  # (..., L, features_per_level)
+        return encoded.flatten(-2)
+
+
+def use_gather_hash_encoding(model: nn.Module) -> None:
+    """Make every torch ``HashEncoding`` in ``model`` a ``GatherHashEncoding`` (same parameters and checkpoints)."""
+    for module in model.modules():
+        if type(module) is HashEncoding and module.tcnn_encoding is None:
+            module.__class__ = GatherHashEncoding
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:

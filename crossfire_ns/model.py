@@ -25,7 +25,7 @@ from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch import Tensor
 from torch.nn import Parameter
 
-from crossfire_ns.compat import offline_lpips, use_linf_contraction
+from crossfire_ns.compat import offline_lpips, use_gather_hash_encoding, use_linf_contraction
 from crossfire_ns.descriptor_field import DescriptorField
 from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
 from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce
@@ -149,6 +149,7 @@ class CrossfireModel(NerfactoModel):
         )
         self.surface_cache: Optional[SurfaceCache] = None
         """Surface points of recent training rays, for the distillation term (allocated on the first batch)."""
+        use_gather_hash_encoding(self)  # the radiance, proposal and descriptor fields' torch hash grids
         from crossfire_ns.viewer.tools import CrossfireViewerTools  # viewer controls; no parameters
 
         self.crossfire_viewer = CrossfireViewerTools(self)

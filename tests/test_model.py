@@ -1,5 +1,7 @@
 """CrossfireModel: offline construction, descriptor rendering, parameter groups, checkpoint loading."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,33 @@ def test_the_linf_contraction_matches_nerfstudios_and_every_field_uses_it(model)
     assert (points.abs().amax(-1) > 1).float().mean() > 0.3 and got.abs().max() < 2
     used = [m.spatial_distortion for m in model.modules() if getattr(m, "spatial_distortion", None) is not None]
     assert len(used) >= 3 and all(type(d) is compat.LinfSceneContraction for d in used)  # field, proposals, descriptors
+
+
+def test_the_gather_hash_encoding_matches_nerfstudios_and_every_hash_grid_uses_it(model):
+    from nerfstudio.field_components.encodings import HashEncoding
+
+    torch.manual_seed(0)
+    theirs = HashEncoding(num_levels=6, log2_hashmap_size=12, max_res=512, implementation="torch")
+    theirs.hash_table.data.normal_()  # values far from the 1e-3 initialisation, so differences would show
+    ours = copy.deepcopy(theirs)
+    compat.use_gather_hash_encoding(ours)
+    assert type(ours) is compat.GatherHashEncoding and ours.state_dict().keys() == theirs.state_dict().keys()
+    points = torch.rand(3000, 3)
+    points[:10] = torch.tensor([0.0, 0.5, 1.0])  # on grid vertices: floor == ceil
+    points.requires_grad_()
+    weights = torch.randn(3000, 12)
+    results = []
+    for encoding in (theirs, ours):
+        encoded = encoding(points)
+        table_grad, point_grad = torch.autograd.grad((encoded * weights).sum(), [encoding.hash_table, points])
+        results.append((encoded, table_grad, point_grad))
+    for expected, got in zip(*results):  # float rounding differs (the point gradients sum large terms)
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    assert results[0][1].abs().sum() > 0  # the gradients compared are not all zero
+    encodings = [m for m in model.modules() if isinstance(m, HashEncoding)]
+    assert len(encodings) >= 4 and all(
+        type(e) is compat.GatherHashEncoding for e in encodings
+    )  # field, 2 proposals, descriptors
 
 
 def test_warp_loss_trains_the_encoder_from_the_first_step(model):
