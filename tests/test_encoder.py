@@ -47,6 +47,24 @@ def test_augmentation_changes_images_but_keeps_range():
     assert torch.equal(no_aug.augment(images), images)
 
 
+def test_plasma_gain_multiplies_regions_by_one_gain_per_channel():
+    from crossfire_ns.encoder import RandomPlasmaGain
+
+    torch.manual_seed(3)
+    images = 0.2 + 0.3 * torch.rand(6, 3, 24, 32)  # no clamping at these values and gains
+    shaded = RandomPlasmaGain(p=1.0, log_gain=(-0.6, 0.6))(images)
+    assert shaded.shape == images.shape and shaded.min() >= 0 and shaded.max() <= 1
+    changed = 0
+    for image, out in zip(images, shaded):
+        ratios = (out / image).flatten(1)  # (3, H*W): 1 outside the regions, one gain per channel inside
+        gains = [torch.unique(torch.round(channel, decimals=4)) for channel in ratios]
+        assert all(len(g) <= 2 for g in gains)
+        assert all(torch.isclose(g, torch.tensor(1.0)).any() or len(g) == 1 for g in gains)
+        changed += int(any(len(g) == 2 for g in gains))
+    assert changed >= 1  # some image has a lit and an unlit part: a gain edge
+    assert torch.equal(RandomPlasmaGain(p=0.0)(images), images)
+
+
 def test_local_log_normalisation_removes_gain_colour_cast_and_gamma():
     from crossfire_ns.encoder import local_log_normalize
 
@@ -57,3 +75,17 @@ def test_local_log_normalisation_removes_gain_colour_cast_and_gamma():
     assert (a - b).abs().mean() < 0.05 * a.abs().mean()
     other = local_log_normalize(torch.rand(1, 3, 48, 64, generator=gen) * 0.8 + 0.1, 4.0)
     assert (a - other).abs().mean() > 0.5 * a.abs().mean()  # it still tells images apart
+
+
+def test_unit_channels_is_torchs_normalize():
+    from crossfire_ns.encoder import unit_channels
+
+    x = torch.randn(2, 5, 7, 9, requires_grad=True)
+    x.data[0, :, 0, 0] = 0  # a zero vector stays zero, as with F.normalize
+    weights = torch.randn(2, 5, 7, 9)
+    ours, theirs = unit_channels(x), F.normalize(x, dim=1)
+    assert torch.allclose(ours, theirs, atol=1e-6) and torch.equal(ours[0, :, 0, 0], torch.zeros(5))
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    (grad_theirs,) = torch.autograd.grad((theirs * weights).sum(), x)
+    assert torch.isfinite(grad_ours).all()
+    assert torch.allclose(grad_ours[1], grad_theirs[1], atol=1e-5)  # torch's own gradient at 0 is not usable
