@@ -115,8 +115,12 @@ class LightingInvariance:
         for col in ("view", "mutual NN", "mutual within 2 px", "all cells: NN within 2 px", "same-pixel similarity"):
             table.add_column(col)
         rows: List[dict] = []
+
+        def encode(chw: torch.Tensor) -> torch.Tensor:  # what ns-localize runs on a query
+            return model.encode_images(chw.permute(0, 2, 3, 1)).cpu()
+
         for reference, query in pairs:
-            figures = feature_invariance(model.encoder, read_query_image(reference), read_query_image(query))
+            figures = feature_invariance(encode, read_query_image(reference), read_query_image(query))
             name = Path(query.file_path).name
             rows.append({"view": name, **figures})
             table.add_row(

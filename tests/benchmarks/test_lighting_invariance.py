@@ -44,3 +44,19 @@ def test_training_light_queries_have_the_queries_poses_and_the_training_light(bu
     stamp = (target / frames[0]["file_path"]).stat().st_mtime_ns
     assert render_training_light_queries(bundled_scene) == target  # reused, not rendered again
     assert (target / frames[0]["file_path"]).stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_main_on_a_trained_map_scores_identical_images_above_relit_ones(trained_map, bundled_scene, tmp_path):
+    from benchmarks.lighting_invariance import LightingInvariance
+
+    config, _ = trained_map
+    queries = bundled_scene / "queries"
+    relit = LightingInvariance(config, queries, bundled_scene=bundled_scene, output_json=tmp_path / "o.json").main()
+    same = LightingInvariance(config, queries, reference_dir=queries).main()
+    assert len(relit["per_view"]) == len(same["per_view"]) == 4
+    assert json.loads((tmp_path / "o.json").read_text())["mutual_correct"] == relit["mutual_correct"]
+    assert same["mutual_correct"] > 0.9 and same["same_pixel_similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert relit["same_pixel_similarity"] < same["same_pixel_similarity"]
+    with pytest.raises(SystemExit, match="exactly one"):
+        LightingInvariance(config, queries).main()
