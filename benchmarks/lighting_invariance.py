@@ -25,6 +25,8 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from crossfire_ns.localize.matching import mutual_nearest_neighbours
+
 CONSOLE = Console()
 
 
@@ -35,7 +37,8 @@ def feature_invariance(
     changed: np.ndarray,
     tolerance_px: float = 2.0,
 ) -> Dict[str, float]:
-    """Compare the features of two pixel-aligned (H, W, 3) uint8 images; ``encode`` maps (B, 3, H, W) in [0, 1]
+    """Compare the features of two pixel-aligned (H, W, 3) uint8 images (mutual nearest neighbours as the localizer
+    matches, ``localize.matching``); ``encode`` maps (B, 3, H, W) in [0, 1]
     to unit-norm (B, D, h, w) features (h = H / stride)."""
     if reference.shape != changed.shape:
         raise ValueError(f"the two images differ in size: {reference.shape} and {changed.shape}")
@@ -44,16 +47,18 @@ def feature_invariance(
     dim, h, w = features.shape[1:]
     stride = reference.shape[1] / w
     ref, chg = features[0].reshape(dim, -1).T, features[1].reshape(dim, -1).T
-    similarity = chg @ ref.T  # changed cells x reference cells
-    nearest, back = similarity.argmax(1), similarity.argmax(0)
-    cells = torch.arange(len(chg))
-    mutual = back[nearest] == cells
-    offset = torch.stack([(nearest // w) - (cells // w), (nearest % w) - (cells % w)], 1).float()
-    correct = offset.norm(dim=1) * stride <= tolerance_px
+
+    def correct(changed_cells: torch.Tensor, reference_cells: torch.Tensor) -> torch.Tensor:
+        offset = torch.stack([reference_cells // w - changed_cells // w, reference_cells % w - changed_cells % w], 1)
+        return offset.float().norm(dim=1) * stride <= tolerance_px
+
+    mutual_chg, mutual_ref, _ = mutual_nearest_neighbours(chg, ref, min_similarity=-1.0)
+    mutual_ok = correct(mutual_chg, mutual_ref)
+    nearest_ok = correct(torch.arange(len(chg)), (chg @ ref.T).argmax(1))
     return {
-        "mutual": int(mutual.sum()),
-        "mutual_correct": float(correct[mutual].float().mean()) if mutual.any() else float("nan"),
-        "nearest_correct": float(correct.float().mean()),
+        "mutual": len(mutual_chg),
+        "mutual_correct": float(mutual_ok.float().mean()) if len(mutual_chg) else float("nan"),
+        "nearest_correct": float(nearest_ok.float().mean()),
         "same_pixel_similarity": float((ref * chg).sum(1).median()),
     }
 
@@ -91,7 +96,7 @@ class LightingInvariance:
     changed_dir: Path
     """Images under the changed condition (a query folder with transforms.json, or any folder of images)."""
     reference_dir: Optional[Path] = None
-    """The same views, pixel for pixel and with the same relative paths, under the map's lighting."""
+    """The same views, pixel for pixel and with the same file names, under the map's lighting."""
     bundled_scene: Optional[Path] = None
     """A generated scene's folder: the reference is its queries rendered again under its training lighting."""
     output_json: Optional[Path] = None
