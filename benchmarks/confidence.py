@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crossfire_ns.io.atomic import write_csv_atomic
+from crossfire_ns.localize.matchers import CrossfireMatcherConfig
 
 CONSOLE = Console(width=140)
 
@@ -46,17 +47,18 @@ class Collect:
     """CSV to write (one row per query)."""
     label: str = ""
     """Scene label written in every row (default: the map's experiment folder)."""
+    matcher: CrossfireMatcherConfig = field(default_factory=CrossfireMatcherConfig)
+    """The localizer's settings (ns-localize's defaults); its confidence floors are switched off here."""
 
     def main(self) -> None:
         from crossfire_ns.geometry import c2w_pose_errors
         from crossfire_ns.io.queries import load_query_set, read_query_image
         from crossfire_ns.localize.api import MapLocalizer
-        from crossfire_ns.localize.matchers import CrossfireMatcherConfig
         from crossfire_ns.map import load_map
 
         crossfire_map = load_map(self.load_config)
         extent = crossfire_map.camera_extent()
-        matcher = replace(CrossfireMatcherConfig(), min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"))
+        matcher = replace(self.matcher, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"))
         localizer = MapLocalizer(crossfire_map, matcher)
         localizer.warm_up()
         rows = []

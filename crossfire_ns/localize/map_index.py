@@ -69,6 +69,10 @@ class MapIndexConfig:
     """What the query's CNN features are matched against: image (the CNN's features of the real training image,
     average-pooled per cell) or field (the descriptor field read at each cell's 3D point: one descriptor per
     place, the same from every view)."""
+    fine_cells: bool = False
+    """Also store every training pixel of the trusted cells as a 1-pixel cell (its own CNN feature; its point on
+    its own ray at the distance interpolated between trusted cells; no extra render) for a last, finer refinement
+    round (``--matcher.index-fine-round``); about 4x the index's size at 2-pixel cells."""
 
 
 @dataclass
@@ -100,6 +104,8 @@ class MapIndex:
     """What the index was built from (checkpoint, settings, version): a stored index with another key is rebuilt."""
     stats: Dict[str, Any] = field(default_factory=dict)
     """Build time, cells kept and dropped by reason."""
+    fine: List[ViewCells] = field(default_factory=list)
+    """Per view, its trusted cells' pixels as 1-pixel cells (``MapIndexConfig.fine_cells``); empty when not built."""
 
     def __len__(self) -> int:
         return len(self.views)
@@ -139,9 +145,8 @@ class MapIndex:
             "Ks": torch.from_numpy(self.Ks),
             "sizes": torch.from_numpy(self.sizes),
             "cell_px": torch.from_numpy(self.cell_px),
-            "views": [
-                {"descriptors": v.descriptors.half(), "points": v.points, "pixels": v.pixels} for v in self.views
-            ],
+            "views": [_stored(v) for v in self.views],
+            "fine": [_stored(v) for v in self.fine],
         }
         with atomic_open(path, "wb") as handle:
             torch.save(payload, handle)
@@ -149,14 +154,19 @@ class MapIndex:
     @classmethod
     def load(cls, path: Path) -> "MapIndex":
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        views = [
-            ViewCells(v["descriptors"].float(), v["points"].float(), v["pixels"].float()) for v in payload["views"]
-        ]
+        views = [_loaded(v) for v in payload["views"]]
         return cls(
             payload["c2ws"].numpy(), payload["Ks"].numpy(), payload["sizes"].numpy(), payload["cell_px"].numpy(), views,
-            payload["key"],
-            payload.get("stats", {}),
+            payload["key"], payload.get("stats", {}), [_loaded(v) for v in payload.get("fine", [])],
         )  # fmt: skip
+
+
+def _stored(cells: ViewCells) -> dict:
+    return {"descriptors": cells.descriptors.half(), "points": cells.points, "pixels": cells.pixels}
+
+
+def _loaded(stored: dict) -> ViewCells:
+    return ViewCells(stored["descriptors"].float(), stored["points"].float(), stored["pixels"].float())
 
 
 def _local_std(grey: torch.Tensor) -> torch.Tensor:
@@ -192,6 +202,7 @@ class RawView:
     keep: np.ndarray  # (h, w) bool: accumulation, texture, not an edge
     K: np.ndarray  # (3, 3) at cell resolution
     cell: float  # cell side in training pixels
+    pixel_descriptors: Optional[torch.Tensor] = None  # (D, h * cell, w * cell) per training pixel (fine cells)
 
 
 def depth_edges(distance: np.ndarray, max_step: float) -> np.ndarray:
@@ -221,6 +232,7 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
     lifted = view.origins + view.directions * depth  # (h, w, 3)
     points = lifted.cpu().numpy().astype(np.float64)
     accumulation = view.accumulation[..., 0].cpu().numpy()
+    pixel_descriptors = None
     if config.cell_descriptors == "field":
         finite = torch.nan_to_num(lifted, posinf=0.0, neginf=0.0)
         pooled = F.normalize(crossfire_map.model.descriptor_field(finite).float(), dim=-1).permute(2, 0, 1).cpu()
@@ -229,10 +241,47 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
         if features.shape[-2:] != image.shape[:2]:
             features = F.interpolate(features, size=image.shape[:2], mode="bilinear", align_corners=False)
         pooled = F.normalize(F.avg_pool2d(features, cell), dim=1)[0].cpu()
+        if config.fine_cells:
+            pixel_descriptors = F.normalize(features, dim=1)[0].cpu()
     keep = (accumulation >= config.min_accumulation) & textured & np.isfinite(distance)
     if config.max_depth_step > 0:
         keep &= ~depth_edges(distance, config.max_depth_step)
-    return RawView(pooled, distance, points, keep, K, float(cell))
+    return RawView(pooled, distance, points, keep, K, float(cell), pixel_descriptors)
+
+
+def fine_cells(view: RawView, trusted: np.ndarray, c2w: np.ndarray) -> ViewCells:
+    """Every training pixel of the ``trusted`` (h, w) cells of ``view`` as a 1-pixel cell.
+
+    A pixel's point lies on its own ray (``c2w`` OpenGL, the view's intrinsics scaled back to training pixels) at
+    the distance interpolated bilinearly between the trusted cells around it (its own cell's where a neighbour is
+    not trusted): no render at training resolution, and no depth taken across a depth edge."""
+    if view.pixel_descriptors is None:
+        raise ValueError("the view was described without per-pixel descriptors (MapIndexConfig.fine_cells)")
+    cell = int(view.cell)
+    h, w = trusted.shape
+    ys, xs = np.nonzero(trusted)
+    oy, ox = np.mgrid[0:cell, 0:cell]
+    py = (ys[:, None] * cell + oy.reshape(1, -1)).reshape(-1)
+    px = (xs[:, None] * cell + ox.reshape(1, -1)).reshape(-1)
+    distance = np.where(trusted, view.distance, np.nan)
+    u, v = (px + 0.5) / cell - 0.5, (py + 0.5) / cell - 0.5
+    x0, y0 = np.floor(u).astype(int), np.floor(v).astype(int)
+    wx, wy = u - x0, v - y0
+    interpolated = np.zeros(len(px))
+    for dx, dy, weight in ((0, 0, (1 - wx) * (1 - wy)), (1, 0, wx * (1 - wy)), (0, 1, (1 - wx) * wy), (1, 1, wx * wy)):
+        interpolated += weight * distance[np.clip(y0 + dy, 0, h - 1), np.clip(x0 + dx, 0, w - 1)]
+    own = distance[py // cell, px // cell]
+    interpolated = np.where(np.isfinite(interpolated), interpolated, own)
+    K = scale_intrinsics(view.K, float(cell), float(cell))
+    rays = np.stack([(px + 0.5 - K[0, 2]) / K[0, 0], -(py + 0.5 - K[1, 2]) / K[1, 1], -np.ones(len(px))], axis=1)
+    rays = rays @ np.asarray(c2w)[:3, :3].T
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    points = np.asarray(c2w)[:3, 3] + rays * interpolated[:, None]
+    descriptors = view.pixel_descriptors[:, py, px].T.contiguous().half().float()  # rounded as stored
+    pixels = np.stack([px, py], axis=1) + 0.5
+    return ViewCells(
+        descriptors, torch.from_numpy(points.astype(np.float32)), torch.from_numpy(pixels.astype(np.float32))
+    )
 
 
 def confirmed_by_neighbours(views: List[RawView], c2ws: np.ndarray, config: MapIndexConfig) -> List[np.ndarray]:
@@ -267,6 +316,8 @@ def confirmed_by_neighbours(views: List[RawView], c2ws: np.ndarray, config: MapI
 def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key: Optional[dict] = None) -> MapIndex:
     """Describe every training view (one render each at cell resolution), then keep the cells that earned trust."""
     config = config or MapIndexConfig()
+    if config.fine_cells and config.cell_descriptors == "field":
+        raise ValueError("fine index cells need the training images' CNN features: use cell_descriptors='image'")
     start = time.perf_counter()
     # depth and opacity only: the colour MLP is not run (the cells' descriptors come from the real image's CNN features)
     renderer = MapRenderer(crossfire_map.model, descriptors=False, proposal_share=config.proposal_share, colour=False)
@@ -277,9 +328,11 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
     ]
     c2ws = np.asarray(crossfire_map.train_c2w, dtype=np.float64)
     confirmed = confirmed_by_neighbours(raw, c2ws, config) if config.consistency > 0 else [v.keep for v in raw]
-    views, total, kept_basic, kept = [], 0, 0, 0
-    for view, ok in zip(raw, confirmed):
+    views, fine, total, kept_basic, kept = [], [], 0, 0, 0
+    for i, (view, ok) in enumerate(zip(raw, confirmed)):
         mask = view.keep & ok
+        if config.fine_cells:
+            fine.append(fine_cells(view, mask, c2ws[i]))
         total += view.keep.size
         kept_basic += int(view.keep.sum())
         kept += int(mask.sum())
@@ -302,7 +355,9 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
         "cells_kept": kept,
     }
     cell_px = np.array([int(v.cell) for v in raw], dtype=np.int64)
-    return MapIndex(c2ws, Ks, sizes, cell_px, views, key or {}, stats)
+    if fine:
+        stats["fine_cells"] = sum(len(v.points) for v in fine)
+    return MapIndex(c2ws, Ks, sizes, cell_px, views, key or {}, stats, fine)
 
 
 def index_key(crossfire_map, config: MapIndexConfig) -> Dict[str, Any]:

@@ -131,9 +131,9 @@ class _RecordingMatcher(_Matcher):
 
     radii: list
 
-    def _refine_on_index(self, index, query, K, c2w, radius, image_shape):
-        self.radii.append(radius)
-        return super()._refine_on_index(index, query, K, c2w, radius, image_shape)
+    def _refine_on_index(self, index, query, K, c2w, radius, image_shape, fine=False):
+        self.radii.append(("fine", radius) if fine else radius)
+        return super()._refine_on_index(index, query, K, c2w, radius, image_shape, fine=fine)
 
 
 def _recording(query_features, **options) -> _RecordingMatcher:
@@ -157,3 +157,36 @@ def test_a_settled_refinement_is_not_repeated_and_an_unsettled_one_is_up_to_the_
     assert estimate.diagnostics["refine_rounds"] == 4
     t_err, r_err = c2w_pose_errors(estimate.c2w, truth)
     assert r_err < 0.3 and t_err < 0.02
+
+
+def test_the_fine_round_runs_last_on_the_fine_cells_and_its_pose_is_reported():
+    points, descriptors, views, truth = _scene()
+    features = _query_features(points, descriptors, truth)
+    matcher = _recording(features, index_fine_round=True)
+    coarse = matcher.fake_index.views
+    # fine cells: the same points (a stub), so the fine round must find the same pose again
+    matcher.fake_index.fine = [ViewCells(v.descriptors, v.points, v.pixels) for v in coarse]
+    estimate = matcher.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])
+    assert estimate.success and matcher.radii == [6.0, 3.0, ("fine", 3.0)]
+    assert estimate.diagnostics["fine_inliers"] > 0 and estimate.diagnostics["fine_rotation_deg"] < 0.3
+    t_err, r_err = c2w_pose_errors(estimate.c2w, truth)
+    assert r_err < 0.3 and t_err < 0.02
+    matcher.fake_index.fine = [ViewCells(v.descriptors[:0], v.points[:0], v.pixels[:0]) for v in coarse]
+    kept = matcher.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])  # a failed fine round keeps the pose
+    assert (
+        kept.success and np.allclose(kept.c2w, estimate.c2w, atol=1e-2) and "fine_rotation_deg" not in kept.diagnostics
+    )
+
+
+def test_views_held_out_of_the_fit_agree_with_the_right_pose_and_not_with_a_shifted_one():
+    points, descriptors, _, truth = _scene()
+    views = [look_at([x, 0, z], [0, 4, 0]) for x, z in [(0.0, 0.0), (0.1, 0.05), (-0.4, 0.1), (0.5, -0.1)]]
+    features = _query_features(points, descriptors, truth)
+    config = CrossfireMatcherConfig(**{**STUB, "index_refine_views": 2})
+    matcher = _Matcher(config, _index(points, descriptors, views), features)
+    right = matcher._held_out_views(matcher.fake_index, features, K, truth, 3.0, (H, W))
+    assert right["holdout_coverage"] > 0.8 and right["holdout_ratio"] > 0.9
+    shifted = truth.copy()
+    shifted[:3, 3] += [0.15, 0.0, 0.1]  # about 4 px at the points: beyond a 3 px search
+    wrong = matcher._held_out_views(matcher.fake_index, features, K, shifted, 3.0, (H, W))
+    assert wrong["holdout_coverage"] * wrong["holdout_ratio"] < 0.3 * right["holdout_coverage"] * right["holdout_ratio"]

@@ -15,6 +15,7 @@ from crossfire_ns.localize.map_index import (
     cell_size,
     confirmed_by_neighbours,
     depth_edges,
+    fine_cells,
     project,
 )
 from crossfire_ns.synthetic.cameras import look_at
@@ -59,6 +60,36 @@ def test_neighbour_check_confirms_true_depth_and_rejects_wrong_depth():
     assert right[0].mean() > 0.8  # all but the cells that b does not see
     wrong = confirmed_by_neighbours([_plane_view(a, 5.0, distance_error=0.15), _plane_view(b, 5.0)], c2ws, config)
     assert wrong[0].mean() == 0.0  # 15% too far: b sees the wall in front of every point
+
+
+def test_fine_cells_lie_on_the_surface_along_their_own_rays_and_keep_their_pixel_features():
+    c2w = look_at([0, 0, 0], [1.0, 5, 0.5])  # oblique: distance varies across the wall
+    cell = 2
+    fine_view = _plane_view(c2w, 5.0)  # exact distance per training pixel (40 x 30)
+    coarse_K = np.array([[K[0, 0] / cell, 0, K[0, 2] / cell], [0, K[1, 1] / cell, K[1, 2] / cell], [0, 0, 1]])
+    ys, xs = np.mgrid[0 : H // cell, 0 : W // cell] + 0.5
+    cam = np.stack(
+        [(xs - coarse_K[0, 2]) / coarse_K[0, 0], -(ys - coarse_K[1, 2]) / coarse_K[1, 1], -np.ones_like(xs)], -1
+    )
+    dirs = cam @ c2w[:3, :3].T
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    distance = (5.0 - c2w[1, 3]) / dirs[..., 1]  # the coarse cells' exact distances
+    features = torch.nn.functional.normalize(torch.randn(4, H, W), dim=0)
+    view = RawView(torch.zeros(4, H // cell, W // cell), distance, None, None, coarse_K, float(cell), features)
+    trusted = np.zeros((H // cell, W // cell), bool)
+    trusted[3:10, 4:15] = True
+    trusted[5, 8] = False  # a hole: its neighbours fall back to their own cell's distance
+    cells = fine_cells(view, trusted, c2w)
+    assert len(cells.points) == trusted.sum() * cell * cell
+    px = cells.pixels.numpy() - 0.5
+    x, y = px[:, 0].astype(int), px[:, 1].astype(int)
+    assert (trusted[y // cell, x // cell]).all()
+    exact = fine_view.points[y, x]
+    error = np.linalg.norm(cells.points.numpy() - exact, axis=1) / np.linalg.norm(exact - c2w[:3, 3], axis=1)
+    assert np.median(error) < 1e-3 and error.max() < 0.03  # on the wall; a hole's neighbours are the worst
+    pixels, _, _ = project(cells.points.numpy().astype(np.float64), c2w, K)
+    assert np.allclose(pixels, cells.pixels.numpy(), atol=1e-3)  # each point on its own pixel's ray
+    assert torch.allclose(cells.descriptors, features[:, y, x].T, atol=2e-3)
 
 
 def test_cell_size_grows_for_large_images():

@@ -10,14 +10,14 @@ sub-pixel precision. Pixel coordinates follow nerfstudio's convention (pixel cen
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.geometry import rotation_angle_deg
+from crossfire_ns.geometry import rotation_angle_deg, scale_intrinsics
 from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, map_index, project
 from crossfire_ns.localize.matchers.base import PoseEstimate
 from crossfire_ns.localize.matchers.feature import (
@@ -83,6 +83,10 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     by more than ``index_refine_settle_deg`` (a coarse pose several degrees off is not within the finer rounds' reach
     after one search). 0 by default: 2 rescued one bundled query of 30 but let fern's blurred poses drift further
     (BENCHMARKS.md, session 9)."""
+    index_fine_round: bool = False
+    """Index path: after the refinement rounds, one more at the last radius on 1-pixel cells (every training pixel of
+    the trusted cells, ``MapIndexConfig.fine_cells``, stored in the index); its pose is reported when it succeeds,
+    while the confidence floors judge the rounds before it (calibrated on 2-pixel cells)."""
     index_refine_settle_deg: float = 0.5
     """Rotation (degrees) below which a refinement round counts as settled (``index_refine_repeats``)."""
     render_refinements: int = 0
@@ -101,6 +105,12 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     map's camera extent (first-order covariance, ``pnp.camera_centre_sigma``) is reported as failed: few matches over
     a narrow view let the centre slide along the axis while inlier shares stay high. Calibrated with
     ``min_confidence`` (BENCHMARKS.md, session 9); inf switches it off."""
+    render_check: bool = False
+    """Index path: render the map at the final estimate (``render_check_width`` wide, colour) and record how much of
+    the query agrees with it (``render_agreement``: the share of textured, covered pixels whose CNN features match
+    the render's at the same pixel above ``min_similarity``). Costs one render; a diagnostic (BENCHMARKS.md)."""
+    render_check_width: int = 80
+    """Width of the render of ``render_check``."""
     solver: Solver = "poselib"
     """PnP of the index path: poselib (LO-RANSAC with robust refinement) or opencv (RANSAC P3P, then LM)."""
 
@@ -155,7 +165,10 @@ class CrossfireMatcher(FeatureMatcher):
 
     def index(self) -> MapIndex:
         """The map index (loaded from beside the map, or built and stored there once)."""
-        return map_index(self.crossfire_map, self.config.index)
+        config = self.config.index
+        if self.config.index_fine_round and not config.fine_cells:
+            config = replace(config, fine_cells=True)
+        return map_index(self.crossfire_map, config)
 
     def warm_up(self) -> None:
         if self.config.coarse == "index" and self.crossfire_map is not None:
@@ -249,6 +262,16 @@ class CrossfireMatcher(FeatureMatcher):
                 repeats += 1  # the first radius again, from where this round left the estimate
             else:
                 position += 1
+        if estimate.success and config.index_fine_round:
+            fine, num, projected, _, _ = self._refine_on_index(
+                index, query, K, estimate.c2w, schedule[-1], image.shape, fine=True
+            )  # fmt: skip
+            history.append(fine.num_inliers)
+            diagnostics.update(fine_inliers=fine.num_inliers, fine_matches=num, fine_projected=projected)
+            if fine.success:
+                refined_c2w = estimate.c2w
+                estimate = localized(fine, num)
+                diagnostics["fine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ refined_c2w[:3, :3])
         if estimate.success:
             for _ in range(config.render_refinements):
                 rendered, num = self._round(
@@ -262,6 +285,9 @@ class CrossfireMatcher(FeatureMatcher):
                 estimate = localized(rendered, num)
         if estimate.success:
             diagnostics["refine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ coarse_c2w[:3, :3])
+            diagnostics.update(self._held_out_views(index, query, K, estimate.c2w, schedule[-1], image.shape))
+            if config.render_check:
+                diagnostics.update(self._render_agreement(query, K, estimate.c2w, image.shape))
         estimate.history = history
         estimate.seconds_coarse = coarse_seconds
         estimate.seconds_refine = time.perf_counter() - refine_start
@@ -288,8 +314,11 @@ class CrossfireMatcher(FeatureMatcher):
         explains (right poses 0.65-0.9, wrong ones 0.54-0.64 on the calibration scenes, BENCHMARKS.md)."""
         return float(diagnostics.get("refine_ratio", float("nan")))
 
-    def _refine_on_index(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape):
-        """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them.
+    def _refine_on_index(
+        self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape, fine: bool = False
+    ):
+        """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them
+        (``fine``: the index's 1-pixel cells, and no per-view disagreement or centre uncertainty: NaN).
 
         Returns (PnPResult, matches, cells projected into the query, per-view disagreement in degrees: the largest
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
@@ -297,10 +326,11 @@ class CrossfireMatcher(FeatureMatcher):
         inliers hold the camera centre, world units, ``camera_centre_sigma``)."""
         height, width = image_shape[:2]
         points, descriptors, sources = [], [], []
+        cells = index.fine if fine else index.views
         for view in index.nearest_views(c2w, self.config.index_refine_views):
-            points.append(index.views[view].points)
-            descriptors.append(index.views[view].descriptors)
-            sources.append(np.full(len(index.views[view].points), view))
+            points.append(cells[view].points)
+            descriptors.append(cells[view].descriptors)
+            sources.append(np.full(len(cells[view].points), view))
         points3d = torch.cat(points).numpy().astype(np.float64)
         source = np.concatenate(sources)
         pixels, _, in_front = project(points3d, c2w, K)
@@ -328,7 +358,7 @@ class CrossfireMatcher(FeatureMatcher):
         result = self._pnp(points3d, points2d, K, threshold, image_shape)
         disagreement = np.nan
         centre_sigma = np.nan
-        if result.success:
+        if result.success and not fine:
             inliers = result.inliers
             centre_sigma = camera_centre_sigma(points3d[inliers], points2d[inliers], K, result.R, result.t)
             angles = []
@@ -342,6 +372,54 @@ class CrossfireMatcher(FeatureMatcher):
             if len(angles) >= 2:
                 disagreement = float(max(angles))
         return result, len(points3d), len(keep), disagreement, centre_sigma
+
+    def _held_out_views(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape) -> dict:
+        """How the training views just beyond those the pose was fitted to see the query at ``c2w``: the share of
+        their projected cells that find a distinct match within ``radius`` (``holdout_coverage``), and the share of
+        those within ``refine_reprojection_threshold_px`` of where ``c2w`` puts them (``holdout_ratio``). Matches
+        the pose was not fitted to: at a wrong pose they land on the wrong texture."""
+        n = self.config.index_refine_views
+        views = index.nearest_views(c2w, 2 * n)[n:]
+        if not views:
+            return {}
+        height, width = image_shape[:2]
+        points = torch.cat([index.views[v].points for v in views]).numpy().astype(np.float64)
+        descriptors = torch.cat([index.views[v].descriptors for v in views])
+        pixels, _, in_front = project(points, c2w, K)
+        margin = radius + 1
+        inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < width - margin)
+        inside &= (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
+        keep = np.flatnonzero(inside)
+        if len(keep) == 0:
+            return {"holdout_coverage": 0.0, "holdout_ratio": 0.0}
+        expected = torch.from_numpy(pixels[keep]).float()
+        found, xy, _ = guided_matches(
+            descriptors[torch.from_numpy(keep)], expected, query["feature_map"].cpu(), int(np.ceil(radius)),
+            self.config.min_similarity,
+        )  # fmt: skip
+        error = (xy - expected[found]).norm(dim=1)
+        within = float((error <= self.config.refine_reprojection_threshold_px).float().mean()) if len(found) else 0.0
+        return {"holdout_coverage": len(found) / len(keep), "holdout_ratio": within}
+
+    @torch.no_grad()
+    def _render_agreement(self, query: dict, K, c2w: np.ndarray, image_shape) -> dict:
+        """The query's CNN features against those of the map's colour rendered at ``c2w`` (``render_check``)."""
+        height_q, width_q = image_shape[:2]
+        width = min(self.config.render_check_width, width_q)
+        height = max(1, round(height_q * width / width_q))
+        view = self.renderer.render(c2w, scale_intrinsics(K, width / width_q, height / height_q), width, height)
+        rendered = self.rendered_descriptors(view, query).permute(2, 0, 1).cpu()  # (D, h, w)
+        pooled = F.interpolate(query["feature_map"][None].cpu(), size=(height, width), mode="area")[0]
+        textured = pooled.norm(dim=0) > 0.5
+        covered = view.accumulation[..., 0].cpu() > MIN_ACCUMULATION
+        valid = textured & covered
+        if not bool(valid.any()):
+            return {"render_agreement": 0.0, "render_similarity": 0.0}
+        similarity = (F.normalize(pooled, dim=0) * F.normalize(rendered, dim=0)).sum(0)[valid]
+        return {
+            "render_agreement": float((similarity >= self.config.min_similarity).float().mean()),
+            "render_similarity": float(similarity.median()),
+        }
 
     @torch.no_grad()
     def rendered_descriptors(self, view: RenderedView, query: dict) -> torch.Tensor:
