@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import track
 
-from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c, scale_intrinsics
+from crossfire_ns.geometry import backproject, opengl_c2w_to_opencv_w2c, scale_intrinsics
 from crossfire_ns.io.atomic import atomic_open
 from crossfire_ns.localize.render import MapRenderer
 from crossfire_ns.metrics import camera_extent
@@ -273,10 +273,7 @@ def fine_cells(view: RawView, trusted: np.ndarray, c2w: np.ndarray) -> ViewCells
     own = distance[py // cell, px // cell]
     interpolated = np.where(np.isfinite(interpolated), interpolated, own)
     K = scale_intrinsics(view.K, float(cell), float(cell))
-    rays = np.stack([(px + 0.5 - K[0, 2]) / K[0, 0], -(py + 0.5 - K[1, 2]) / K[1, 1], -np.ones(len(px))], axis=1)
-    rays = rays @ np.asarray(c2w)[:3, :3].T
-    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
-    points = np.asarray(c2w)[:3, 3] + rays * interpolated[:, None]
+    points = backproject(px + 0.5, py + 0.5, interpolated, K, *opengl_c2w_to_opencv_w2c(c2w))
     descriptors = view.pixel_descriptors[:, py, px].T.contiguous().half().float()  # rounded as stored
     pixels = np.stack([px, py], axis=1) + 0.5
     return ViewCells(

@@ -119,6 +119,16 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
         return self.descriptor_source == "field"
 
 
+def _projected_inside(points: np.ndarray, c2w: np.ndarray, K, image_shape, margin: float):
+    """(N, 3) world points -> their (N, 2) pixels at ``c2w`` and the indices of those in front of the camera and at
+    least ``margin`` pixels inside the image (a guided search of that radius stays in the feature map)."""
+    height, width = image_shape[:2]
+    pixels, _, in_front = project(points, c2w, K)
+    inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < width - margin)
+    inside &= (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
+    return pixels, np.flatnonzero(inside)
+
+
 def _cell_centres(height: int, width: int, stride: float) -> torch.Tensor:
     """Pixel coordinates (x, y) of the centres of an (height, width) grid of cells of size ``stride``."""
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
@@ -324,7 +334,6 @@ class CrossfireMatcher(FeatureMatcher):
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
         have enough matches; biased depth differs between views, so biased poses disagree; and how loosely the
         inliers hold the camera centre, world units, ``camera_centre_sigma``)."""
-        height, width = image_shape[:2]
         points, descriptors, sources = [], [], []
         cells = index.fine if fine else index.views
         for view in index.nearest_views(c2w, self.config.index_refine_views):
@@ -333,11 +342,7 @@ class CrossfireMatcher(FeatureMatcher):
             sources.append(np.full(len(cells[view].points), view))
         points3d = torch.cat(points).numpy().astype(np.float64)
         source = np.concatenate(sources)
-        pixels, _, in_front = project(points3d, c2w, K)
-        margin = radius + 1
-        inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < width - margin)
-        inside &= (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
-        keep = np.flatnonzero(inside)
+        pixels, keep = _projected_inside(points3d, c2w, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return (
                 PnPResult(False, message="no index cell projects into the query at the estimate"),
@@ -382,14 +387,9 @@ class CrossfireMatcher(FeatureMatcher):
         views = index.nearest_views(c2w, 2 * n)[n:]
         if not views:
             return {}
-        height, width = image_shape[:2]
         points = torch.cat([index.views[v].points for v in views]).numpy().astype(np.float64)
         descriptors = torch.cat([index.views[v].descriptors for v in views])
-        pixels, _, in_front = project(points, c2w, K)
-        margin = radius + 1
-        inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < width - margin)
-        inside &= (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
-        keep = np.flatnonzero(inside)
+        pixels, keep = _projected_inside(points, c2w, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return {"holdout_coverage": 0.0, "holdout_ratio": 0.0}
         expected = torch.from_numpy(pixels[keep]).float()
