@@ -190,3 +190,30 @@ def test_views_held_out_of_the_fit_agree_with_the_right_pose_and_not_with_a_shif
     shifted[:3, 3] += [0.15, 0.0, 0.1]  # about 4 px at the points: beyond a 3 px search
     wrong = matcher._held_out_views(matcher.fake_index, features, K, shifted, 3.0, (H, W))
     assert wrong["holdout_coverage"] * wrong["holdout_ratio"] < 0.3 * right["holdout_coverage"] * right["holdout_ratio"]
+
+
+def test_refine_textured_coverage_counts_only_cells_landing_on_textured_query_pixels():
+    points, descriptors, views, truth = _scene()
+    image = np.zeros((H, W, 3), np.uint8)
+    full = _matcher(_query_features(points, descriptors, truth), min_coverage=0.0).estimate(image, K, views)
+    # blank the query's left half: those cells can no longer match, and no longer count as reachable
+    query = _query_features(points, descriptors, truth)
+    query["feature_map"][:, :, : W // 2] = 0
+    half = _matcher(query, min_coverage=0.0).estimate(image, K, views)
+    assert full.success and half.success, (full.message, half.message)
+    assert half.diagnostics["refine_coverage"] < 0.75 * full.diagnostics["refine_coverage"]
+    assert half.diagnostics["refine_textured_coverage"] > 0.75 * full.diagnostics["refine_textured_coverage"]
+
+
+def test_shift_contrast_is_high_for_aligned_features_and_low_for_unrelated_ones():
+    from crossfire_ns.localize.matchers.crossfire import _shift_contrast
+
+    rng = torch.Generator().manual_seed(0)
+    smooth = F.normalize(F.avg_pool2d(torch.randn(1, D, 40, 60, generator=rng), 3, 1, 1)[0], dim=0)
+    valid = torch.ones(40, 60, dtype=torch.bool)
+    aligned = _shift_contrast(smooth, smooth, valid, 1.0, 3)
+    other = F.normalize(F.avg_pool2d(torch.randn(1, D, 40, 60, generator=rng), 3, 1, 1)[0], dim=0)
+    unrelated_median = float((smooth * other).sum(0).median())
+    unrelated = _shift_contrast(smooth, other, valid, unrelated_median, 3)
+    assert aligned > 0.9
+    assert abs(unrelated) < 0.1

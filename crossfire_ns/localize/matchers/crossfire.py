@@ -129,6 +129,40 @@ def _projected_inside(points: np.ndarray, c2w: np.ndarray, K, image_shape, margi
     return pixels, np.flatnonzero(inside)
 
 
+def _textured_count(feature_map: torch.Tensor, pixels: np.ndarray) -> int:
+    """How many of ``pixels`` ((N, 2), pixel centres at +0.5) fall on textured query pixels (``feature_map`` (D, H, W)
+    is zero where untextured): under low light or blur fewer cells can match at all, right pose or not."""
+    textured = feature_map.norm(dim=0).cpu() > 0.5
+    height, width = textured.shape
+    col = np.clip(np.floor(pixels[:, 0]).astype(np.int64), 0, width - 1)
+    row = np.clip(np.floor(pixels[:, 1]).astype(np.int64), 0, height - 1)
+    return int(textured[torch.from_numpy(row), torch.from_numpy(col)].sum())
+
+
+def _shift_contrast(
+    query: torch.Tensor, rendered: torch.Tensor, valid: torch.Tensor, aligned: float, shift: int
+) -> float:
+    """How much better the render agrees with the query where the pose puts it than ``shift`` pixels off, as a share
+    of what was left to gain: (aligned - shifted) / (1 - shifted), shifted the mean of four shifts' median similarity.
+    ``query``, ``rendered``: (D, h, w) unit features; ``valid``: (h, w). Scene-relative where the similarity is not:
+    a smooth scene scores high everywhere, a wrong pose no better aligned than off."""
+    height, width = valid.shape
+    if height <= shift or width <= shift:
+        return float("nan")
+    medians = []
+    for dy, dx in ((0, shift), (0, -shift), (shift, 0), (-shift, 0)):
+        rows_q, rows_r = slice(max(0, dy), height + min(0, dy)), slice(max(0, -dy), height + min(0, -dy))
+        cols_q, cols_r = slice(max(0, dx), width + min(0, dx)), slice(max(0, -dx), width + min(0, -dx))
+        both = valid[rows_q, cols_q] & valid[rows_r, cols_r]
+        if bool(both.any()):
+            sim = (query[:, rows_q, cols_q] * rendered[:, rows_r, cols_r]).sum(0)[both]
+            medians.append(float(sim.median()))
+    if not medians:
+        return float("nan")
+    shifted = float(np.mean(medians))
+    return (aligned - shifted) / max(1e-6, 1.0 - shifted)
+
+
 def _cell_centres(height: int, width: int, stride: float) -> torch.Tensor:
     """Pixel coordinates (x, y) of the centres of an (height, width) grid of cells of size ``stride``."""
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
@@ -252,7 +286,7 @@ class CrossfireMatcher(FeatureMatcher):
         while position < len(schedule):
             radius = schedule[position]
             before = estimate.c2w
-            refined, num, projected, disagreement, centre_sigma = self._refine_on_index(
+            refined, num, projected, disagreement, centre_sigma, textured = self._refine_on_index(
                 index, query, K, estimate.c2w, radius, image.shape
             )
             history.append(refined.num_inliers)
@@ -260,6 +294,7 @@ class CrossfireMatcher(FeatureMatcher):
             diagnostics.update(
                 refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
                 refine_ratio=refined.num_inliers / max(1, num), refine_coverage=num / max(1, projected),
+                refine_textured_coverage=num / max(1, textured),
                 view_disagreement_deg=disagreement, refine_rounds=rounds,
                 centre_sigma=centre_sigma / index.extent,
             )  # fmt: skip
@@ -273,7 +308,7 @@ class CrossfireMatcher(FeatureMatcher):
             else:
                 position += 1
         if estimate.success and config.index_fine_round:
-            fine, num, projected, _, _ = self._refine_on_index(
+            fine, num, projected, _, _, _ = self._refine_on_index(
                 index, query, K, estimate.c2w, schedule[-1], image.shape, fine=True
             )  # fmt: skip
             history.append(fine.num_inliers)
@@ -333,7 +368,8 @@ class CrossfireMatcher(FeatureMatcher):
         Returns (PnPResult, matches, cells projected into the query, per-view disagreement in degrees: the largest
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
         have enough matches; biased depth differs between views, so biased poses disagree; and how loosely the
-        inliers hold the camera centre, world units, ``camera_centre_sigma``)."""
+        inliers hold the camera centre, world units, ``camera_centre_sigma``; and how many of the projected cells land
+        on textured query pixels, where a match can be found at all)."""
         points, descriptors, sources = [], [], []
         cells = index.fine if fine else index.views
         for view in index.nearest_views(c2w, self.config.index_refine_views):
@@ -350,9 +386,11 @@ class CrossfireMatcher(FeatureMatcher):
                 0,
                 np.nan,
                 np.nan,
+                0,
             )
         rendered = torch.cat(descriptors)[torch.from_numpy(keep)]
         expected = torch.from_numpy(pixels[keep]).float()
+        textured = _textured_count(query["feature_map"], pixels[keep])
         found, xy, _ = guided_matches(
             rendered, expected, query["feature_map"].cpu(), int(np.ceil(radius)), self.config.min_similarity
         )
@@ -376,7 +414,7 @@ class CrossfireMatcher(FeatureMatcher):
                     angles.append(rotation_angle_deg(alone.R @ result.R.T))
             if len(angles) >= 2:
                 disagreement = float(max(angles))
-        return result, len(points3d), len(keep), disagreement, centre_sigma
+        return result, len(points3d), len(keep), disagreement, centre_sigma, textured
 
     def _held_out_views(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape) -> dict:
         """How the training views just beyond those the pose was fitted to see the query at ``c2w``: the share of
@@ -415,10 +453,13 @@ class CrossfireMatcher(FeatureMatcher):
         valid = textured & covered
         if not bool(valid.any()):
             return {"render_agreement": 0.0, "render_similarity": 0.0}
-        similarity = (F.normalize(pooled, dim=0) * F.normalize(rendered, dim=0)).sum(0)[valid]
+        query_n, rendered_n = F.normalize(pooled, dim=0), F.normalize(rendered, dim=0)
+        similarity = (query_n * rendered_n).sum(0)[valid]
+        aligned = float(similarity.median())
         return {
             "render_agreement": float((similarity >= self.config.min_similarity).float().mean()),
-            "render_similarity": float(similarity.median()),
+            "render_similarity": aligned,
+            "render_contrast": _shift_contrast(query_n, rendered_n, valid, aligned, max(1, round(width / 20))),
         }
 
     @torch.no_grad()
