@@ -190,6 +190,9 @@ def test_views_held_out_of_the_fit_agree_with_the_right_pose_and_not_with_a_shif
     shifted[:3, 3] += [0.15, 0.0, 0.1]  # about 4 px at the points: beyond a 3 px search
     wrong = matcher._held_out_views(matcher.fake_index, features, K, shifted, 3.0, (H, W))
     assert wrong["holdout_coverage"] * wrong["holdout_ratio"] < 0.3 * right["holdout_coverage"] * right["holdout_ratio"]
+    # the cells' similarity where the pose puts them against a few pixels off: a peak at the right pose only
+    assert right["holdout_contrast"] > 0.8 and right["refine_contrast"] > 0.8
+    assert wrong["holdout_contrast"] < 0.3 and wrong["refine_contrast"] < 0.3
 
 
 def test_refine_textured_coverage_counts_only_cells_landing_on_textured_query_pixels():

@@ -163,6 +163,30 @@ def _shift_contrast(
     return (aligned - shifted) / max(1e-6, 1.0 - shifted)
 
 
+def _index_contrast(descriptors: torch.Tensor, pixels: np.ndarray, feature_map: torch.Tensor, shift: int) -> float:
+    """``_shift_contrast`` without a render: the map's cells ((N, D) descriptors of the training images) against the
+    query's features (``feature_map`` (D, H, W)) where the pose projects them (``pixels`` (N, 2), centres at +0.5)
+    and ``shift`` pixels off. At a wrong pose most cells land on the wrong texture, aligned or not."""
+    _, height, width = feature_map.shape
+    col = np.floor(pixels[:, 0]).astype(np.int64)
+    row = np.floor(pixels[:, 1]).astype(np.int64)
+    flat = feature_map.reshape(feature_map.shape[0], -1).cpu()
+
+    def median_similarity(dy: int, dx: int) -> float:
+        r, c = row + dy, col + dx
+        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+        if not inside.any():
+            return float("nan")
+        at = torch.from_numpy(r[inside] * width + c[inside])
+        return float((descriptors[torch.from_numpy(inside)].float() * flat[:, at].T).sum(1).median())
+
+    aligned = median_similarity(0, 0)
+    shifted = float(
+        np.nanmean([median_similarity(dy, dx) for dy, dx in ((0, shift), (0, -shift), (shift, 0), (-shift, 0))])
+    )
+    return (aligned - shifted) / max(1e-6, 1.0 - shifted)
+
+
 def _cell_centres(height: int, width: int, stride: float) -> torch.Tensor:
     """Pixel coordinates (x, y) of the centres of an (height, width) grid of cells of size ``stride``."""
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
@@ -430,6 +454,15 @@ class CrossfireMatcher(FeatureMatcher):
         pixels, keep = _projected_inside(points, c2w, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return {"holdout_coverage": 0.0, "holdout_ratio": 0.0}
+        shift = max(2, round(image_shape[1] / 20))
+        contrast = _index_contrast(descriptors[torch.from_numpy(keep)], pixels[keep], query["feature_map"], shift)
+        fitted = index.nearest_views(c2w, n)
+        points_f = torch.cat([index.views[v].points for v in fitted]).numpy().astype(np.float64)
+        pixels_f, keep_f = _projected_inside(points_f, c2w, K, image_shape, margin=radius + 1)
+        fitted_contrast = float("nan")
+        if len(keep_f):
+            descriptors_f = torch.cat([index.views[v].descriptors for v in fitted])[torch.from_numpy(keep_f)]
+            fitted_contrast = _index_contrast(descriptors_f, pixels_f[keep_f], query["feature_map"], shift)
         expected = torch.from_numpy(pixels[keep]).float()
         found, xy, _ = guided_matches(
             descriptors[torch.from_numpy(keep)], expected, query["feature_map"].cpu(), int(np.ceil(radius)),
@@ -437,7 +470,12 @@ class CrossfireMatcher(FeatureMatcher):
         )  # fmt: skip
         error = (xy - expected[found]).norm(dim=1)
         within = float((error <= self.config.refine_reprojection_threshold_px).float().mean()) if len(found) else 0.0
-        return {"holdout_coverage": len(found) / len(keep), "holdout_ratio": within}
+        return {
+            "holdout_coverage": len(found) / len(keep),
+            "holdout_ratio": within,
+            "holdout_contrast": contrast,
+            "refine_contrast": fitted_contrast,
+        }
 
     @torch.no_grad()
     def _render_agreement(self, query: dict, K, c2w: np.ndarray, image_shape) -> dict:
