@@ -13,7 +13,7 @@ chosen on the bundled scene and fern only (the calibration split); held-out scen
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
@@ -58,7 +58,7 @@ class Collect:
 
         crossfire_map = load_map(self.load_config)
         extent = crossfire_map.camera_extent()
-        matcher = replace(self.matcher, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"))
+        matcher = self.matcher.without_floors()
         localizer = MapLocalizer(crossfire_map, matcher)
         localizer.warm_up()
         rows = []
@@ -90,10 +90,13 @@ class Report:
 
     files: tyro.conf.Positional[List[Path]] = field(default_factory=list)
     """CSV files written by ``collect``."""
+    matcher: CrossfireMatcherConfig = field(default_factory=CrossfireMatcherConfig)
+    """Whose confidence floors are applied to the recorded figures, per scene (ns-localize's defaults)."""
 
     def main(self) -> Dict:
         rows = [row for f in self.files for row in csv.DictReader(open(f))]
         rows = [r for r in rows if r["status"] == "localized"]
+        self.floors(rows)
         r_err = np.array([float(r["r_err"]) for r in rows])
         t_rel = np.array([float(r["t_rel"]) for r in rows])
         right = (r_err <= RIGHT[0]) & (t_rel <= RIGHT[1])
@@ -103,7 +106,7 @@ class Report:
         for col in ("figure", "right min", "right median", "wrong max", "wrong median", "threshold", "right kept"):
             table.add_column(col)
         out = {}
-        skip = {"scene", "folder", "file_path", "status", "r_err", "t_rel", "seconds"}
+        skip = {*_TEXT, "r_err", "t_rel", "seconds"}
         for name in [k for k in rows[0] if k not in skip] if rows else []:
             values = np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
             sign = -1.0 if name.endswith(LOWER_IS_BETTER) else 1.0
@@ -119,6 +122,37 @@ class Report:
             )  # fmt: skip
         CONSOLE.print(table)
         return out
+
+    def floors(self, rows: List[dict]) -> Dict[str, Dict[str, int]]:
+        """Per scene, how many right poses the floors keep and how many wrong ones they still report."""
+        from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, unconfirmed
+
+        table = Table(title="With the floors applied (min_confidence, min_coverage, max_centre_sigma, min_contrast)")
+        for col in ("scene", "found", "right", "right kept", "wrong", "wrong reported", "beyond 5 deg reported"):
+            table.add_column(col)
+        counts: Dict[str, Dict[str, int]] = {}
+        for row in rows:
+            diagnostics = {k: float(v) for k, v in row.items() if k not in _TEXT and v not in (None, "")}
+            r_err, t_rel = diagnostics["r_err"], diagnostics["t_rel"]
+            kept = unconfirmed(diagnostics, CrossfireMatcher.confidence(diagnostics), self.matcher) is None
+            right = r_err <= RIGHT[0] and t_rel <= RIGHT[1]
+            wrong = r_err > WRONG[0] or t_rel > WRONG[1]
+            c = counts.setdefault(
+                row["scene"], dict.fromkeys(("found", "right", "kept", "wrong", "reported", "deg"), 0)
+            )
+            c["found"] += 1
+            c["right"] += right
+            c["kept"] += right and kept
+            c["wrong"] += wrong
+            c["reported"] += wrong and kept
+            c["deg"] += r_err > WRONG[0] and kept
+        for scene, c in counts.items():
+            table.add_row(scene, *(str(c[k]) for k in ("found", "right", "kept", "wrong", "reported", "deg")))
+        CONSOLE.print(table)
+        return counts
+
+
+_TEXT = ("scene", "folder", "file_path", "status")
 
 
 def entrypoint() -> None:

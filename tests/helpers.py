@@ -84,4 +84,4 @@ def tiny_map_matcher():
     (inputs, outputs, resumption, the server), not accuracy."""
     from crossfire_ns.localize.matchers import CrossfireMatcherConfig
 
-    return CrossfireMatcherConfig(min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"))
+    return CrossfireMatcherConfig().without_floors()

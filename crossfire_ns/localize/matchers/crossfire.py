@@ -105,6 +105,11 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     map's camera extent (first-order covariance, ``pnp.camera_centre_sigma``) is reported as failed: few matches over
     a narrow view let the centre slide along the axis while inlier shares stay high. Calibrated with
     ``min_confidence`` (BENCHMARKS.md, session 9); inf switches it off."""
+    min_contrast: float = 0.23
+    """Index path: a pose is reported as failed when the fitted views' cells agree with the query where it projects
+    them no better than this share of what was left to gain over a few pixels off (``refine_contrast``,
+    ``_index_contrast``: (aligned - shifted) / (1 - shifted), no render): at a wrong pose they land on the wrong
+    texture, aligned or not. Chosen on the bundled scene and fern (BENCHMARKS.md, session 13); -inf switches it off."""
     render_check: bool = False
     """Index path: render the map at the final estimate (``render_check_width`` wide, colour) and record how much of
     the query agrees with it (``render_agreement``: the share of textured, covered pixels whose CNN features match
@@ -113,6 +118,12 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Width of the render of ``render_check``."""
     solver: Solver = "poselib"
     """PnP of the index path: poselib (LO-RANSAC with robust refinement) or opencv (RANSAC P3P, then LM)."""
+
+    def without_floors(self) -> "CrossfireMatcherConfig":
+        """These settings with every confidence floor switched off: every pose found is reported (calibration)."""
+        return replace(
+            self, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"), min_contrast=float("-inf")
+        )
 
     @property
     def renders_descriptors(self) -> bool:
@@ -129,14 +140,22 @@ def _projected_inside(points: np.ndarray, c2w: np.ndarray, K, image_shape, margi
     return pixels, np.flatnonzero(inside)
 
 
-def _textured_count(feature_map: torch.Tensor, pixels: np.ndarray) -> int:
-    """How many of ``pixels`` ((N, 2), pixel centres at +0.5) fall on textured query pixels (``feature_map`` (D, H, W)
-    is zero where untextured): under low light or blur fewer cells can match at all, right pose or not."""
-    textured = feature_map.norm(dim=0).cpu() > 0.5
-    height, width = textured.shape
-    col = np.clip(np.floor(pixels[:, 0]).astype(np.int64), 0, width - 1)
-    row = np.clip(np.floor(pixels[:, 1]).astype(np.int64), 0, height - 1)
-    return int(textured[torch.from_numpy(row), torch.from_numpy(col)].sum())
+def unconfirmed(diagnostics: dict, confidence: float, config: "CrossfireMatcherConfig") -> Optional[str]:
+    """Why the index path's floors reject a pose with these ``diagnostics``, or None when they confirm it (pure: the
+    calibration benchmark applies it to recorded figures). A NaN figure (its check could not run) rejects nothing."""
+    coverage = diagnostics.get("refine_coverage", 0.0)
+    sigma = diagnostics.get("centre_sigma", float("nan"))
+    contrast = diagnostics.get("refine_contrast", float("nan"))
+    doubts = []
+    if confidence < config.min_confidence:
+        doubts.append(f"confidence {confidence:.2f}, min {config.min_confidence:.2f}")
+    if coverage < config.min_coverage:
+        doubts.append(f"coverage {coverage:.2f}, min {config.min_coverage:.2f}")
+    if sigma > config.max_centre_sigma:
+        doubts.append(f"camera centre within {sigma:.3f} of the map's extent, max {config.max_centre_sigma:.3f}")
+    if contrast < config.min_contrast:
+        doubts.append(f"contrast {contrast:.2f}, min {config.min_contrast:.2f}")
+    return "; ".join(doubts) or None
 
 
 def _shift_contrast(
@@ -310,7 +329,7 @@ class CrossfireMatcher(FeatureMatcher):
         while position < len(schedule):
             radius = schedule[position]
             before = estimate.c2w
-            refined, num, projected, disagreement, centre_sigma, textured = self._refine_on_index(
+            refined, num, projected, disagreement, centre_sigma = self._refine_on_index(
                 index, query, K, estimate.c2w, radius, image.shape
             )
             history.append(refined.num_inliers)
@@ -318,7 +337,6 @@ class CrossfireMatcher(FeatureMatcher):
             diagnostics.update(
                 refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
                 refine_ratio=refined.num_inliers / max(1, num), refine_coverage=num / max(1, projected),
-                refine_textured_coverage=num / max(1, textured),
                 view_disagreement_deg=disagreement, refine_rounds=rounds,
                 centre_sigma=centre_sigma / index.extent,
             )  # fmt: skip
@@ -332,7 +350,7 @@ class CrossfireMatcher(FeatureMatcher):
             else:
                 position += 1
         if estimate.success and config.index_fine_round:
-            fine, num, projected, _, _, _ = self._refine_on_index(
+            fine, num, projected, _, _ = self._refine_on_index(
                 index, query, K, estimate.c2w, schedule[-1], image.shape, fine=True
             )  # fmt: skip
             history.append(fine.num_inliers)
@@ -354,6 +372,8 @@ class CrossfireMatcher(FeatureMatcher):
                 estimate = localized(rendered, num)
         if estimate.success:
             diagnostics["refine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ coarse_c2w[:3, :3])
+            fitted = index.nearest_views(estimate.c2w, config.index_refine_views)
+            diagnostics["refine_contrast"] = self._cell_contrast(index, fitted, query, K, estimate.c2w, image.shape)
             diagnostics.update(self._held_out_views(index, query, K, estimate.c2w, schedule[-1], image.shape))
             if config.render_check:
                 diagnostics.update(self._render_agreement(query, K, estimate.c2w, image.shape))
@@ -362,18 +382,12 @@ class CrossfireMatcher(FeatureMatcher):
         estimate.seconds_refine = time.perf_counter() - refine_start
         estimate.confidence = self.confidence(diagnostics)
         estimate.diagnostics = diagnostics
-        coverage = diagnostics.get("refine_coverage", 0.0)
-        sigma = diagnostics.get("centre_sigma", float("nan"))
-        loose = sigma > config.max_centre_sigma  # NaN: no index refinement ran, nothing to judge
-        if estimate.success and (
-            estimate.confidence < config.min_confidence or coverage < config.min_coverage or loose
-        ):
+        doubt = unconfirmed(diagnostics, estimate.confidence, config) if estimate.success else None
+        if doubt:
             estimate = PoseEstimate(
                 False, num_matches=estimate.num_matches, history=history, seconds_coarse=coarse_seconds,
                 seconds_refine=estimate.seconds_refine, confidence=estimate.confidence, diagnostics=diagnostics,
-                message=f"the map does not confirm the pose (confidence {estimate.confidence:.2f}, min "
-                f"{config.min_confidence:.2f}; coverage {coverage:.2f}, min {config.min_coverage:.2f}; camera centre "
-                f"within {sigma:.3f} of the map's extent, max {config.max_centre_sigma:.3f})",
+                message=f"the map does not confirm the pose ({doubt})",
             )  # fmt: skip
         return estimate
 
@@ -392,8 +406,7 @@ class CrossfireMatcher(FeatureMatcher):
         Returns (PnPResult, matches, cells projected into the query, per-view disagreement in degrees: the largest
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
         have enough matches; biased depth differs between views, so biased poses disagree; and how loosely the
-        inliers hold the camera centre, world units, ``camera_centre_sigma``; and how many of the projected cells land
-        on textured query pixels, where a match can be found at all)."""
+        inliers hold the camera centre, world units, ``camera_centre_sigma``)."""
         points, descriptors, sources = [], [], []
         cells = index.fine if fine else index.views
         for view in index.nearest_views(c2w, self.config.index_refine_views):
@@ -410,11 +423,9 @@ class CrossfireMatcher(FeatureMatcher):
                 0,
                 np.nan,
                 np.nan,
-                0,
             )
         rendered = torch.cat(descriptors)[torch.from_numpy(keep)]
         expected = torch.from_numpy(pixels[keep]).float()
-        textured = _textured_count(query["feature_map"], pixels[keep])
         found, xy, _ = guided_matches(
             rendered, expected, query["feature_map"].cpu(), int(np.ceil(radius)), self.config.min_similarity
         )
@@ -438,13 +449,26 @@ class CrossfireMatcher(FeatureMatcher):
                     angles.append(rotation_angle_deg(alone.R @ result.R.T))
             if len(angles) >= 2:
                 disagreement = float(max(angles))
-        return result, len(points3d), len(keep), disagreement, centre_sigma, textured
+        return result, len(points3d), len(keep), disagreement, centre_sigma
+
+    def _cell_contrast(self, index: MapIndex, views: Sequence[int], query: dict, K, c2w: np.ndarray, image_shape):
+        """``_index_contrast`` of the cells of ``views`` at ``c2w`` (NaN when none projects into the query): shifted
+        by a twentieth of the query's width, as ``_render_agreement`` shifts its render."""
+        if not views:
+            return float("nan")
+        points = torch.cat([index.views[v].points for v in views]).numpy().astype(np.float64)
+        pixels, keep = _projected_inside(points, c2w, K, image_shape, margin=1.0)
+        if len(keep) == 0:
+            return float("nan")
+        descriptors = torch.cat([index.views[v].descriptors for v in views])[torch.from_numpy(keep)]
+        return _index_contrast(descriptors, pixels[keep], query["feature_map"], max(2, round(image_shape[1] / 20)))
 
     def _held_out_views(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape) -> dict:
         """How the training views just beyond those the pose was fitted to see the query at ``c2w``: the share of
-        their projected cells that find a distinct match within ``radius`` (``holdout_coverage``), and the share of
-        those within ``refine_reprojection_threshold_px`` of where ``c2w`` puts them (``holdout_ratio``). Matches
-        the pose was not fitted to: at a wrong pose they land on the wrong texture."""
+        their projected cells that find a distinct match within ``radius`` (``holdout_coverage``), the share of
+        those within ``refine_reprojection_threshold_px`` of where ``c2w`` puts them (``holdout_ratio``), and their
+        ``holdout_contrast`` (``_cell_contrast``). Matches the pose was not fitted to: at a wrong pose they land on
+        the wrong texture."""
         n = self.config.index_refine_views
         views = index.nearest_views(c2w, 2 * n)[n:]
         if not views:
@@ -454,15 +478,6 @@ class CrossfireMatcher(FeatureMatcher):
         pixels, keep = _projected_inside(points, c2w, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return {"holdout_coverage": 0.0, "holdout_ratio": 0.0}
-        shift = max(2, round(image_shape[1] / 20))
-        contrast = _index_contrast(descriptors[torch.from_numpy(keep)], pixels[keep], query["feature_map"], shift)
-        fitted = index.nearest_views(c2w, n)
-        points_f = torch.cat([index.views[v].points for v in fitted]).numpy().astype(np.float64)
-        pixels_f, keep_f = _projected_inside(points_f, c2w, K, image_shape, margin=radius + 1)
-        fitted_contrast = float("nan")
-        if len(keep_f):
-            descriptors_f = torch.cat([index.views[v].descriptors for v in fitted])[torch.from_numpy(keep_f)]
-            fitted_contrast = _index_contrast(descriptors_f, pixels_f[keep_f], query["feature_map"], shift)
         expected = torch.from_numpy(pixels[keep]).float()
         found, xy, _ = guided_matches(
             descriptors[torch.from_numpy(keep)], expected, query["feature_map"].cpu(), int(np.ceil(radius)),
@@ -473,8 +488,7 @@ class CrossfireMatcher(FeatureMatcher):
         return {
             "holdout_coverage": len(found) / len(keep),
             "holdout_ratio": within,
-            "holdout_contrast": contrast,
-            "refine_contrast": fitted_contrast,
+            "holdout_contrast": self._cell_contrast(index, views, query, K, c2w, image_shape),
         }
 
     @torch.no_grad()
