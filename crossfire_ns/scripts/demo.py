@@ -65,6 +65,8 @@ class Demo:
             "--query-dir", str(scene / "queries"), "--output-dir", str(self.output_dir / "localization"),
             # recall thresholds scale with the scene's own extent (the room's diagonal, from scene.json)
             "--scene-extent", str(json.loads((scene / "scene.json").read_text())["scene_extent"]),
+            # the demo owns its output folder: a rerun after an upgrade (other matcher defaults) replaces it
+            "--overwrite",
         ]  # fmt: skip
         CONSOLE.print(" ".join(["ns-localize", *localize[1:]]))
         code = subprocess.run(localize).returncode
