@@ -3,8 +3,10 @@
 Step 1 (``collect``) localizes query folders with ground truth with the confidence check switched off and writes, per
 query, the pose error and every figure the method reports (``Localization.diagnostics``). Step 2 (``report``) reads
 such files and, per figure, prints the range over right poses (within 2 deg and 2% of the scene) and over wrong ones
-(beyond 5 deg or 5%), and the threshold that rejects every wrong pose while keeping most right ones. Thresholds are
-chosen on the bundled scene and fern only (the calibration split); held-out scenes are for reporting.
+(beyond 5 deg or 5%), and the threshold that rejects every wrong pose while keeping most right ones; then, per
+scene, how many right poses the matcher's floors (``--matcher.*``, ns-localize's defaults) keep and how many wrong
+ones they still report. Thresholds are chosen on the bundled scene and fern only (the calibration split); held-out
+scenes are for reporting.
 
     python -m benchmarks.confidence collect --load-config RUN/config.yml --query-dirs Q1 Q2 --output O.csv
     python -m benchmarks.confidence report O1.csv O2.csv
