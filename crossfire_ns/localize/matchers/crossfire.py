@@ -105,7 +105,7 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     map's camera extent (first-order covariance, ``pnp.camera_centre_sigma``) is reported as failed: few matches over
     a narrow view let the centre slide along the axis while inlier shares stay high. Calibrated with
     ``min_confidence`` (BENCHMARKS.md, session 9); inf switches it off."""
-    min_contrast: float = 0.23
+    min_contrast: float = 0.25
     """Index path: a pose is reported as failed when the fitted views' cells agree with the query where it projects
     them no better than this share of what was left to gain over a few pixels off (``refine_contrast``,
     ``_index_contrast``: (aligned - shifted) / (1 - shifted), no render): at a wrong pose they land on the wrong
