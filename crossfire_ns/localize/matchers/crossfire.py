@@ -158,6 +158,11 @@ def unconfirmed(diagnostics: dict, confidence: float, config: "CrossfireMatcherC
     return "; ".join(doubts) or None
 
 
+def _gain(aligned: float, shifted: float) -> float:
+    """The contrast of an alignment: how much of what was left to gain over ``shifted`` similarity ``aligned`` wins."""
+    return (aligned - shifted) / max(1e-6, 1.0 - shifted)
+
+
 def _shift_contrast(
     query: torch.Tensor, rendered: torch.Tensor, valid: torch.Tensor, aligned: float, shift: int
 ) -> float:
@@ -178,8 +183,7 @@ def _shift_contrast(
             medians.append(float(sim.median()))
     if not medians:
         return float("nan")
-    shifted = float(np.mean(medians))
-    return (aligned - shifted) / max(1e-6, 1.0 - shifted)
+    return _gain(aligned, float(np.mean(medians)))
 
 
 def _index_contrast(descriptors: torch.Tensor, pixels: np.ndarray, feature_map: torch.Tensor, shift: int) -> float:
@@ -199,11 +203,10 @@ def _index_contrast(descriptors: torch.Tensor, pixels: np.ndarray, feature_map: 
         at = torch.from_numpy(r[inside] * width + c[inside])
         return float((descriptors[torch.from_numpy(inside)].float() * flat[:, at].T).sum(1).median())
 
-    aligned = median_similarity(0, 0)
-    shifted = float(
-        np.nanmean([median_similarity(dy, dx) for dy, dx in ((0, shift), (0, -shift), (shift, 0), (-shift, 0))])
-    )
-    return (aligned - shifted) / max(1e-6, 1.0 - shifted)
+    shifted = [median_similarity(dy, dx) for dy, dx in ((0, shift), (0, -shift), (shift, 0), (-shift, 0))]
+    if all(np.isnan(shifted)):
+        return float("nan")
+    return _gain(median_similarity(0, 0), float(np.nanmean(shifted)))
 
 
 def _cell_centres(height: int, width: int, stride: float) -> torch.Tensor:
