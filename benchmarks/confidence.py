@@ -33,6 +33,8 @@ RIGHT = (2.0, 0.02)
 """A right pose: rotation within 2 deg and camera centre within 2% of the scene's camera extent."""
 LOWER_IS_BETTER = ("_deg", "_sigma")
 """Figures (by name ending) where smaller means surer: angles between estimates, uncertainties."""
+_TEXT = ("scene", "folder", "file_path", "status")
+"""Columns of a collected row that are not figures."""
 WRONG = (5.0, 0.05)
 """A wrong pose: rotation beyond 5 deg or camera centre beyond 5% of the extent."""
 
@@ -152,9 +154,6 @@ class Report:
             table.add_row(scene, *(str(c[k]) for k in ("found", "right", "kept", "wrong", "reported", "deg")))
         CONSOLE.print(table)
         return counts
-
-
-_TEXT = ("scene", "folder", "file_path", "status")
 
 
 def entrypoint() -> None:

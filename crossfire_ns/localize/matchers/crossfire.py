@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from crossfire_ns.geometry import rotation_angle_deg, scale_intrinsics
-from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, map_index, project
+from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, ViewCells, map_index, project
 from crossfire_ns.localize.matchers.base import PoseEstimate
 from crossfire_ns.localize.matchers.feature import (
     MIN_ACCUMULATION,
@@ -142,7 +142,8 @@ def _projected_inside(points: np.ndarray, c2w: np.ndarray, K, image_shape, margi
 
 def unconfirmed(diagnostics: dict, confidence: float, config: "CrossfireMatcherConfig") -> Optional[str]:
     """Why the index path's floors reject a pose with these ``diagnostics``, or None when they confirm it (pure: the
-    calibration benchmark applies it to recorded figures). A NaN figure (its check could not run) rejects nothing."""
+    calibration benchmark applies it to recorded figures). A NaN centre uncertainty or contrast (its check could not
+    run) rejects nothing; a missing coverage counts as none."""
     coverage = diagnostics.get("refine_coverage", 0.0)
     sigma = diagnostics.get("centre_sigma", float("nan"))
     contrast = diagnostics.get("refine_contrast", float("nan"))
@@ -156,6 +157,17 @@ def unconfirmed(diagnostics: dict, confidence: float, config: "CrossfireMatcherC
     if contrast < config.min_contrast:
         doubts.append(f"contrast {contrast:.2f}, min {config.min_contrast:.2f}")
     return "; ".join(doubts) or None
+
+
+def _stacked_cells(cells: Sequence[ViewCells], views: Sequence[int]) -> Tuple[np.ndarray, torch.Tensor]:
+    """The cells of ``views`` as one set: ((N, 3) float64 points, (N, D) descriptors)."""
+    points = torch.cat([cells[v].points for v in views]).numpy().astype(np.float64)
+    return points, torch.cat([cells[v].descriptors for v in views])
+
+
+def _four_shifts(shift: int) -> Tuple[Tuple[int, int], ...]:
+    """(dy, dx) of the four misalignments a contrast compares against: ``shift`` pixels right, left, down, up."""
+    return ((0, shift), (0, -shift), (shift, 0), (-shift, 0))
 
 
 def _gain(aligned: float, shifted: float) -> float:
@@ -174,7 +186,7 @@ def _shift_contrast(
     if height <= shift or width <= shift:
         return float("nan")
     medians = []
-    for dy, dx in ((0, shift), (0, -shift), (shift, 0), (-shift, 0)):
+    for dy, dx in _four_shifts(shift):
         rows_q, rows_r = slice(max(0, dy), height + min(0, dy)), slice(max(0, -dy), height + min(0, -dy))
         cols_q, cols_r = slice(max(0, dx), width + min(0, dx)), slice(max(0, -dx), width + min(0, -dx))
         both = valid[rows_q, cols_q] & valid[rows_r, cols_r]
@@ -203,7 +215,7 @@ def _index_contrast(descriptors: torch.Tensor, pixels: np.ndarray, feature_map: 
         at = torch.from_numpy(r[inside] * width + c[inside])
         return float((descriptors[torch.from_numpy(inside)].float() * flat[:, at].T).sum(1).median())
 
-    shifted = [median_similarity(dy, dx) for dy, dx in ((0, shift), (0, -shift), (shift, 0), (-shift, 0))]
+    shifted = [median_similarity(dy, dx) for dy, dx in _four_shifts(shift)]
     if all(np.isnan(shifted)):
         return float("nan")
     return _gain(median_similarity(0, 0), float(np.nanmean(shifted)))
@@ -375,8 +387,8 @@ class CrossfireMatcher(FeatureMatcher):
                 estimate = localized(rendered, num)
         if estimate.success:
             diagnostics["refine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ coarse_c2w[:3, :3])
-            fitted = index.nearest_views(estimate.c2w, config.index_refine_views)
-            diagnostics["refine_contrast"] = self._cell_contrast(index, fitted, query, K, estimate.c2w, image.shape)
+            fitted = _stacked_cells(index.views, index.nearest_views(estimate.c2w, config.index_refine_views))
+            diagnostics["refine_contrast"] = self._cell_contrast(*fitted, query, K, estimate.c2w, image.shape)
             diagnostics.update(self._held_out_views(index, query, K, estimate.c2w, schedule[-1], image.shape))
             if config.render_check:
                 diagnostics.update(self._render_agreement(query, K, estimate.c2w, image.shape))
@@ -410,14 +422,10 @@ class CrossfireMatcher(FeatureMatcher):
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
         have enough matches; biased depth differs between views, so biased poses disagree; and how loosely the
         inliers hold the camera centre, world units, ``camera_centre_sigma``)."""
-        points, descriptors, sources = [], [], []
         cells = index.fine if fine else index.views
-        for view in index.nearest_views(c2w, self.config.index_refine_views):
-            points.append(cells[view].points)
-            descriptors.append(cells[view].descriptors)
-            sources.append(np.full(len(cells[view].points), view))
-        points3d = torch.cat(points).numpy().astype(np.float64)
-        source = np.concatenate(sources)
+        views = index.nearest_views(c2w, self.config.index_refine_views)
+        points3d, descriptors = _stacked_cells(cells, views)
+        source = np.concatenate([np.full(len(cells[v].points), v) for v in views])
         pixels, keep = _projected_inside(points3d, c2w, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return (
@@ -427,7 +435,7 @@ class CrossfireMatcher(FeatureMatcher):
                 np.nan,
                 np.nan,
             )
-        rendered = torch.cat(descriptors)[torch.from_numpy(keep)]
+        rendered = descriptors[torch.from_numpy(keep)]
         expected = torch.from_numpy(pixels[keep]).float()
         found, xy, _ = guided_matches(
             rendered, expected, query["feature_map"].cpu(), int(np.ceil(radius)), self.config.min_similarity
@@ -454,17 +462,16 @@ class CrossfireMatcher(FeatureMatcher):
                 disagreement = float(max(angles))
         return result, len(points3d), len(keep), disagreement, centre_sigma
 
-    def _cell_contrast(self, index: MapIndex, views: Sequence[int], query: dict, K, c2w: np.ndarray, image_shape):
-        """``_index_contrast`` of the cells of ``views`` at ``c2w`` (NaN when none projects into the query): shifted
-        by a twentieth of the query's width, as ``_render_agreement`` shifts its render."""
-        if not views:
-            return float("nan")
-        points = torch.cat([index.views[v].points for v in views]).numpy().astype(np.float64)
+    @staticmethod
+    def _cell_contrast(points: np.ndarray, descriptors: torch.Tensor, query: dict, K, c2w: np.ndarray, image_shape):
+        """``_index_contrast`` of cells ((N, 3) points, (N, D) descriptors, ``_stacked_cells``) at ``c2w`` (NaN when
+        none projects into the query): shifted by a twentieth of the query's width, as ``_render_agreement`` shifts
+        its render."""
         pixels, keep = _projected_inside(points, c2w, K, image_shape, margin=1.0)
         if len(keep) == 0:
             return float("nan")
-        descriptors = torch.cat([index.views[v].descriptors for v in views])[torch.from_numpy(keep)]
-        return _index_contrast(descriptors, pixels[keep], query["feature_map"], max(2, round(image_shape[1] / 20)))
+        shift = max(2, round(image_shape[1] / 20))
+        return _index_contrast(descriptors[torch.from_numpy(keep)], pixels[keep], query["feature_map"], shift)
 
     def _held_out_views(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape) -> dict:
         """How the training views just beyond those the pose was fitted to see the query at ``c2w``: the share of
@@ -476,8 +483,7 @@ class CrossfireMatcher(FeatureMatcher):
         views = index.nearest_views(c2w, 2 * n)[n:]
         if not views:
             return {}
-        points = torch.cat([index.views[v].points for v in views]).numpy().astype(np.float64)
-        descriptors = torch.cat([index.views[v].descriptors for v in views])
+        points, descriptors = _stacked_cells(index.views, views)
         pixels, keep = _projected_inside(points, c2w, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return {"holdout_coverage": 0.0, "holdout_ratio": 0.0}
@@ -491,7 +497,7 @@ class CrossfireMatcher(FeatureMatcher):
         return {
             "holdout_coverage": len(found) / len(keep),
             "holdout_ratio": within,
-            "holdout_contrast": self._cell_contrast(index, views, query, K, c2w, image_shape),
+            "holdout_contrast": self._cell_contrast(points, descriptors, query, K, c2w, image_shape),
         }
 
     @torch.no_grad()
