@@ -5,8 +5,12 @@ Three questions, each against the truth:
 1. **Depth**: how far the map's rendered distance (median and expected) is from the true distance at the cells of
    the training views, for every cell the radiance field covers, after the texture and depth-edge filters, and for
    the cells the neighbour-view check trusts (what the index keeps); near true depth edges and away from them.
-2. **Matches**: the reprojection residuals, under the true query pose, of the query's index matches.
-3. **Solver**: the pose error when the index path starts from the true pose (what depth and matches alone cost).
+2. **Matches**: the reprojection residuals, under the true query pose, of the query's index matches (the coarse
+   stage's mutual nearest neighbours), and of the refinement's guided matches searched around the true pose (their
+   median size and each query's mean offset: a consistent 2D bias of the features moves the pose, noise does not).
+3. **Solver**: the pose error when the index path starts from the true pose as its prior (its coarse stage still
+   matches globally, so this includes the coarse stage), and when its refinement rounds alone start at the true pose
+   (what depth and the guided matches cost, without the coarse stage).
 
     python -m benchmarks.error_budget --load-config RUN/config.yml --scene SCENE_DIR
 
@@ -131,18 +135,53 @@ class ErrorBudget:
         CONSOLE.print(table)
         return out
 
+    @staticmethod
+    def _guided_offsets(matcher, index, query, truth, K, image_shape, guided_matches, stacked_cells) -> np.ndarray:
+        """(N, 2) offsets (px) of the refinement's guided matches, searched within its last radius around where the
+        true pose projects the cells of its views, from those projections."""
+        config = matcher.config
+        radius = config.index_refine_radius_px[-1]
+        points, descriptors = stacked_cells(index.views, index.nearest_views(truth, config.index_refine_views))
+        pixels, _, front = project(points, truth, K)
+        height, width = image_shape[:2]
+        inside = front & (pixels[:, 0] >= radius + 1) & (pixels[:, 0] < width - radius - 1)
+        inside &= (pixels[:, 1] >= radius + 1) & (pixels[:, 1] < height - radius - 1)
+        keep = np.flatnonzero(inside)
+        if len(keep) == 0:
+            return np.zeros((0, 2))
+        found, xy, _ = guided_matches(
+            descriptors[torch.from_numpy(keep)], torch.from_numpy(pixels[keep]).float(), query["feature_map"].cpu(),
+            int(np.ceil(radius)), config.min_similarity,
+        )  # fmt: skip
+        return xy.numpy().astype(np.float64) - pixels[keep][found.numpy()]
+
+    @staticmethod
+    def _refined_from_truth(crossfire_map, matcher, index, query, truth, q, image_shape) -> tuple:
+        """(translation, rotation deg) error after the index refinement rounds alone, started at the true pose."""
+        from crossfire_ns.geometry import c2w_pose_errors, opencv_w2c_to_opengl_c2w
+
+        c2w = truth
+        for radius in matcher.config.index_refine_radius_px:
+            result = matcher._refine_on_index(index, query, q.K, c2w, radius, image_shape)[0]
+            if not result.success:
+                return (np.inf, np.inf)
+            c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
+        return c2w_pose_errors(crossfire_map.to_original(c2w), q.c2w_gt)
+
     def match_budget(self, crossfire_map) -> Dict:
         """Residuals of the query's index matches under the true pose, and the pose from the true pose as prior."""
         from crossfire_ns.geometry import c2w_pose_errors
         from crossfire_ns.io.queries import load_query_set, read_query_image
         from crossfire_ns.localize.api import MapLocalizer
         from crossfire_ns.localize.matchers import CrossfireMatcherConfig
-        from crossfire_ns.localize.matching import mutual_nearest_neighbours
+        from crossfire_ns.localize.matchers.crossfire import _stacked_cells
+        from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
 
         out = {}
         for estimator in ("median", "expected", "true"):
             depth = "median" if estimator == "true" else estimator
-            matcher = CrossfireMatcherConfig(index=replace(MapIndexConfig(), depth=depth))
+            # floors off: the budget measures how far the pose is, not whether the floors would report it
+            matcher = CrossfireMatcherConfig(index=replace(MapIndexConfig(), depth=depth)).without_floors()
             localizer = MapLocalizer(crossfire_map, matcher)
             if estimator == "true":  # the same cells, lifted with the exact depth: what the map's depth costs
                 crossfire_map.cache.clear()
@@ -150,7 +189,7 @@ class ErrorBudget:
                 for v, cells in enumerate(index.views):
                     cells.points = torch.from_numpy(self._true_points(crossfire_map, index, v)).float()
             queries, _ = load_query_set(self.query_dir or self.scene / "queries")
-            residuals, from_truth, from_retrieval = [], [], []
+            residuals, guided, biases, from_truth, from_retrieval, refined = [], [], [], [], [], []
             for q in queries:
                 image = read_query_image(q)
                 truth = crossfire_map.to_normalized(q.c2w_gt)
@@ -164,6 +203,11 @@ class ErrorBudget:
                 iv, iq, _ = mutual_nearest_neighbours(cells.descriptors, descriptors, matcher.min_similarity)
                 r = np.linalg.norm(pixels[iv.numpy()] - qpix[iq].numpy(), axis=1)
                 residuals.append(r)
+                offsets = self._guided_offsets(m, index, query, truth, q.K, image.shape, guided_matches, _stacked_cells)
+                if len(offsets):
+                    guided.append(np.linalg.norm(offsets, axis=1))
+                    biases.append(float(np.linalg.norm(offsets.mean(axis=0))))
+                refined.append(self._refined_from_truth(crossfire_map, m, index, query, truth, q, image.shape))
                 a = localizer.localize(image, K=q.K, prior=q.c2w_gt)
                 from_truth.append(c2w_pose_errors(a.c2w, q.c2w_gt) if a.localized else (np.inf, np.inf))
                 b = localizer.localize(image, K=q.K)
@@ -172,11 +216,26 @@ class ErrorBudget:
             out[estimator] = {
                 "match_residual_px": {"median": float(np.median(r)), "share_within_2px": float(np.mean(r <= 2)),
                                       "share_within_4px": float(np.mean(r <= 4)), "count": int(len(r))},
+                "guided_residual_px": _residual_stats(guided, biases),
                 "from_truth": _pose_stats(from_truth),
+                "refined_from_truth": _pose_stats(refined),
                 "from_retrieval": _pose_stats(from_retrieval),
             }  # fmt: skip
             CONSOLE.print(f"[bold]{estimator} depth[/]: {json.dumps(out[estimator])}")
         return out
+
+
+def _residual_stats(residuals: List[np.ndarray], biases: List[float]) -> Dict:
+    """Size of the guided matches' residuals over all queries, and the median over queries of their mean offset."""
+    if not residuals:
+        return {"median": float("nan"), "share_within_1px": float("nan"), "median_query_bias": float("nan"), "count": 0}
+    r = np.concatenate(residuals)
+    return {
+        "median": float(np.median(r)),
+        "share_within_1px": float(np.mean(r <= 1)),
+        "median_query_bias": float(np.median(biases)),
+        "count": int(len(r)),
+    }
 
 
 def _stats(error: np.ndarray) -> Dict:
