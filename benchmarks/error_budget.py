@@ -136,17 +136,16 @@ class ErrorBudget:
         return out
 
     @staticmethod
-    def _guided_offsets(matcher, index, query, truth, K, image_shape, guided_matches, stacked_cells) -> np.ndarray:
+    def _guided_offsets(matcher, index, query, truth, K, image_shape) -> np.ndarray:
         """(N, 2) offsets (px) of the refinement's guided matches, searched within its last radius around where the
         true pose projects the cells of its views, from those projections."""
+        from crossfire_ns.localize.matchers.crossfire import _projected_inside, _stacked_cells
+        from crossfire_ns.localize.matching import guided_matches
+
         config = matcher.config
         radius = config.index_refine_radius_px[-1]
-        points, descriptors = stacked_cells(index.views, index.nearest_views(truth, config.index_refine_views))
-        pixels, _, front = project(points, truth, K)
-        height, width = image_shape[:2]
-        inside = front & (pixels[:, 0] >= radius + 1) & (pixels[:, 0] < width - radius - 1)
-        inside &= (pixels[:, 1] >= radius + 1) & (pixels[:, 1] < height - radius - 1)
-        keep = np.flatnonzero(inside)
+        points, descriptors = _stacked_cells(index.views, index.nearest_views(truth, config.index_refine_views))
+        pixels, keep = _projected_inside(points, truth, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return np.zeros((0, 2))
         found, xy, _ = guided_matches(
@@ -174,8 +173,7 @@ class ErrorBudget:
         from crossfire_ns.io.queries import load_query_set, read_query_image
         from crossfire_ns.localize.api import MapLocalizer
         from crossfire_ns.localize.matchers import CrossfireMatcherConfig
-        from crossfire_ns.localize.matchers.crossfire import _stacked_cells
-        from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
+        from crossfire_ns.localize.matching import mutual_nearest_neighbours
 
         out = {}
         for estimator in ("median", "expected", "true"):
@@ -203,7 +201,7 @@ class ErrorBudget:
                 iv, iq, _ = mutual_nearest_neighbours(cells.descriptors, descriptors, matcher.min_similarity)
                 r = np.linalg.norm(pixels[iv.numpy()] - qpix[iq].numpy(), axis=1)
                 residuals.append(r)
-                offsets = self._guided_offsets(m, index, query, truth, q.K, image.shape, guided_matches, _stacked_cells)
+                offsets = self._guided_offsets(m, index, query, truth, q.K, image.shape)
                 if len(offsets):
                     guided.append(np.linalg.norm(offsets, axis=1))
                     biases.append(float(np.linalg.norm(offsets.mean(axis=0))))

@@ -6,8 +6,6 @@ import numpy as np
 
 from benchmarks.error_budget import ErrorBudget
 from crossfire_ns.localize.matchers import CrossfireMatcherConfig
-from crossfire_ns.localize.matchers.crossfire import _stacked_cells
-from crossfire_ns.localize.matching import guided_matches
 from tests.localize.test_index_path import STUB, H, K, W, _index, _Matcher, _query_features, _scene
 
 
@@ -19,9 +17,7 @@ def _offsets(shift_px: float) -> np.ndarray:
     moved[:3, 3] -= moved[:3, 0] * shift_px * 4.0 / K[0, 0]
     features = _query_features(points, descriptors, moved)
     matcher = _Matcher(CrossfireMatcherConfig(**STUB), _index(points, descriptors, views), features)
-    return ErrorBudget._guided_offsets(
-        matcher, matcher.fake_index, features, truth, K, (H, W), guided_matches, _stacked_cells
-    )
+    return ErrorBudget._guided_offsets(matcher, matcher.fake_index, features, truth, K, (H, W))
 
 
 def test_guided_offsets_measure_a_consistent_shift_of_the_features():
