@@ -4,7 +4,9 @@ Three questions, each against the truth:
 
 1. **Depth**: how far the map's rendered distance (median and expected) is from the true distance at the cells of
    the training views, for every cell the radiance field covers, after the texture and depth-edge filters, and for
-   the cells the neighbour-view check trusts (what the index keeps); near true depth edges and away from them.
+   the cells the neighbour-view check trusts; near true depth edges and away from them; and, for the cells that
+   triangulate from their matches in neighbouring training images (what the index keeps by default), the
+   triangulated distance against the rendered one at the same cells (absolute and signed: a bias moves the pose).
 2. **Matches**: the reprojection residuals, under the true query pose, of the query's index matches (the coarse
    stage's mutual nearest neighbours), and of the refinement's guided matches searched around the true pose (their
    median size and each query's mean offset: a consistent 2D bias of the features moves the pose, noise does not).
@@ -37,6 +39,7 @@ from crossfire_ns.localize.map_index import (
     depth_edges,
     describe_view,
     project,
+    triangulated_distances,
 )
 from crossfire_ns.localize.render import MapRenderer
 
@@ -105,13 +108,19 @@ class ErrorBudget:
         for estimator in ("median", "expected"):
             config = MapIndexConfig(depth=estimator)
             raw = [describe_view(crossfire_map, renderer, i, config) for i in range(num)]
-            confirmed = confirmed_by_neighbours(raw, np.asarray(crossfire_map.train_c2w), config)
+            c2ws = np.asarray(crossfire_map.train_c2w, dtype=np.float64)
+            confirmed = confirmed_by_neighbours(raw, c2ws, config)
+            triangulated = triangulated_distances(raw, c2ws, config)
             groups: Dict[str, List[np.ndarray]] = {
                 "covered": [],
                 "filtered": [],
                 "trusted": [],
                 "edges": [],
                 "flat": [],
+                "rendered at triangulated": [],
+                "triangulated": [],
+                "triangulated, signed": [],
+                "rendered at triangulated, signed": [],
             }
             for i in chosen:
                 truth = self._true_distance(crossfire_map, i, raw[i])
@@ -123,6 +132,12 @@ class ErrorBudget:
                 groups["trusted"].append(error[raw[i].keep & confirmed[i]])
                 groups["edges"].append(error[covered & true_edge])
                 groups["flat"].append(error[covered & ~true_edge])
+                lifted = np.isfinite(triangulated[i])
+                groups["rendered at triangulated"].append(error[lifted])
+                groups["rendered at triangulated, signed"].append(((raw[i].distance - truth) / truth)[lifted])
+                signed = (triangulated[i] - truth) / truth
+                groups["triangulated"].append(np.abs(signed[lifted]))
+                groups["triangulated, signed"].append(signed[lifted])
             out[estimator] = {k: _stats(np.concatenate(v)) for k, v in groups.items()}
         table = Table(title=f"Rendered distance vs truth ({len(chosen)} training views), relative error")
         for col in ("depth", "cells", "count", "median", "p90", "share > 5%"):
@@ -144,7 +159,7 @@ class ErrorBudget:
 
         config = matcher.config
         radius = config.index_refine_radius_px[-1]
-        points, descriptors = _stacked_cells(index.views, index.nearest_views(truth, config.index_refine_views))
+        points, descriptors = _stacked_cells(index.views, matcher.refine_views(index, truth, K, image_shape))
         pixels, keep = _projected_inside(points, truth, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return np.zeros((0, 2))

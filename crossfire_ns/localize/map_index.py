@@ -5,7 +5,10 @@ training image, pooled to the cells; the 3D point of each cell from depth render
 that point has earned trust: enough accumulated opacity, texture to match, not on a depth edge (where a rendered
 depth mixes two surfaces) and, above all, its depth confirmed by a neighbouring training view's rendered depth
 (rendered depth is often wrong where the radiance field is not sure, and a wrong 3D point gives a consistent but
-biased pose). The coarse stage matches a query against these cells without rendering anything.
+biased pose). By default a cell's 3D point is then triangulated: its descriptor is matched in the neighbouring
+training images near where the rendered depth puts it, and its distance along its own ray is the one that explains
+those matches (rendered depth is biased, often several per cent short; matches between real images are not). The
+coarse stage matches a query against these cells without rendering anything.
 
 The index is written as ``crossfire_index.pt`` beside the map's config.yml and rebuilt, with a message, when the
 checkpoint or the index settings change.
@@ -30,7 +33,7 @@ from crossfire_ns.io.atomic import atomic_open
 from crossfire_ns.localize.render import MapRenderer
 from crossfire_ns.metrics import camera_extent
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 """Bumped whenever what an index holds, or how it is computed, changes (older files are rebuilt)."""
 
 INDEX_FILE = "crossfire_index.pt"
@@ -58,8 +61,33 @@ class MapIndexConfig:
     """A cell whose depth differs from a 4-neighbour's by more than this share of its depth lies on a depth edge:
     dropped (its point mixes the two surfaces)."""
     consistency: float = 0.03
-    """A cell is kept only if, in at least one of ``num_neighbours`` overlapping training views, the rendered depth
-    where its point projects agrees with the point's distance within this share; 0 keeps all."""
+    """A cell lifted with rendered depth is kept only if, in at least one of ``num_neighbours`` overlapping training
+    views, the rendered depth where its point projects agrees with the point's distance within this share; 0 keeps
+    all."""
+    triangulate: bool = True
+    """Lift each cell by triangulation instead of by rendered depth: its descriptor is matched (guided, sub-pixel) in
+    the ``triangulation_views`` most overlapping training images near where the rendered depth puts it, and its
+    distance along its own ray is the one that best explains those matches; a cell that does not triangulate well is
+    dropped. Rendered depth only seeds the search (BENCHMARKS.md, session 15)."""
+    triangulation_views: int = 6
+    """Training views (most overlapping first) in which each cell is matched for its triangulation."""
+    triangulation_radius_px: int = 4
+    """Half-size (training pixels) of the window around the rendered depth's projection searched for a cell's match."""
+    triangulation_min_views: int = 2
+    """Views whose match the triangulated point must explain within ``triangulation_max_error_px`` (at least two:
+    one match always fits, two that agree confirm each other)."""
+    triangulation_max_error_px: float = 1.5
+    """A neighbour's match farther than this (training pixels) from the triangulated point's projection is an
+    outlier: it is left out of the fit and does not count towards ``triangulation_min_views``."""
+    rescale_radius_cells: int = 8
+    """With ``triangulate``: a cell that does not triangulate but passes the neighbour check (``consistency``) keeps
+    its rendered distance rescaled by the median triangulated-to-rendered ratio of the (up to 8) nearest triangulated
+    cells of its view closer than this many cells (rendered depth errs smoothly: on the held-out room it was 7.5% short
+    and the rescaled cells 2.4% off); one with none that near is dropped; 0 drops every cell that does not
+    triangulate."""
+    max_depth_sigma: float = 0.03
+    """A triangulated cell is dropped when its distance is this uncertain, as a share of it, for matches good to half
+    a pixel (short baselines and matches along the ray pin a point down poorly)."""
     proposal_share: float = 0.5
     """The index renders take this share of the map's proposal samples per ray (nerfacto's final samples stay):
     half the render time, the same poses on the bundled scene and fern (BENCHMARKS.md); 1 renders as in training."""
@@ -135,6 +163,30 @@ class MapIndex:
         score = distance / max(spacing, 1e-9) + angle / 30.0
         return [int(i) for i in np.argsort(score, kind="stable")[:k]]
 
+    @cached_property
+    def _all_cells(self):
+        """Every view's cell points stacked ((M, 3) float64) with the view each belongs to ((M,) int)."""
+        if not self.views:
+            return np.zeros((0, 3)), np.zeros(0, dtype=np.int64)
+        points = np.concatenate([v.points.numpy() for v in self.views]).astype(np.float64)
+        owners = np.concatenate([np.full(len(v.points), i, dtype=np.int64) for i, v in enumerate(self.views)])
+        return points, owners
+
+    def overlapping_views(self, c2w: np.ndarray, K: np.ndarray, size, k: int) -> List[int]:
+        """The (at most) k training views with the most cells that project into an image of ``size`` (width, height)
+        taken with ``K`` at ``c2w`` (normalised frame), most first, ties in ``nearest_views`` order; views with none
+        are left out. The views that see what that image sees: in an inside-out scene the nearest camera may look
+        elsewhere."""
+        points, owners = self._all_cells
+        pixels, _, in_front = project(points, c2w, K)
+        width, height = size
+        inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+        counts = np.bincount(owners[inside], minlength=len(self.views))
+        rank = np.empty(len(self.views), dtype=np.int64)
+        rank[self.nearest_views(c2w, len(self.views))] = np.arange(len(self.views))
+        order = np.lexsort((rank, -counts))
+        return [int(i) for i in order[:k] if counts[i] > 0]
+
     def save(self, path: Path) -> None:
         """Write atomically (a crash leaves the old file or none, never half of one)."""
         path = Path(path)
@@ -202,7 +254,12 @@ class RawView:
     keep: np.ndarray  # (h, w) bool: accumulation, texture, not an edge
     K: np.ndarray  # (3, 3) at cell resolution
     cell: float  # cell side in training pixels
-    pixel_descriptors: Optional[torch.Tensor] = None  # (D, h * cell, w * cell) per training pixel (fine cells)
+    pixel_descriptors: Optional[torch.Tensor] = None  # (D, h * cell, w * cell) per training pixel (fine, triangulate)
+
+    @property
+    def full_K(self) -> np.ndarray:
+        """(3, 3) intrinsics at training resolution."""
+        return scale_intrinsics(self.K, self.cell, self.cell)
 
 
 def depth_edges(distance: np.ndarray, max_step: float) -> np.ndarray:
@@ -233,16 +290,16 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
     points = lifted.cpu().numpy().astype(np.float64)
     accumulation = view.accumulation[..., 0].cpu().numpy()
     pixel_descriptors = None
-    if config.cell_descriptors == "field":
-        finite = torch.nan_to_num(lifted, posinf=0.0, neginf=0.0)
-        pooled = F.normalize(crossfire_map.model.descriptor_field(finite).float(), dim=-1).permute(2, 0, 1).cpu()
-    else:
+    if config.cell_descriptors == "image" or config.fine_cells or config.triangulate:
         features = crossfire_map.model.encode_images(image[None])  # (1, D, H, W)
         if features.shape[-2:] != image.shape[:2]:
             features = F.interpolate(features, size=image.shape[:2], mode="bilinear", align_corners=False)
         pooled = F.normalize(F.avg_pool2d(features, cell), dim=1)[0].cpu()
-        if config.fine_cells:
-            pixel_descriptors = F.normalize(features, dim=1)[0].cpu()
+        if config.fine_cells or config.triangulate:
+            pixel_descriptors = F.normalize(features, dim=1)[0].cpu().half()  # half the memory of a map's images
+    if config.cell_descriptors == "field":
+        finite = torch.nan_to_num(lifted, posinf=0.0, neginf=0.0)
+        pooled = F.normalize(crossfire_map.model.descriptor_field(finite).float(), dim=-1).permute(2, 0, 1).cpu()
     keep = (accumulation >= config.min_accumulation) & textured & np.isfinite(distance)
     if config.max_depth_step > 0:
         keep &= ~depth_edges(distance, config.max_depth_step)
@@ -281,6 +338,16 @@ def fine_cells(view: RawView, trusted: np.ndarray, c2w: np.ndarray) -> ViewCells
     )
 
 
+def _move_along_rays(view: RawView, distance: np.ndarray, c2w: np.ndarray) -> None:
+    """Put ``view``'s cells at the finite entries of ``distance`` (h, w) along their own rays (in place)."""
+    ys, xs = np.nonzero(np.isfinite(distance))
+    origin = c2w[:3, 3]
+    rays = view.points[ys, xs] - origin
+    rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-12)
+    view.points[ys, xs] = origin + rays * distance[ys, xs, None]
+    view.distance[ys, xs] = distance[ys, xs]
+
+
 def confirmed_by_neighbours(views: List[RawView], c2ws: np.ndarray, config: MapIndexConfig) -> List[np.ndarray]:
     """Per view, (h, w) bool: the cell's depth is confirmed by at least one overlapping view's rendered depth."""
     confirmed = []
@@ -310,6 +377,112 @@ def confirmed_by_neighbours(views: List[RawView], c2ws: np.ndarray, config: MapI
     return confirmed
 
 
+def _overlapping(points: np.ndarray, views: List[RawView], c2ws: np.ndarray, own: int, k: int) -> List[int]:
+    """The ``k`` views other than ``own`` into whose training image most of ``points`` (M, 3) project."""
+    counts = []
+    for j, other in enumerate(views):
+        if j == own:
+            continue
+        pixels, _, in_front = project(points, c2ws[j], other.full_K)
+        w, h = other.distance.shape[1] * other.cell, other.distance.shape[0] * other.cell
+        inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < w) & (pixels[:, 1] >= 0) & (pixels[:, 1] < h)
+        counts.append((int(inside.sum()), -j))
+    return [-j for n, j in sorted(counts, reverse=True)[:k] if n > 0]
+
+
+def triangulated_distances(views: List[RawView], c2ws: np.ndarray, config: MapIndexConfig) -> List[np.ndarray]:
+    """Per view, (h, w) distance of each kept cell along its own ray, triangulated from its matches in the
+    overlapping training images (NaN where a cell is not kept or does not triangulate well, ``MapIndexConfig``).
+
+    Each cell's descriptor is searched (``matching.guided_matches``, sub-pixel) in each neighbour's per-pixel
+    features around where its rendered point projects; then Gauss-Newton on the distance alone (the cell stays on
+    its own ray) minimises the reprojection error to those matches, leaving out those off by more than
+    ``triangulation_max_error_px`` after two steps. ``views`` need ``pixel_descriptors``; ``c2ws`` (N, 4, 4) OpenGL."""
+    from crossfire_ns.localize.matching import guided_matches  # pure helper of the same layer
+
+    radius = int(config.triangulation_radius_px)
+    out = []
+    for i, view in enumerate(views):
+        distance = np.full(view.distance.shape, np.nan)
+        ys, xs = np.nonzero(view.keep)
+        out.append(distance)
+        if len(ys) == 0:
+            continue
+        seed = view.points[ys, xs].astype(np.float64)
+        origin = c2ws[i][:3, 3]
+        s = np.linalg.norm(seed - origin, axis=1)
+        rays = (seed - origin) / np.maximum(s, 1e-12)[:, None]
+        descriptors = view.descriptors[:, ys, xs].T.contiguous().half().float()  # rounded as stored
+        neighbours = _overlapping(seed, views, c2ws, i, config.triangulation_views)
+        observed = np.full((len(s), len(neighbours), 2), np.nan)
+        for a, j in enumerate(neighbours):
+            other = views[j]
+            if other.pixel_descriptors is None:
+                raise ValueError("triangulation needs every view's per-pixel descriptors (describe_view)")
+            features = other.pixel_descriptors.float()
+            h, w = features.shape[1:]
+            pixels, _, in_front = project(seed, c2ws[j], other.full_K)
+            margin = radius + 1
+            inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < w - margin)
+            inside = np.flatnonzero(inside & (pixels[:, 1] >= margin) & (pixels[:, 1] < h - margin))
+            if len(inside) == 0:
+                continue
+            found, xy, _ = guided_matches(
+                descriptors[torch.from_numpy(inside)], torch.from_numpy(pixels[inside]).float(), features, radius, 0.6
+            )
+            observed[inside[found.numpy()], a] = xy.numpy()
+        matched = np.isfinite(observed[..., 0])
+        inlier = matched.copy()
+        information = np.zeros(len(s))
+        for step in range(6):
+            information[:] = 0.0
+            gradient = np.zeros(len(s))
+            for a, j in enumerate(neighbours):
+                K = views[j].full_K
+                here, _, _ = project(origin + rays * s[:, None], c2ws[j], K)
+                h = 1e-4 * s
+                there, _, _ = project(origin + rays * (s + h)[:, None], c2ws[j], K)
+                jacobian = (there - here) / h[:, None]  # (M, 2) pixels per unit distance
+                residual = np.nan_to_num(observed[:, a] - here)
+                if step >= 2:
+                    inlier[:, a] = matched[:, a] & (
+                        np.linalg.norm(residual, axis=1) <= config.triangulation_max_error_px
+                    )
+                use = inlier[:, a]
+                information += np.where(use, (jacobian**2).sum(1), 0.0)
+                gradient += np.where(use, (jacobian * residual).sum(1), 0.0)
+            update = np.where(information > 0, gradient / np.maximum(information, 1e-12), 0.0)
+            s = np.maximum(s + np.clip(update, -0.2 * s, 0.2 * s), 1e-6)
+        sigma = 0.5 / np.sqrt(np.maximum(information, 1e-12)) / s
+        good = (inlier.sum(1) >= config.triangulation_min_views) & (sigma <= config.max_depth_sigma)
+        distance[ys[good], xs[good]] = s[good]
+    return out
+
+
+def rescaled_distances(rendered: np.ndarray, triangulated: np.ndarray, candidates: np.ndarray, radius: float):
+    """(h, w) distances of the ``candidates`` cells that did not triangulate: their ``rendered`` distance times the
+    median ``triangulated`` / ``rendered`` ratio of the (up to 8) nearest triangulated cells closer than ``radius`` cells
+    (NaN elsewhere, and where no triangulated cell is that near). All (h, w); ``triangulated`` NaN where it failed."""
+    from scipy.spatial import cKDTree
+
+    out = np.full(rendered.shape, np.nan)
+    known = np.isfinite(triangulated)
+    wanted = candidates & ~known
+    if known.sum() == 0 or not wanted.any() or radius <= 0:
+        return out
+    ky, kx = np.nonzero(known)
+    wy, wx = np.nonzero(wanted)
+    ratio = triangulated[known] / rendered[known]
+    k = int(min(8, len(ratio)))
+    gap, nearest = cKDTree(np.stack([kx, ky], 1)).query(np.stack([wx, wy], 1), k=k, distance_upper_bound=radius)
+    gap, nearest = gap.reshape(len(wx), k), nearest.reshape(len(wx), k)
+    near = np.isfinite(gap)
+    ratios = np.where(near, ratio[np.minimum(nearest, len(ratio) - 1)], np.nan)
+    have = near.any(axis=1)
+    out[wy[have], wx[have]] = rendered[wy[have], wx[have]] * np.nanmedian(ratios[have], axis=1)
+    return out
+
+
 def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key: Optional[dict] = None) -> MapIndex:
     """Describe every training view (one render each at cell resolution), then keep the cells that earned trust."""
     config = config or MapIndexConfig()
@@ -324,7 +497,20 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
         for i in track(range(num), description="Indexing the map (one render per training view)", transient=True)
     ]
     c2ws = np.asarray(crossfire_map.train_c2w, dtype=np.float64)
-    confirmed = confirmed_by_neighbours(raw, c2ws, config) if config.consistency > 0 else [v.keep for v in raw]
+    if config.triangulate:
+        triangulated = triangulated_distances(raw, c2ws, config)
+        checked = confirmed_by_neighbours(raw, c2ws, config) if config.consistency > 0 else [v.keep for v in raw]
+        confirmed = []
+        for i, (view, distance) in enumerate(zip(raw, triangulated)):
+            rescaled = rescaled_distances(view.distance, distance, view.keep & checked[i], config.rescale_radius_cells)
+            distance = np.where(np.isfinite(distance), distance, rescaled)
+            confirmed.append(np.isfinite(distance))
+            _move_along_rays(view, distance, c2ws[i])
+        triangulated_cells = sum(int(np.isfinite(d).sum()) for d in triangulated)
+    elif config.consistency > 0:
+        confirmed = confirmed_by_neighbours(raw, c2ws, config)
+    else:
+        confirmed = [v.keep for v in raw]
     views, fine, total, kept_basic, kept = [], [], 0, 0, 0
     for i, (view, ok) in enumerate(zip(raw, confirmed)):
         mask = view.keep & ok
@@ -351,6 +537,8 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
         "cells_basic": kept_basic,
         "cells_kept": kept,
     }
+    if config.triangulate:
+        stats["cells_triangulated"] = triangulated_cells
     cell_px = np.array([int(v.cell) for v in raw], dtype=np.int64)
     if fine:
         stats["fine_cells"] = sum(len(v.points) for v in fine)
@@ -394,8 +582,15 @@ def load_or_build_index(crossfire_map, config: Optional[MapIndexConfig] = None, 
     s = index.stats
     console.print(
         f"Map index: {len(index)} views, {s['cells_kept']} of {s['cells']} cells trusted "
-        f"({s['cells_basic']} before the depth check), {s['seconds']:.0f} s"
+        f"({s['cells_basic']} before the depth check"
+        + (f", {s['cells_triangulated']} triangulated" if "cells_triangulated" in s else "")
+        + f"), {s['seconds']:.0f} s"
     )
+    if s.get("cells_triangulated") == 0:
+        console.print(
+            "[yellow]No cell of the map triangulated: its training views do not match one another (a map trained "
+            "too briefly?). Its cells keep nothing; --matcher.index.triangulate False lifts them with rendered depth."
+        )
     if path is not None:
         try:
             index.save(path)

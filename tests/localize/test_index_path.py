@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -131,9 +133,9 @@ class _RecordingMatcher(_Matcher):
 
     radii: list
 
-    def _refine_on_index(self, index, query, K, c2w, radius, image_shape, fine=False):
+    def _refine_on_index(self, index, query, K, c2w, radius, image_shape, fine=False, **options):
         self.radii.append(("fine", radius) if fine else radius)
-        return super()._refine_on_index(index, query, K, c2w, radius, image_shape, fine=fine)
+        return super()._refine_on_index(index, query, K, c2w, radius, image_shape, fine=fine, **options)
 
 
 def _recording(query_features, **options) -> _RecordingMatcher:
@@ -159,6 +161,37 @@ def test_a_settled_refinement_is_not_repeated_and_an_unsettled_one_is_up_to_the_
     assert r_err < 0.3 and t_err < 0.02
 
 
+class _FirstTrialFails(_RecordingMatcher):
+    """Its first refinement round finds nothing: the coarse stage's favourite hypothesis refines worst."""
+
+    def _refine_on_index(self, index, query, K, c2w, radius, image_shape, fine=False, **options):
+        result = super()._refine_on_index(index, query, K, c2w, radius, image_shape, fine=fine, **options)
+        if len(self.radii) == 1:
+            return (replace(result[0], success=False, num_inliers=0),) + tuple(result[1:])
+        return result
+
+
+def test_the_hypothesis_whose_first_round_keeps_most_inliers_is_refined_not_the_coarse_favourite():
+    points, descriptors, views, truth = _scene()
+    features = _query_features(points, descriptors, truth)
+    options = {**STUB, "early_exit_inliers": 10**9, "index_hypotheses": 2, "index_refine_radius_px": (6.0, 3.0)}
+    index = _index(points, descriptors, views)
+    second = index.views[1]  # the second view keeps half its cells: its coarse hypothesis has fewer inliers
+    index.views[1] = ViewCells(second.descriptors[::2], second.points[::2], second.pixels[::2])
+    matcher = _FirstTrialFails(CrossfireMatcherConfig(**options), index, features)
+    matcher.radii = []
+    estimate = matcher.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0], views[1]])
+    coarse = estimate.history[:2]  # the two views' coarse inliers
+    assert estimate.success and coarse[0] != coarse[1] and estimate.diagnostics["hypotheses_refined"] == 2
+    assert estimate.diagnostics["coarse_inliers"] == min(coarse)  # the runner-up, refined on
+    assert matcher.radii == [6.0, 6.0, 3.0]  # a trial round each (the winner's is its first round), then the rest
+    one = _FirstTrialFails(CrossfireMatcherConfig(**{**options, "index_hypotheses": 1}), index, features)
+    one.radii = []
+    single = one.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0], views[1]])
+    assert single.diagnostics["coarse_inliers"] == max(single.history[:2]) and one.radii == [6.0]
+    assert not single.success  # no trial: the favourite's first round (made to find nothing) decides
+
+
 def test_the_fine_round_runs_last_on_the_fine_cells_and_its_pose_is_reported():
     points, descriptors, views, truth = _scene()
     features = _query_features(points, descriptors, truth)
@@ -167,7 +200,7 @@ def test_the_fine_round_runs_last_on_the_fine_cells_and_its_pose_is_reported():
     # fine cells: the same points (a stub), so the fine round must find the same pose again
     matcher.fake_index.fine = [ViewCells(v.descriptors, v.points, v.pixels) for v in coarse]
     estimate = matcher.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0]])
-    assert estimate.success and matcher.radii == [6.0, 3.0, ("fine", 3.0)]
+    assert estimate.success and matcher.radii == [12.0, 6.0, 3.0, ("fine", 3.0)]
     assert estimate.diagnostics["fine_inliers"] > 0 and estimate.diagnostics["fine_rotation_deg"] < 0.3
     t_err, r_err = c2w_pose_errors(estimate.c2w, truth)
     assert r_err < 0.3 and t_err < 0.02

@@ -66,18 +66,30 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     the render-match-PnP rounds at each prior (``iterations``, ``render_width``)."""
     index: MapIndexConfig = field(default_factory=MapIndexConfig)
     """How the map index is built (index coarse stage)."""
+    index_top_k: int = 8
+    """Index path: retrieved training views whose cells the coarse stage matches (each a matching and a PnP, no
+    render; the early exit stops sooner); retrieval misranks views in inside-out scenes (BENCHMARKS.md, session 15).
+    The render path tries ``top_k``."""
     views_per_prior: int = 1
     """Index views matched per prior (its nearest training views): retrieval priors are training views already; a
     lone prior (``--prior poses``, ``sequential``) gets its ``top_k`` nearest views."""
+    index_hypotheses: int = 8
+    """Index path: the coarse hypotheses with most inliers (this many at most) each get one refinement round at the
+    first radius, and the one whose round keeps most inliers is refined on (a wrong hypothesis can win the coarse
+    count on few, coarse cells; it rarely wins the refined one); 1: the coarse count decides."""
     early_exit_inliers: int = 80
     """Index coarse stage: stop trying further priors once a hypothesis has this many inliers..."""
     early_exit_ratio: float = 0.3
     """...and this share of its view's matches as inliers."""
     index_refine_views: int = 4
     """Index refinement: the training views nearest the coarse estimate whose cells are matched, guided, in the query."""
-    index_refine_radius_px: Tuple[float, ...] = (6.0, 3.0)
+    index_refine_view_choice: Literal["overlap", "nearest"] = "nearest"
+    """Which training views the refinement (and the held-out check) takes at an estimate: overlap (those with the
+    most index cells projected into the query there) or nearest (closest camera centre and viewing direction)."""
+    index_refine_radius_px: Tuple[float, ...] = (12.0, 6.0, 3.0)
     """Index refinement rounds: each searches a cell's match within this many query pixels of where the current
-    estimate projects its 3D point (sub-pixel peak), then re-solves the pose."""
+    estimate projects its 3D point (sub-pixel peak), then re-solves the pose (the first wide enough for a coarse pose
+    a few degrees off)."""
     index_refine_repeats: int = 0
     """Index refinement: the first round is repeated, at most this many more times, while it still moves the estimate
     by more than ``index_refine_settle_deg`` (a coarse pose several degrees off is not within the finer rounds' reach
@@ -124,6 +136,10 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
         return replace(
             self, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"), min_contrast=float("-inf")
         )
+
+    @property
+    def num_priors(self) -> int:
+        return self.index_top_k if self.coarse == "index" else self.top_k
 
     @property
     def renders_descriptors(self) -> bool:
@@ -296,14 +312,14 @@ class CrossfireMatcher(FeatureMatcher):
         index = self.index()
         query = self.prepare_query(image)
         views: List[int] = []
-        priors = list(priors)[: config.top_k]
+        priors = list(priors)[: config.num_priors]
         # a lone prior (a poses file, the previous frame) is not a training view: try its top_k nearest views
         per_prior = config.views_per_prior if len(priors) > 1 else max(config.views_per_prior, config.top_k)
         for prior in priors:
             for view in index.nearest_views(prior, per_prior):
                 if view not in views:
                     views.append(view)
-        best: Optional[Tuple[PnPResult, int, int]] = None
+        found: List[Tuple[PnPResult, int, int]] = []
         history: List[int] = []
         reason = "no prior given"
         for view in views:
@@ -320,22 +336,39 @@ class CrossfireMatcher(FeatureMatcher):
             if not result.success:
                 reason = result.message
                 continue
-            if best is None or result.num_inliers > best[0].num_inliers:
-                best = (result, len(points3d), view)
+            found.append((result, len(points3d), view))
             if result.num_inliers >= config.early_exit_inliers and result.num_inliers >= config.early_exit_ratio * len(
                 points3d
             ):
                 break
         coarse_seconds = time.perf_counter() - start
-        if best is None:
+        views_tried = len(history)
+        if not found:
             return PoseEstimate(False, message=reason, history=history, seconds_coarse=coarse_seconds)
+        refine_start = time.perf_counter()
+        found.sort(key=lambda hypothesis: -hypothesis[0].num_inliers)  # stable: the earlier prior wins a tie
+        candidates = found[: max(1, config.index_hypotheses)]
+        if len(candidates) > 1:  # one round at the first radius each; the most refined inliers wins
+            trials, scores = [], []
+            last = len(config.index_refine_radius_px) == 1  # the trial is the only round: it must diagnose
+            for r, n, _ in candidates:
+                trial = self._refine_on_index(
+                    index, query, K, localized(r, n).c2w, config.index_refine_radius_px[0], image.shape, diagnose=last
+                )
+                trials.append(trial)
+                scores.append(trial[0].num_inliers if trial[0].success else 0)
+            history.extend(scores)
+            winner = int(np.argmax(scores))
+            best, first_round = candidates[winner], trials[winner]  # its trial is its first refinement round
+        else:
+            best, first_round = candidates[0], None
         result, num_matches, _ = best
         coarse_ratio = result.num_inliers / max(1, num_matches)
-        refine_start = time.perf_counter()
         estimate = localized(result, num_matches)
         coarse_c2w = estimate.c2w
         diagnostics = {
-            "views_tried": len(history),
+            "views_tried": views_tried,
+            "hypotheses_refined": len(candidates),
             "coarse_inliers": result.num_inliers,
             "coarse_matches": num_matches,
             "coarse_ratio": coarse_ratio,
@@ -344,10 +377,14 @@ class CrossfireMatcher(FeatureMatcher):
         while position < len(schedule):
             radius = schedule[position]
             before = estimate.c2w
-            refined, num, projected, disagreement, centre_sigma = self._refine_on_index(
-                index, query, K, estimate.c2w, radius, image.shape
-            )
-            history.append(refined.num_inliers)
+            if first_round is not None:  # the winning hypothesis's trial round, not run twice
+                refined, num, projected, disagreement, centre_sigma = first_round
+                first_round = None
+            else:
+                refined, num, projected, disagreement, centre_sigma = self._refine_on_index(
+                    index, query, K, estimate.c2w, radius, image.shape, diagnose=position == len(schedule) - 1
+                )
+                history.append(refined.num_inliers)
             rounds += 1
             diagnostics.update(
                 refine_inliers=refined.num_inliers, refine_matches=num, refine_projected=projected,
@@ -387,7 +424,7 @@ class CrossfireMatcher(FeatureMatcher):
                 estimate = localized(rendered, num)
         if estimate.success:
             diagnostics["refine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ coarse_c2w[:3, :3])
-            fitted = _stacked_cells(index.views, index.nearest_views(estimate.c2w, config.index_refine_views))
+            fitted = _stacked_cells(index.views, self.refine_views(index, estimate.c2w, K, image.shape))
             diagnostics["refine_contrast"] = self._cell_contrast(*fitted, query, K, estimate.c2w, image.shape)
             diagnostics.update(self._held_out_views(index, query, K, estimate.c2w, schedule[-1], image.shape))
             if config.render_check:
@@ -412,18 +449,35 @@ class CrossfireMatcher(FeatureMatcher):
         explains (right poses 0.65-0.9, wrong ones 0.54-0.64 on the calibration scenes, BENCHMARKS.md)."""
         return float(diagnostics.get("refine_ratio", float("nan")))
 
+    def refine_views(self, index: MapIndex, c2w: np.ndarray, K, image_shape, k: Optional[int] = None) -> List[int]:
+        """The ``k`` (default ``index_refine_views``) training views whose cells the refinement matches at ``c2w``
+        (``index_refine_view_choice``)."""
+        k = self.config.index_refine_views if k is None else k
+        if self.config.index_refine_view_choice == "nearest":
+            return index.nearest_views(c2w, k)
+        return index.overlapping_views(c2w, K, (image_shape[1], image_shape[0]), k)
+
     def _refine_on_index(
-        self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape, fine: bool = False
+        self,
+        index: MapIndex,
+        query: dict,
+        K,
+        c2w: np.ndarray,
+        radius: float,
+        image_shape,
+        fine: bool = False,
+        diagnose: bool = True,
     ):
         """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them
-        (``fine``: the index's 1-pixel cells, and no per-view disagreement or centre uncertainty: NaN).
+        (``fine``: the index's 1-pixel cells, and no per-view disagreement or centre uncertainty: NaN; not
+        ``diagnose``: no per-view disagreement, which costs a PnP per view).
 
         Returns (PnPResult, matches, cells projected into the query, per-view disagreement in degrees: the largest
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
         have enough matches; biased depth differs between views, so biased poses disagree; and how loosely the
         inliers hold the camera centre, world units, ``camera_centre_sigma``)."""
         cells = index.fine if fine else index.views
-        views = index.nearest_views(c2w, self.config.index_refine_views)
+        views = self.refine_views(index, c2w, K, image_shape)
         points3d, descriptors = _stacked_cells(cells, views)
         source = np.concatenate([np.full(len(cells[v].points), v) for v in views])
         pixels, keep = _projected_inside(points3d, c2w, K, image_shape, margin=radius + 1)
@@ -450,6 +504,7 @@ class CrossfireMatcher(FeatureMatcher):
         if result.success and not fine:
             inliers = result.inliers
             centre_sigma = camera_centre_sigma(points3d[inliers], points2d[inliers], K, result.R, result.t)
+        if result.success and not fine and diagnose:
             angles = []
             for view in np.unique(source):
                 mine = source == view
@@ -480,7 +535,7 @@ class CrossfireMatcher(FeatureMatcher):
         ``holdout_contrast`` (``_cell_contrast``). Matches the pose was not fitted to: at a wrong pose they land on
         the wrong texture."""
         n = self.config.index_refine_views
-        views = index.nearest_views(c2w, 2 * n)[n:]
+        views = self.refine_views(index, c2w, K, image_shape, 2 * n)[n:]
         if not views:
             return {}
         points, descriptors = _stacked_cells(index.views, views)
