@@ -138,3 +138,24 @@ def test_guided_matches_reject_descriptors_absent_from_the_window():
     expected = torch.full((40, 2), 20.0)
     index, _, _ = guided_matches(desc, expected, fmap, radius=4, min_similarity=0.95)
     assert len(index) == 0
+
+
+def test_two_level_search_finds_a_far_match_as_precisely_as_the_full_window():
+    from crossfire_ns.localize.matching import guided_matches, two_level_guided_matches
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(1, 16, 68, 88), 5, 1, 2)[0]  # texture a few pixels wide
+    feature_map = torch.nn.functional.normalize(smooth, dim=0)
+    ys, xs = torch.meshgrid(torch.arange(20, 48), torch.arange(20, 68), indexing="ij")
+    truth = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).float() + 0.5
+    descriptors = feature_map[:, ys.reshape(-1), xs.reshape(-1)].T
+    expected = truth + torch.tensor([9.0, -7.0])  # a pose some degrees off: 11 pixels
+    full, full_xy, _ = guided_matches(descriptors, expected, feature_map, 12, 0.6)
+    two, two_xy, _ = two_level_guided_matches(descriptors, expected, feature_map, 12, 0.6)
+    assert len(two) > 0.95 * len(full) > 0.9 * len(truth)
+    assert (two_xy - truth[two]).norm(dim=1).max() < 0.5  # every match found at its pixel, 11 pixels from expected
+    found = set(full.tolist())
+    both = [i for i in range(len(two)) if int(two[i]) in found]
+    at = {int(j): k for k, j in enumerate(full)}
+    same = torch.stack([full_xy[at[int(two[i])]] for i in both])
+    assert torch.allclose(two_xy[both], same, atol=1e-5)  # the same sub-pixel peak as the full window's

@@ -27,7 +27,7 @@ from crossfire_ns.localize.matchers.feature import (
     FeatureMatcherConfig,
     localized,
 )
-from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours
+from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours, two_level_guided_matches
 from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
 
@@ -90,6 +90,10 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Index refinement rounds: each searches a cell's match within this many query pixels of where the current
     estimate projects its 3D point (sub-pixel peak), then re-solves the pose (the first wide enough for a coarse pose
     a few degrees off)."""
+    index_two_level_above_px: float = 6.0
+    """Index refinement rounds searching wider than this (query pixels) search at half resolution first, then within
+    3 pixels at full resolution (``matching.two_level_guided_matches``: a 12-pixel round at about a third of the
+    cost); inf: every round at full resolution."""
     index_refine_repeats: int = 0
     """Index refinement: the first round is repeated, at most this many more times, while it still moves the estimate
     by more than ``index_refine_settle_deg`` (a coarse pose several degrees off is not within the finer rounds' reach
@@ -491,7 +495,8 @@ class CrossfireMatcher(FeatureMatcher):
             )
         rendered = descriptors[torch.from_numpy(keep)]
         expected = torch.from_numpy(pixels[keep]).float()
-        found, xy, _ = guided_matches(
+        search = two_level_guided_matches if radius > self.config.index_two_level_above_px else guided_matches
+        found, xy, _ = search(
             rendered, expected, query["feature_map"].cpu(), int(np.ceil(radius)), self.config.min_similarity
         )
         points3d = points3d[keep][found.numpy()]
