@@ -58,6 +58,28 @@ def top_k_retrieval(query: torch.Tensor, database: torch.Tensor, k: int) -> Tupl
     return top.indices, top.values
 
 
+def parabola_vertex(minus: torch.Tensor, peak: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+    """Sub-sample offset (within +/- 0.5) of the vertex of the parabola through three equally spaced scores around a
+    peak; 0 where they do not curve down."""
+    curvature = minus - 2 * peak + plus
+    shift = 0.5 * (minus - plus) / torch.where(curvature < -1e-6, curvature, torch.full_like(curvature, -1e12))
+    return shift.clamp(-0.5, 0.5)
+
+
+def window_peak(scores: torch.Tensor, best: torch.Tensor, side: int):
+    """The sub-cell offset of each window's peak: ``scores`` (N, side * side) row-major, ``best`` (N,) the index of
+    each maximum. Returns ((N,) dx, (N,) dy from the peak cell's centre, parabola along x and along y; (N,) whether the
+    peak is inside the window, not on its edge, where the true peak may lie beyond it)."""
+    by, bx = best // side, best % side
+    interior = (bx > 0) & (bx < side - 1) & (by > 0) & (by < side - 1)
+    grid = scores.reshape(-1, side, side)
+    rows = torch.arange(len(grid), device=grid.device)
+    bxc, byc = bx.clamp(1, side - 2), by.clamp(1, side - 2)
+    dx = parabola_vertex(grid[rows, byc, bxc - 1], grid[rows, byc, bxc], grid[rows, byc, bxc + 1])
+    dy = parabola_vertex(grid[rows, byc - 1, bxc], grid[rows, byc, bxc], grid[rows, byc + 1, bxc])
+    return dx, dy, interior
+
+
 def guided_matches(
     descriptors: torch.Tensor,
     expected_xy: torch.Tensor,
@@ -104,18 +126,9 @@ def guided_matches(
     dist_best = (2 - 2 * best_sim).clamp(min=0).sqrt()
     dist_second = (2 - 2 * second).clamp(min=0).sqrt()
     keep = (best_sim >= min_similarity) & (dist_best < max_ratio * dist_second)
-    keep &= (bx > 0) & (bx < k - 1) & (by > 0) & (by < k - 1)  # a peak on the window's edge may lie outside
-    grid = sims.reshape(-1, k, k)
-    rows = torch.arange(len(grid), device=grid.device)
-
-    def vertex(minus: torch.Tensor, peak: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
-        curvature = minus - 2 * peak + plus
-        shift = 0.5 * (minus - plus) / torch.where(curvature < -1e-6, curvature, torch.full_like(curvature, -1e12))
-        return shift.clamp(-0.5, 0.5)
-
-    bxc, byc = bx.clamp(1, k - 2), by.clamp(1, k - 2)
-    dx = vertex(grid[rows, byc, bxc - 1], grid[rows, byc, bxc], grid[rows, byc, bxc + 1])
-    dy = vertex(grid[rows, byc - 1, bxc], grid[rows, byc, bxc], grid[rows, byc + 1, bxc])
+    dx, dy, interior = window_peak(sims, best, k)
+    keep &= interior
+    rows = torch.arange(len(sims), device=sims.device)
     xy = torch.stack([cx[rows, best] + 0.5 + dx, cy[rows, best] + 0.5 + dy], dim=-1).float()
     index = torch.nonzero(keep).reshape(-1)
     return index, xy[index], best_sim[index]

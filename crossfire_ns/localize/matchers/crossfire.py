@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.geometry import rotation_angle_deg, scale_intrinsics
+from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c, rotation_angle_deg, scale_intrinsics
 from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, ViewCells, map_index, project
 from crossfire_ns.localize.matchers.base import PoseEstimate
 from crossfire_ns.localize.matchers.feature import (
@@ -28,6 +28,7 @@ from crossfire_ns.localize.matchers.feature import (
     localized,
 )
 from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours, two_level_guided_matches
+from crossfire_ns.localize.patch_alignment import align_patches, local_contrast, smoothed_grey
 from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
 
@@ -103,6 +104,34 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Index path: after the refinement rounds, one more at the last radius on 1-pixel cells (every training pixel of
     the trusted cells, ``MapIndexConfig.fine_cells``, stored in the index); its pose is reported when it succeeds,
     while the confidence floors judge the rounds before it (calibrated on 2-pixel cells)."""
+    index_patch_rounds: int = 2
+    """Index path: after the refinement rounds, this many rounds that align each trusted cell's patch of its training
+    image in the query by normalised cross-correlation (``patch_alignment``: warped through the plane at the cell,
+    sub-pixel, invariant to gain and offset) and re-solve the pose; their pose is reported when they succeed, while
+    the confidence floors judge the rounds before them. The CNN's matches carry a per-query shift that PnP turns into
+    rotation; grey-level patches do not (BENCHMARKS.md, session 16)."""
+    patch_radius_px: int = 4
+    """Patch rounds: half-size of the square patch compared (query pixels; 4: 9 x 9)."""
+    patch_search_px: Tuple[int, ...] = (2, 1)
+    """Patch rounds: how far (query pixels) each round searches around where the current estimate puts a cell; the
+    last entry repeats for further rounds."""
+    patch_min_ncc: float = 0.8
+    """Patch rounds: a cell's peak normalised cross-correlation must reach this to count as a match."""
+    patch_min_contrast: float = 0.02
+    """Patch rounds: training patches whose grey-level standard deviation (0-1 scale) is below this carry no position
+    and are not searched."""
+    patch_max_cells: int = 800
+    """Patch rounds: at most this many cells are searched per round, spread evenly over the refinement views and over
+    each view's cells: the cost grows with the cells, the precision hardly beyond a few hundred."""
+    patch_reprojection_threshold_px: float = 1.0
+    """Patch rounds: PnP inlier threshold, in query pixels (NCC peaks are sub-pixel)."""
+    patch_min_share: float = 0.15
+    """Patch rounds: a round in which fewer than this share of the searched cells find their patch (blur, low light:
+    the grey levels no longer look alike, and the few peaks found move right poses) keeps the estimate it started
+    from. Chosen on the bundled scene and fern (BENCHMARKS.md, session 16)."""
+    patch_smoothing_px: float = 1.0
+    """Patch rounds: standard deviation (pixels) of a Gaussian blur of both the query and the training images before
+    they are compared: it takes the sensor noise out of the correlation and moves no peak (the same blur on both)."""
     index_refine_settle_deg: float = 0.5
     """Rotation (degrees) below which a refinement round counts as settled (``index_refine_repeats``)."""
     render_refinements: int = 0
@@ -415,6 +444,8 @@ class CrossfireMatcher(FeatureMatcher):
                 refined_c2w = estimate.c2w
                 estimate = localized(fine, num)
                 diagnostics["fine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ refined_c2w[:3, :3])
+        if estimate.success and config.index_patch_rounds > 0:
+            estimate = self._patch_rounds(index, image, K, estimate, diagnostics, history)
         if estimate.success:
             for _ in range(config.render_refinements):
                 rendered, num = self._round(
@@ -446,6 +477,26 @@ class CrossfireMatcher(FeatureMatcher):
                 message=f"the map does not confirm the pose ({doubt})",
             )  # fmt: skip
         return estimate
+
+    def _patch_rounds(self, index: MapIndex, image: np.ndarray, K, estimate: PoseEstimate, diagnostics: dict,
+                      history: List[int]) -> PoseEstimate:  # fmt: skip
+        """``index_patch_rounds`` rounds of ``_align_patches`` from ``estimate``: their pose when every round finds
+        at least ``patch_min_share`` of the patches it searched, else ``estimate`` unchanged (the reason recorded)."""
+        config = self.config
+        aligned_estimate = estimate
+        for position in range(config.index_patch_rounds):
+            search = config.patch_search_px[min(position, len(config.patch_search_px) - 1)]
+            aligned, num, searched = self._align_patches(index, image, K, aligned_estimate.c2w, search)
+            history.append(aligned.num_inliers)
+            diagnostics.update(patch_inliers=aligned.num_inliers, patch_matches=num, patch_searched=searched)
+            if aligned.success and num < config.patch_min_share * searched:
+                aligned = PnPResult(False, message=f"{num} of {searched} patches found")
+            if not aligned.success:
+                diagnostics["patch_failed"] = f"round {position + 1}: {aligned.message}"
+                return estimate
+            aligned_estimate = localized(aligned, num)
+        diagnostics["patch_rotation_deg"] = rotation_angle_deg(aligned_estimate.c2w[:3, :3].T @ estimate.c2w[:3, :3])
+        return aligned_estimate
 
     @staticmethod
     def confidence(diagnostics: dict) -> float:
@@ -521,6 +572,60 @@ class CrossfireMatcher(FeatureMatcher):
             if len(angles) >= 2:
                 disagreement = float(max(angles))
         return result, len(points3d), len(keep), disagreement, centre_sigma
+
+    def _training_grey(self, view: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Training image ``view`` as (H, W) grey levels (0-1), and its patch contrast (``local_contrast``)."""
+        radius, sigma = self.config.patch_radius_px, self.config.patch_smoothing_px
+
+        def build():
+            greys = [smoothed_grey(image, sigma) for image in self.crossfire_map.training_images()]
+            return [(grey, local_contrast(grey, radius)) for grey in greys]
+
+        return self.crossfire_map.cached(("training_grey", radius, sigma), build)[view]
+
+    def _align_patches(self, index: MapIndex, image: np.ndarray, K, c2w: np.ndarray, search: int):
+        """The most contrasted trusted cells of the training views nearest ``c2w``, each found in the query by
+        normalised cross-correlation of its training patch (``patch_alignment.align_patches``) from where ``c2w``
+        projects it, within ``search`` pixels; then PnP. Returns (PnPResult, matches, cells searched)."""
+        config = self.config
+        grey = smoothed_grey(torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0, config.patch_smoothing_px)
+        R_query, t_query = opengl_c2w_to_opencv_w2c(c2w)
+        margin = config.patch_radius_px + search + 2
+        views = self.refine_views(index, c2w, K, image.shape)
+        points3d, points2d, searched = [], [], 0
+        for view in views:
+            cells = index.views[view]
+            points = cells.points.numpy().astype(np.float64)
+            _, keep = _projected_inside(points, c2w, K, image.shape, margin=margin)
+            view_grey, contrast = self._training_grey(view)
+            width, height = (float(x) for x in index.sizes[view])
+            sx, sy = view_grey.shape[1] / width, view_grey.shape[0] / height
+            at = cells.pixels.numpy()[keep] * [sx, sy]
+            col = np.clip(at[:, 0].astype(np.int64), 0, view_grey.shape[1] - 1)
+            row = np.clip(at[:, 1].astype(np.int64), 0, view_grey.shape[0] - 1)
+            spread = contrast[torch.from_numpy(row), torch.from_numpy(col)].numpy()
+            rich = spread >= config.patch_min_contrast
+            keep = keep[rich]
+            budget = max(1, config.patch_max_cells // len(views))
+            if len(keep) > budget:  # evenly over the view (the most contrasted patches straddle occlusion edges)
+                keep = keep[np.linspace(0, len(keep) - 1, budget).round().astype(np.int64)]
+            if len(keep) == 0:
+                continue
+            searched += len(keep)
+            K_view = scale_intrinsics(index.Ks[view], sx, sy)
+            R_view, t_view = opengl_c2w_to_opencv_w2c(index.c2ws[view])
+            xy, score, ok = align_patches(
+                grey, view_grey, K_view, R_view, t_view, points[keep], K, R_query, t_query, config.patch_radius_px,
+                search,
+            )  # fmt: skip
+            ok &= score >= config.patch_min_ncc
+            points3d.append(points[keep][ok.numpy()])
+            points2d.append(xy[ok.numpy()])
+        if not points3d:
+            return PnPResult(False, message="no training patch found in the query"), 0, searched
+        points3d, points2d = np.concatenate(points3d), np.concatenate(points2d)
+        result = self._pnp(points3d, points2d, K, config.patch_reprojection_threshold_px, image.shape)
+        return result, len(points3d), searched
 
     @staticmethod
     def _cell_contrast(points: np.ndarray, descriptors: torch.Tensor, query: dict, K, c2w: np.ndarray, image_shape):
