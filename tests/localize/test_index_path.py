@@ -72,7 +72,7 @@ class _Matcher(CrossfireMatcher):
 
 
 # the stub map's two cameras are 0.6 apart: its camera extent is no scale for the centre-uncertainty floor
-STUB = {"min_similarity": 0.9, "max_centre_sigma": float("inf")}
+STUB = {"min_similarity": 0.9, "max_centre_sigma": float("inf"), "index_patch_rounds": 0}  # no training images
 
 
 def _matcher(query_features, **options):
