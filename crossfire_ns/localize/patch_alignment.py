@@ -23,7 +23,7 @@ from crossfire_ns.localize.matching import window_peak
 
 
 def _sample(grey: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of an (H, W) image at (..., 2) pixels (x, y; centres at +0.5); NaN outside the image."""
+    """Bicubic samples of an (H, W) image at (..., 2) pixels (x, y; centres at +0.5); NaN outside the image."""
     height, width = grey.shape
     grid = torch.stack([2 * pixels[..., 0] / width - 1, 2 * pixels[..., 1] / height - 1], dim=-1)
     flat = grid.reshape(1, 1, -1, 2).to(grey.dtype)
@@ -77,25 +77,22 @@ def warped_templates(
     return values.masked_fill(torch.from_numpy(depth <= 0), float("nan"))
 
 
-def _normalised(patches: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(..., k * k) patches -> (zero-mean, unit-norm patches, their standard deviations)."""
+def _normalised(patches: torch.Tensor) -> torch.Tensor:
+    """(..., k * k) patches -> zero-mean, unit-norm patches (their dot product is the NCC)."""
     centred = patches - patches.mean(dim=-1, keepdim=True)
-    norm = centred.norm(dim=-1, keepdim=True)
-    return centred / norm.clamp(min=1e-12), norm[..., 0] / np.sqrt(patches.shape[-1])
+    return centred / centred.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
-def _gather(grey: torch.Tensor, corner: torch.Tensor, shifts: torch.Tensor, radius: int):
-    """The (2 radius + 1)^2 pixels of ``grey`` (H, W) around integer (col, row) ``corner`` (N, 2) + each of ``shifts``
-    (S, 2) -> ((N, S, M) values, (N,) every patch inside the image). No interpolation: the query's noise stays as it
-    was taken. The image is unfolded once (M, H * W), so each patch is one column."""
-    height, width = grey.shape
-    side = 2 * radius + 1
-    columns = F.unfold(grey[None, None], side, padding=radius)[0]  # (M, H * W)
+def _gather(columns: torch.Tensor, size: Tuple[int, int], corner: torch.Tensor, shifts: torch.Tensor, radius: int):
+    """The (2 radius + 1)^2 pixels around integer (col, row) ``corner`` (N, 2) + each of ``shifts`` (S, 2) of an image
+    of ``size`` (H, W) unfolded into ``columns`` (M, H * W) -> ((N, S, M) values, (N,) every patch inside the image).
+    No interpolation: the query's noise stays as it was taken."""
+    height, width = size
     where = corner[:, None] + shifts[None]  # (N, S, 2)
     col, row = where[..., 0], where[..., 1]
     inside = (col >= radius) & (col < width - radius) & (row >= radius) & (row < height - radius)
     flat = (row.clamp(0, height - 1) * width + col.clamp(0, width - 1)).reshape(-1)
-    return columns[:, flat].T.reshape(where.shape[:2] + (side * side,)), inside.all(1)
+    return columns[:, flat].T.reshape(where.shape[:2] + (columns.shape[0],)), inside.all(1)
 
 
 def align_patches(
@@ -125,9 +122,10 @@ def align_patches(
     inside its window (not on its edge) with the patch in the image and seen by the view)."""
     predicted = project_points(points, K_query, R_query, t_query)
     offsets = _offsets(radius)  # (M, 2)
+    side = 2 * radius + 1
+    columns = F.unfold(query_grey[None, None], side, padding=radius)[0]  # (M, H * W): one patch per pixel, once
     hypothesis = torch.from_numpy(predicted)
     ok = torch.ones(len(points), dtype=torch.bool)
-    score = torch.zeros(len(points))
     for step in range(1 + refinements):
         window = search_radius if step == 0 else 1
         corner = torch.floor(hypothesis).long()  # the pixel the hypothesis falls in (centre at +0.5)
@@ -137,16 +135,16 @@ def align_patches(
         templates = warped_templates(view_grey, K_view, R_view, t_view, points, K_query, R_query, t_query,
                                      where.numpy())  # fmt: skip
         seen = ~torch.isnan(templates).any(dim=1)
-        template, _ = _normalised(torch.nan_to_num(templates))
+        template = _normalised(torch.nan_to_num(templates))
         shifts = _offsets(window).long()  # (S, 2)
-        patches, inside = _gather(query_grey, corner, shifts, radius)
-        candidate, _ = _normalised(patches.float())
+        patches, inside = _gather(columns, tuple(query_grey.shape), corner, shifts, radius)
+        candidate = _normalised(patches.float())
         scores = torch.einsum("nm,nsm->ns", template, candidate)  # (N, S)
         score, best = scores.max(dim=1)
-        side = 2 * window + 1
-        dx, dy, interior = window_peak(scores, best, side)
+        width = 2 * window + 1
+        dx, dy, interior = window_peak(scores, best, width)
         ok &= seen & inside & interior
-        peak = torch.stack([best % side - window + dx, best // side - window + dy], dim=-1)
+        peak = torch.stack([best % width - window + dx, best // width - window + dy], dim=-1)
         hypothesis = hypothesis + peak.double()
     return hypothesis.numpy(), score, ok
 
