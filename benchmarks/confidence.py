@@ -10,6 +10,7 @@ scenes are for reporting.
 
     python -m benchmarks.confidence collect --load-config RUN/config.yml --query-dirs Q1 Q2 --output O.csv
     python -m benchmarks.confidence report O1.csv O2.csv
+    python -m benchmarks.confidence summary O1.csv O2.csv   # per folder: medians, recall, seconds, floors
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ RIGHT = (2.0, 0.02)
 """A right pose: rotation within 2 deg and camera centre within 2% of the scene's camera extent."""
 LOWER_IS_BETTER = ("_deg", "_sigma")
 """Figures (by name ending) where smaller means surer: angles between estimates, uncertainties."""
-_TEXT = ("scene", "folder", "file_path", "status")
-"""Columns of a collected row that are not figures."""
+_TEXT = ("scene", "folder", "file_path", "status", "patch_failed")
+"""Columns of a collected row that are not figures (``patch_failed`` says why the patch rounds' pose was not taken)."""
+
+
+def _figures(row: Dict[str, str]) -> Dict[str, float]:
+    """A collected row's figures as numbers (text columns and empty cells left out)."""
+    return {k: float(v) for k, v in row.items() if k not in _TEXT and v not in (None, "")}
+
+
 WRONG = (5.0, 0.05)
 """A wrong pose: rotation beyond 5 deg or camera centre beyond 5% of the extent."""
 
@@ -136,7 +144,7 @@ class Report:
             table.add_column(col)
         counts: Dict[str, Dict[str, int]] = {}
         for row in rows:
-            diagnostics = {k: float(v) for k, v in row.items() if k not in _TEXT and v not in (None, "")}
+            diagnostics = _figures(row)
             r_err, t_rel = diagnostics["r_err"], diagnostics["t_rel"]
             kept = unconfirmed(diagnostics, CrossfireMatcher.confidence(diagnostics), self.matcher) is None
             right = r_err <= RIGHT[0] and t_rel <= RIGHT[1]
@@ -156,8 +164,58 @@ class Report:
         return counts
 
 
+@dataclass
+class Summary:
+    """Per file and query folder: median rotation and translation (failures infinitely far), how many within
+    1 deg / 1% and 2 deg / 2%, median seconds per query (and queries per second), and with the floors applied how
+    many right poses stay reported and how many wrong ones (beyond 5 deg or 5%) are still reported."""
+
+    files: tyro.conf.Positional[List[Path]] = field(default_factory=list)
+    """CSV files written by ``collect``."""
+    matcher: CrossfireMatcherConfig = field(default_factory=CrossfireMatcherConfig)
+    """Whose confidence floors are applied to the recorded figures (ns-localize's defaults)."""
+
+    def main(self) -> List[Dict]:
+        from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, unconfirmed
+
+        table = Table(title="Per folder (failures count as infinitely far; floors: ns-localize's defaults)")
+        for col in ("file", "folder", "n", "median deg", "median t %", "1 deg/1%", "2 deg/2%", "median s",
+                    "queries/s", "right kept", "wrong reported"):  # fmt: skip
+            table.add_column(col)
+        out = []
+        for path in self.files:
+            rows = list(csv.DictReader(open(path)))
+            for folder in [*dict.fromkeys(r["folder"] for r in rows), "all"]:
+                rs = [r for r in rows if folder == "all" or r["folder"] == folder]
+                found = [r["status"] == "localized" for r in rs]
+                r_err = np.array([float(r["r_err"]) if ok else np.inf for r, ok in zip(rs, found)])
+                t_rel = np.array([float(r["t_rel"]) if ok else np.inf for r, ok in zip(rs, found)])
+                seconds = float(np.median([float(r["seconds"]) for r in rs]))
+                kept = np.zeros(len(rs), dtype=bool)
+                for i, r in enumerate(rs):
+                    if found[i]:
+                        figures = _figures(r)
+                        kept[i] = unconfirmed(figures, CrossfireMatcher.confidence(figures), self.matcher) is None
+                right = (r_err <= RIGHT[0]) & (t_rel <= RIGHT[1])
+                wrong = (r_err > WRONG[0]) | (t_rel > WRONG[1])
+                line = {
+                    "file": path.name, "folder": folder, "n": len(rs), "median_deg": float(np.median(r_err)),
+                    "median_t": float(np.median(t_rel)), "within_1": int(((r_err <= 1) & (t_rel <= 0.01)).sum()),
+                    "within_2": int(right.sum()), "seconds": seconds, "right_kept": int((right & kept).sum()),
+                    "wrong_reported": int((wrong & kept & np.array(found)).sum()),
+                }  # fmt: skip
+                out.append(line)
+                table.add_row(
+                    line["file"], folder, str(len(rs)), f"{line['median_deg']:.3f}", f"{100 * line['median_t']:.2f}",
+                    str(line["within_1"]), str(line["within_2"]), f"{seconds:.2f}", f"{1 / seconds:.2f}",
+                    str(line["right_kept"]), str(line["wrong_reported"]),
+                )  # fmt: skip
+        CONSOLE.print(table)
+        return out
+
+
 def entrypoint() -> None:
-    tyro.extras.subcommand_cli_from_dict({"collect": Collect, "report": Report}).main()
+    tyro.extras.subcommand_cli_from_dict({"collect": Collect, "report": Report, "summary": Summary}).main()
 
 
 if __name__ == "__main__":
