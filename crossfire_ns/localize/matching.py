@@ -35,6 +35,29 @@ def mutual_nearest_neighbours(
     return idxs[keep, 0], idxs[keep, 1], sim[keep]
 
 
+def mutual_match_counts(query: torch.Tensor, database: torch.Tensor, valid: torch.Tensor, min_similarity: float):
+    """For each of V views, how many mutual nearest neighbours (``mutual_nearest_neighbours``) the query's (Q, D)
+    descriptors have with the view's, in one batched product instead of V matchings.
+
+    Args:
+        query: (Q, D) L2-normalised descriptors.
+        database: (V, C, D) L2-normalised descriptors of V views, padded to C rows.
+        valid: (V, C) which rows of ``database`` are real.
+        min_similarity: cosine similarity a match must reach.
+
+    Returns:
+        (V,) long counts.
+    """
+    if len(query) == 0 or database.shape[1] == 0:
+        return torch.zeros(len(database), dtype=torch.long, device=database.device)
+    similarity = torch.einsum("qd,vcd->vqc", query.to(database), database)
+    similarity.masked_fill_(~valid[:, None, :], -2.0)
+    best_sim, best_cell = similarity.max(dim=2)  # (V, Q): each query descriptor's best row of each view
+    best_query = similarity.argmax(dim=1)  # (V, C): each row's best query descriptor
+    mutual = torch.gather(best_query, 1, best_cell) == torch.arange(len(query), device=database.device)
+    return (mutual & (best_sim >= min_similarity)).sum(dim=1)
+
+
 def global_descriptor(features: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """GeM pooling (generalised mean, p=3) of dense features (B, D, H, W) -> L2-normalised (B, D).
 

@@ -150,9 +150,13 @@ def solve_pnp_poselib(
     iterations: int = 2000,
     min_inliers: int = 12,
     image_size: Optional[tuple] = None,
+    min_iterations: int = 1000,
 ) -> PnPResult:
     """Robust camera pose as ``solve_pnp_ransac`` gives it, from poselib: LO-RANSAC with P3P samples, then a robust
-    (Cauchy) bundle refinement of the inliers. Same pixel convention as ``K``; never raises on bad input."""
+    (Cauchy) bundle refinement of the inliers. Same pixel convention as ``K``; never raises on bad input.
+
+    RANSAC stops once ``success_prob`` (0.9999) is reached for the best inlier ratio so far, but never before
+    ``min_iterations`` (poselib's default, 1000): with mostly right matches a few dozen samples suffice."""
     import poselib
 
     points3d, points2d, idx, refused = _valid_inputs(points3d, points2d, min_inliers)
@@ -172,7 +176,12 @@ def solve_pnp_poselib(
         points2d[idx],
         points3d[idx],
         camera,
-        {"max_reproj_error": threshold, "max_iterations": int(iterations), "success_prob": 0.9999},
+        {
+            "max_reproj_error": threshold,
+            "max_iterations": int(iterations),
+            "min_iterations": min(int(min_iterations), int(iterations)),
+            "success_prob": 0.9999,
+        },
         {"loss_type": "CAUCHY", "loss_scale": threshold / 2.0},
     )
     mask = np.asarray(info.get("inliers", []), dtype=bool)

@@ -78,6 +78,9 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Index path: the coarse hypotheses with most inliers (this many at most) each get one refinement round at the
     first radius, and the one whose round keeps most inliers is refined on (a wrong hypothesis can win the coarse
     count on few, coarse cells; it rarely wins the refined one); 1: the coarse count decides."""
+    ransac_min_iterations: int = 1000
+    """poselib's RANSAC stops once it is 99.99% sure of its best sample (few dozen samples when most matches are
+    right), but not before this many samples; ``ransac_iterations`` caps it."""
     early_exit_inliers: int = 80
     """Index coarse stage: stop trying further priors once a hypothesis has this many inliers..."""
     early_exit_ratio: float = 0.3
@@ -155,6 +158,10 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     them no better than this share of what was left to gain over a few pixels off (``refine_contrast``,
     ``_index_contrast``: (aligned - shifted) / (1 - shifted), no render): at a wrong pose they land on the wrong
     texture, aligned or not. Chosen on the bundled scene and fern (BENCHMARKS.md, session 13); -inf switches it off."""
+    diagnostic_figures: bool = False
+    """Index path: also record the figures no floor reads, for calibration studies (``benchmarks.confidence``):
+    ``view_disagreement_deg`` (a PnP per refinement view) and the ``holdout_*`` figures (a guided matching of the
+    next views); off, a query costs about four PnP solves and one matching less."""
     render_check: bool = False
     """Index path: render the map at the final estimate (``render_check_width`` wide, colour) and record how much of
     the query agrees with it (``render_agreement``: the share of textured, covered pixels whose CNN features match
@@ -311,6 +318,7 @@ class CrossfireMatcher(FeatureMatcher):
             result = solve_pnp_poselib(
                 points3d, points2d, K, reprojection_threshold_px=threshold_px, iterations=config.ransac_iterations,
                 min_inliers=config.min_inliers, image_size=(image_shape[1], image_shape[0]),
+                min_iterations=config.ransac_min_iterations,
             )  # fmt: skip
         return self.refuse_low_inlier_ratio(result, len(points3d))
 
@@ -383,7 +391,7 @@ class CrossfireMatcher(FeatureMatcher):
         candidates = found[: max(1, config.index_hypotheses)]
         if len(candidates) > 1:  # one round at the first radius each; the most refined inliers wins
             trials, scores = [], []
-            last = len(config.index_refine_radius_px) == 1  # the trial is the only round: it must diagnose
+            last = len(config.index_refine_radius_px) == 1 and config.diagnostic_figures  # the only round
             for r, n, _ in candidates:
                 trial = self._refine_on_index(
                     index, query, K, localized(r, n).c2w, config.index_refine_radius_px[0], image.shape, diagnose=last
@@ -415,7 +423,13 @@ class CrossfireMatcher(FeatureMatcher):
                 first_round = None
             else:
                 refined, num, projected, disagreement, centre_sigma = self._refine_on_index(
-                    index, query, K, estimate.c2w, radius, image.shape, diagnose=position == len(schedule) - 1
+                    index,
+                    query,
+                    K,
+                    estimate.c2w,
+                    radius,
+                    image.shape,
+                    diagnose=config.diagnostic_figures and position == len(schedule) - 1,
                 )
                 history.append(refined.num_inliers)
             rounds += 1
@@ -461,7 +475,8 @@ class CrossfireMatcher(FeatureMatcher):
             diagnostics["refine_rotation_deg"] = rotation_angle_deg(estimate.c2w[:3, :3].T @ coarse_c2w[:3, :3])
             fitted = _stacked_cells(index.views, self.refine_views(index, estimate.c2w, K, image.shape))
             diagnostics["refine_contrast"] = self._cell_contrast(*fitted, query, K, estimate.c2w, image.shape)
-            diagnostics.update(self._held_out_views(index, query, K, estimate.c2w, schedule[-1], image.shape))
+            if config.diagnostic_figures:
+                diagnostics.update(self._held_out_views(index, query, K, estimate.c2w, schedule[-1], image.shape))
             if config.render_check:
                 diagnostics.update(self._render_agreement(query, K, estimate.c2w, image.shape))
         estimate.history = history
