@@ -6,7 +6,6 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from kornia.feature import match_mnn
 
 
 def mutual_nearest_neighbours(
@@ -28,34 +27,11 @@ def mutual_nearest_neighbours(
     if desc_a.shape[1] != desc_b.shape[1]:
         raise ValueError(f"descriptor dimensions differ: {desc_a.shape[1]} vs {desc_b.shape[1]}")
     similarity = desc_a @ desc_b.to(desc_a.dtype).T
-    # kornia picks the smallest "distance": negated similarity makes it pick the most similar.
-    neg_sim, idxs = match_mnn(desc_a, desc_b, dm=-similarity)
-    sim = -neg_sim[:, 0]
-    keep = sim >= min_similarity
-    return idxs[keep, 0], idxs[keep, 1], sim[keep]
-
-
-def mutual_match_counts(query: torch.Tensor, database: torch.Tensor, valid: torch.Tensor, min_similarity: float):
-    """For each of V views, how many mutual nearest neighbours (``mutual_nearest_neighbours``) the query's (Q, D)
-    descriptors have with the view's, in one batched product instead of V matchings.
-
-    Args:
-        query: (Q, D) L2-normalised descriptors.
-        database: (V, C, D) L2-normalised descriptors of V views, padded to C rows.
-        valid: (V, C) which rows of ``database`` are real.
-        min_similarity: cosine similarity a match must reach.
-
-    Returns:
-        (V,) long counts.
-    """
-    if len(query) == 0 or database.shape[1] == 0:
-        return torch.zeros(len(database), dtype=torch.long, device=database.device)
-    similarity = torch.einsum("qd,vcd->vqc", query.to(database), database)
-    similarity.masked_fill_(~valid[:, None, :], -2.0)
-    best_sim, best_cell = similarity.max(dim=2)  # (V, Q): each query descriptor's best row of each view
-    best_query = similarity.argmax(dim=1)  # (V, C): each row's best query descriptor
-    mutual = torch.gather(best_query, 1, best_cell) == torch.arange(len(query), device=database.device)
-    return (mutual & (best_sim >= min_similarity)).sum(dim=1)
+    sim, best_b = similarity.max(dim=1)  # each row's most similar column...
+    best_a = similarity.argmax(dim=0)  # ...and each column's most similar row
+    keep = (best_a[best_b] == torch.arange(len(desc_a), device=device)) & (sim >= min_similarity)
+    idx_a = torch.nonzero(keep).reshape(-1)
+    return idx_a, best_b[idx_a], sim[idx_a]
 
 
 def global_descriptor(features: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:

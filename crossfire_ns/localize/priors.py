@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 
-from crossfire_ns.localize.matching import global_descriptor, mutual_match_counts
+from crossfire_ns.localize.matching import global_descriptor, mutual_nearest_neighbours
 
 RetrievalScore = Literal["matches", "gem"]
 PriorKind = Literal["retrieval", "poses", "sequential"]
@@ -41,19 +41,9 @@ class RetrievalIndex:
         self.c2ws = c2ws
         features = [self.describe(img) for img in track(images, description="Indexing training views", transient=True)]
         self.global_descriptors = torch.stack([global_descriptor(f[None])[0] for f in features])
-        cells = [_cells(f) for f in features]
-        size = max((len(c) for c in cells), default=0)
-        dim = cells[0].shape[1] if cells else 0
-        self.cell_features = torch.zeros(len(cells), size, dim, dtype=features[0].dtype if features else torch.float32)
-        """(views, cells, D): every view's cells, flattened and padded once here, matched in one product per query."""
-        self.cell_valid = torch.zeros(len(cells), size, dtype=torch.bool)
-        """(views, cells): which rows of ``cell_features`` are real (views of other sizes have fewer cells)."""
-        for i, c in enumerate(cells):
-            self.cell_features[i, : len(c)] = c
-            self.cell_valid[i, : len(c)] = True
-        device = getattr(model, "device", None)
-        if device is not None:  # the map's device: on a GPU the product is one kernel
-            self.cell_features, self.cell_valid = self.cell_features.to(device), self.cell_valid.to(device)
+        device = getattr(model, "device", "cpu")
+        self.cell_features = [_cells(f).to(device) for f in features]
+        """Per view, (cells, D) on the map's device: flattened once here, not for every query."""
 
     @torch.no_grad()
     def describe(self, image: torch.Tensor) -> torch.Tensor:
@@ -78,8 +68,9 @@ class RetrievalIndex:
         features = self.describe(torch.from_numpy(np.array(image)).float().div(255.0))
         if self.score == "gem":
             return (self.global_descriptors @ global_descriptor(features[None])[0]).float()
-        counts = mutual_match_counts(_cells(features), self.cell_features, self.cell_valid, self.min_similarity)
-        return counts.float().cpu()
+        query = _cells(features).to(self.cell_features[0].device if self.cell_features else "cpu")
+        counts = [len(mutual_nearest_neighbours(query, f, self.min_similarity)[0]) for f in self.cell_features]
+        return torch.tensor(counts, dtype=torch.float32)
 
     def query(self, image: np.ndarray, k: int) -> List[np.ndarray]:
         """Poses (normalised frame, 4x4) of the k training views most similar to the query, best first."""

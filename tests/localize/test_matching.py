@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from crossfire_ns.localize.matching import (
     global_descriptor,
     guided_matches,
-    mutual_match_counts,
     mutual_nearest_neighbours,
     top_k_retrieval,
 )
@@ -160,19 +159,3 @@ def test_two_level_search_finds_a_far_match_as_precisely_as_the_full_window():
     at = {int(j): k for k, j in enumerate(full)}
     same = torch.stack([full_xy[at[int(two[i])]] for i in both])
     assert torch.allclose(two_xy[both], same, atol=1e-5)  # the same sub-pixel peak as the full window's
-
-
-def test_batched_mutual_match_counts_equal_one_matching_per_view():
-    generator = torch.Generator().manual_seed(0)
-    query = F.normalize(torch.randn(50, 8, generator=generator), dim=1)
-    views = [F.normalize(torch.randn(n, 8, generator=generator), dim=1) for n in (40, 60, 0, 25)]
-    views[1][:20] = F.normalize(query[:20] + 0.05 * torch.randn(20, 8, generator=generator), dim=1)  # shared cells
-    database = torch.zeros(len(views), 60, 8)
-    valid = torch.zeros(len(views), 60, dtype=torch.bool)
-    for i, v in enumerate(views):
-        database[i, : len(v)], valid[i, : len(v)] = v, True
-    for min_similarity in (0.0, 0.6):
-        counts = mutual_match_counts(query, database, valid, min_similarity)
-        expected = [len(mutual_nearest_neighbours(query, v, min_similarity)[0]) for v in views]
-        assert counts.tolist() == expected
-    assert mutual_match_counts(query, database, valid, 0.6)[1] >= 20  # the shared cells are found

@@ -78,9 +78,10 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Index path: the coarse hypotheses with most inliers (this many at most) each get one refinement round at the
     first radius, and the one whose round keeps most inliers is refined on (a wrong hypothesis can win the coarse
     count on few, coarse cells; it rarely wins the refined one); 1: the coarse count decides."""
-    ransac_min_iterations: int = 1000
+    ransac_min_iterations: int = 100
     """poselib's RANSAC stops once it is 99.99% sure of its best sample (few dozen samples when most matches are
-    right), but not before this many samples; ``ransac_iterations`` caps it."""
+    right), but not before this many samples (poselib's own default, 1000, spent most of each solve on samples that
+    changed nothing; BENCHMARKS.md, session 17); ``ransac_iterations`` caps it."""
     early_exit_inliers: int = 80
     """Index coarse stage: stop trying further priors once a hypothesis has this many inliers..."""
     early_exit_ratio: float = 0.3
