@@ -262,15 +262,17 @@ def _index_contrast(descriptors: torch.Tensor, pixels: np.ndarray, feature_map: 
     _, height, width = feature_map.shape
     col = np.floor(pixels[:, 0]).astype(np.int64)
     row = np.floor(pixels[:, 1]).astype(np.int64)
-    flat = feature_map.reshape(feature_map.shape[0], -1).cpu()
+    flat = feature_map.reshape(feature_map.shape[0], -1)
+    descriptors = descriptors.to(flat.device)
 
     def median_similarity(dy: int, dx: int) -> float:
         r, c = row + dy, col + dx
         inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
         if not inside.any():
             return float("nan")
-        at = torch.from_numpy(r[inside] * width + c[inside])
-        return float((descriptors[torch.from_numpy(inside)].float() * flat[:, at].T).sum(1).median())
+        at = torch.from_numpy(r[inside] * width + c[inside]).to(flat.device)
+        mine = descriptors[torch.from_numpy(inside).to(flat.device)].float()
+        return float((mine * flat[:, at].T.float()).sum(1).median())
 
     shifted = [median_similarity(dy, dx) for dy, dx in _four_shifts(shift)]
     if all(np.isnan(shifted)):
@@ -288,6 +290,8 @@ class CrossfireMatcher(FeatureMatcher):
     """Matches the query's CNN features against the map's descriptors (see ``CrossfireMatcherConfig``)."""
 
     config: CrossfireMatcherConfig
+    _index_on: Optional[Tuple[int, str, MapIndex]] = None
+    """(id of ``index()``, device, that index with its descriptors on the device): ``index_on``'s copy."""
 
     @property
     def coarse_radius_px(self) -> int:  # type: ignore[override]
@@ -330,6 +334,20 @@ class CrossfireMatcher(FeatureMatcher):
             config = replace(config, fine_cells=True)
         return map_index(self.crossfire_map, config)
 
+    def index_on(self, device: torch.device) -> MapIndex:
+        """``index()`` with the cells' descriptors on ``device`` (the query features'): on a GPU the matching runs
+        there; points and pixels stay on the CPU for PnP. Moved once per index."""
+        index = self.index()
+        if torch.device(device).type == "cpu":
+            return index
+        if self._index_on is None or self._index_on[:2] != (id(index), str(device)):
+
+            def moved(cells: List[ViewCells]) -> List[ViewCells]:
+                return [ViewCells(c.descriptors.to(device), c.points, c.pixels) for c in cells]
+
+            self._index_on = (id(index), str(device), replace(index, views=moved(index.views), fine=moved(index.fine)))
+        return self._index_on[2]
+
     def warm_up(self) -> None:
         if self.config.coarse == "index" and self.crossfire_map is not None:
             self.index()
@@ -351,8 +369,8 @@ class CrossfireMatcher(FeatureMatcher):
     def _estimate_from_index(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
         config = self.config
         start = time.perf_counter()
-        index = self.index()
         query = self.prepare_query(image)
+        index = self.index_on(query["feature_map"].device)
         views: List[int] = []
         priors = list(priors)[: config.num_priors]
         # a lone prior (a poses file, the previous frame) is not a training view: try its top_k nearest views
@@ -370,7 +388,8 @@ class CrossfireMatcher(FeatureMatcher):
             # training focal length, see api.MapLocalizer.max_side_for)
             cell = max(1, int(round(float(index.cell_px[view]) * K[0, 0] / float(index.Ks[view][0, 0]))))
             descriptors, pixels = self._query_cells(query, cell)
-            idx_v, idx_q, _ = mutual_nearest_neighbours(cells.descriptors, descriptors.cpu(), config.min_similarity)
+            idx_v, idx_q, _ = mutual_nearest_neighbours(cells.descriptors, descriptors, config.min_similarity)
+            idx_v, idx_q = idx_v.cpu(), idx_q.cpu()
             points3d = cells.points[idx_v].numpy().astype(np.float64)
             points2d = pixels[idx_q].numpy().astype(np.float64)
             result = self._pnp(points3d, points2d, K, config.reprojection_threshold_px, image.shape)
@@ -560,15 +579,17 @@ class CrossfireMatcher(FeatureMatcher):
                 np.nan,
                 np.nan,
             )
-        rendered = descriptors[torch.from_numpy(keep)]
-        expected = torch.from_numpy(pixels[keep]).float()
+        device = query["feature_map"].device
+        rendered = descriptors[torch.from_numpy(keep).to(descriptors.device)].to(device)
+        expected = torch.from_numpy(pixels[keep]).float().to(device)
         search = two_level_guided_matches if radius > self.config.index_two_level_above_px else guided_matches
         found, xy, _ = search(
-            rendered, expected, query["feature_map"].cpu(), int(np.ceil(radius)), self.config.min_similarity
+            rendered, expected, query["feature_map"], int(np.ceil(radius)), self.config.min_similarity
         )
-        points3d = points3d[keep][found.numpy()]
-        source = source[keep][found.numpy()]
-        points2d = xy.numpy().astype(np.float64)
+        found = found.cpu().numpy()
+        points3d = points3d[keep][found]
+        source = source[keep][found]
+        points2d = xy.cpu().numpy().astype(np.float64)
         threshold = self.config.refine_reprojection_threshold_px
         result = self._pnp(points3d, points2d, K, threshold, image_shape)
         disagreement = np.nan
@@ -652,7 +673,9 @@ class CrossfireMatcher(FeatureMatcher):
         if len(keep) == 0:
             return float("nan")
         shift = max(2, round(image_shape[1] / 20))
-        return _index_contrast(descriptors[torch.from_numpy(keep)], pixels[keep], query["feature_map"], shift)
+        return _index_contrast(
+            descriptors[torch.from_numpy(keep).to(descriptors.device)], pixels[keep], query["feature_map"], shift
+        )
 
     def _held_out_views(self, index: MapIndex, query: dict, K, c2w: np.ndarray, radius: float, image_shape) -> dict:
         """How the training views just beyond those the pose was fitted to see the query at ``c2w``: the share of
@@ -668,10 +691,11 @@ class CrossfireMatcher(FeatureMatcher):
         pixels, keep = _projected_inside(points, c2w, K, image_shape, margin=radius + 1)
         if len(keep) == 0:
             return {"holdout_coverage": 0.0, "holdout_ratio": 0.0}
-        expected = torch.from_numpy(pixels[keep]).float()
+        device = query["feature_map"].device
+        expected = torch.from_numpy(pixels[keep]).float().to(device)
         found, xy, _ = guided_matches(
-            descriptors[torch.from_numpy(keep)], expected, query["feature_map"].cpu(), int(np.ceil(radius)),
-            self.config.min_similarity,
+            descriptors[torch.from_numpy(keep).to(descriptors.device)].to(device), expected, query["feature_map"],
+            int(np.ceil(radius)), self.config.min_similarity,
         )  # fmt: skip
         error = (xy - expected[found]).norm(dim=1)
         within = float((error <= self.config.refine_reprojection_threshold_px).float().mean()) if len(found) else 0.0
