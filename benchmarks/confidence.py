@@ -60,7 +60,8 @@ class Collect:
     label: str = ""
     """Scene label written in every row (default: the map's experiment folder)."""
     matcher: CrossfireMatcherConfig = field(default_factory=CrossfireMatcherConfig)
-    """The localizer's settings (ns-localize's defaults); its confidence floors are switched off here."""
+    """The localizer's settings (ns-localize's defaults); its confidence floors are switched off here. Pass
+    ``--matcher.diagnostic-figures True`` to record the figures no floor reads (view disagreement, held-out views)."""
 
     def main(self) -> None:
         from crossfire_ns.geometry import c2w_pose_errors

@@ -10,7 +10,9 @@
 #   .gpu/lite/demo/crossfire-lite/map/  the `make demo` map (config.yml, dataparser_transforms.json, the checkpoint
 #          saved with only "step" and "pipeline": 8 MB instead of 24);
 #   .gpu/queries/bundled/{lighting,blur,lowlight}/  the bundled scene's queries (benchmarks' lighting, blur, lowlight);
-#   run: `TRAIN_S=270 bash benchmarks/gpu_run.sh` (writes under $OUT).
+#   run: `TRAIN_S=270 bash benchmarks/gpu_run.sh` (writes under $OUT); TRAIN=0: the lite map only; PROFILE=1: also
+#   `benchmarks.profile_localize` on the lighting queries; .gpu/old/ (`git archive COMMIT crossfire_ns benchmarks
+#   method_configs`): the same queries with that commit's code too (old.csv).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p $OUT
@@ -41,6 +43,18 @@ $PY -m benchmarks.confidence collect --load-config .gpu/lite/demo/crossfire-lite
   --query-dirs $DIRS --output $OUT/lite.csv --label bundled-lite-gpu > $OUT/lite.log 2>&1
 LITE_RC=$?; el "lite map localized: rc=$LITE_RC"; tail -5 $OUT/lite.log
 if [ $LITE_RC != 0 ]; then TRAIN_S=60; fi  # localization is broken: only smoke-test the GPU training, then stop
+if [ "${PROFILE:-0}" = 1 ] && [ $LITE_RC = 0 ]; then  # where a query's time goes on this machine
+  $PY -m benchmarks.profile_localize --load-config .gpu/lite/demo/crossfire-lite/map/config.yml \
+    --query-dir $Q/lighting --rows 30 > $OUT/profile.txt 2>&1; el "profiled: rc=$?"; grep unprofiled $OUT/profile.txt
+fi
+if [ -d .gpu/old ] && [ $LITE_RC = 0 ]; then  # the same queries with an older commit's code (git archive), same machine
+  PYTHONPATH=/tmp/site:$PWD/.gpu/old $PY .gpu/old/benchmarks/confidence.py collect \
+    --load-config .gpu/lite/demo/crossfire-lite/map/config.yml --query-dirs $DIRS --output $OUT/old.csv \
+    --label bundled-lite-gpu-old > $OUT/old.log 2>&1; el "older code: rc=$?"
+fi
+if [ "${TRAIN:-1}" = 0 ]; then
+  COLUMNS=160 $PY -m benchmarks.confidence summary $OUT/lite.csv 2>&1 | tee -a $OUT/summary.txt; el "done"; exit 0
+fi
 
 # (b) the default crossfire config trained on the GPU (stopped by ITERS or TRAIN_S, whichever comes first)
 rm -rf /tmp/maps

@@ -151,12 +151,15 @@ def solve_pnp_poselib(
     min_inliers: int = 12,
     image_size: Optional[tuple] = None,
     min_iterations: int = 1000,
+    max_points: int = 0,
 ) -> PnPResult:
     """Robust camera pose as ``solve_pnp_ransac`` gives it, from poselib: LO-RANSAC with P3P samples, then a robust
     (Cauchy) bundle refinement of the inliers. Same pixel convention as ``K``; never raises on bad input.
 
     RANSAC stops once ``success_prob`` (0.9999) is reached for the best inlier ratio so far, but never before
-    ``min_iterations`` (poselib's default, 1000): with mostly right matches a few dozen samples suffice."""
+    ``min_iterations`` (poselib's default, 1000): with mostly right matches a few dozen samples suffice.
+    ``max_points`` > 0: RANSAC and its refinement see at most this many pairs, evenly spread over the input order
+    (poselib's local optimisation and refinement cost grows with every pair); inliers are counted over all of them."""
     import poselib
 
     points3d, points2d, idx, refused = _valid_inputs(points3d, points2d, min_inliers)
@@ -172,9 +175,12 @@ def solve_pnp_poselib(
         "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
     }
     threshold = float(reprojection_threshold_px)
+    used = idx
+    if 0 < max_points < len(idx):
+        used = idx[np.linspace(0, len(idx) - 1, max(MIN_POINTS, max_points)).round().astype(np.int64)]
     pose, info = poselib.estimate_absolute_pose(
-        points2d[idx],
-        points3d[idx],
+        points2d[used],
+        points3d[used],
         camera,
         {
             "max_reproj_error": threshold,
@@ -185,7 +191,7 @@ def solve_pnp_poselib(
         {"loss_type": "CAUCHY", "loss_scale": threshold / 2.0},
     )
     mask = np.asarray(info.get("inliers", []), dtype=bool)
-    if mask.shape != (len(idx),) or mask.sum() < MIN_POINTS:
+    if mask.shape != (len(used),) or mask.sum() < MIN_POINTS:
         return PnPResult(
             False, inliers=np.zeros(n, dtype=bool), message="RANSAC found no pose consistent with enough matches"
         )

@@ -97,6 +97,15 @@ def test_poselib_recovers_pose_with_outliers_and_noise(seed):
     assert (result.inliers & outliers).sum() <= 3
 
 
+def test_poselib_on_a_spread_subset_still_counts_inliers_over_every_match():
+    points3d, points2d, R, t, outliers = synthetic(2000, 0.3, 0.5, 5)
+    result = solve_pnp_poselib(points3d, points2d, K, reprojection_threshold_px=3.0, max_points=200, min_iterations=0)
+    assert result.success, result.message
+    t_err, r_err = pose_errors(result.R, result.t, R, t)
+    assert r_err < 0.2 and t_err < 0.02
+    assert result.num_inliers >= 0.97 * (~outliers).sum() > 200  # counted over all 2000, not the 200 solved on
+
+
 def test_poselib_noise_free_is_exact_and_agrees_with_opencv():
     points3d, points2d, R, t, _ = synthetic(60, 0.0, 0.0, 3)
     result = solve_pnp_poselib(points3d, points2d, K)

@@ -82,6 +82,10 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """poselib's RANSAC stops once it is 99.99% sure of its best sample (few dozen samples when most matches are
     right), but not before this many samples (poselib's own default, 1000, spent most of each solve on samples that
     changed nothing; BENCHMARKS.md, session 17); ``ransac_iterations`` caps it."""
+    ransac_max_points: int = 1000
+    """poselib PnP sees at most this many matches, evenly spread (0: all); inliers are still counted over all. Its
+    local optimisation and refinement cost grows with every match, and a refinement round has up to 4000: the
+    largest per-query cost on a GPU machine (BENCHMARKS.md, session 17)."""
     early_exit_inliers: int = 80
     """Index coarse stage: stop trying further priors once a hypothesis has this many inliers..."""
     early_exit_ratio: float = 0.3
@@ -323,7 +327,7 @@ class CrossfireMatcher(FeatureMatcher):
             result = solve_pnp_poselib(
                 points3d, points2d, K, reprojection_threshold_px=threshold_px, iterations=config.ransac_iterations,
                 min_inliers=config.min_inliers, image_size=(image_shape[1], image_shape[0]),
-                min_iterations=config.ransac_min_iterations,
+                min_iterations=config.ransac_min_iterations, max_points=config.ransac_max_points,
             )  # fmt: skip
         return self.refuse_low_inlier_ratio(result, len(points3d))
 
