@@ -156,6 +156,17 @@ def backproject(
     return (R.T @ (points_cam - t)).T
 
 
+def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, 3) world points -> ((N, 2) pixels, (N, 3) camera coordinates) for an OpenCV ``(R, t)`` camera
+    (``x_cam = R x + t``) with intrinsics ``K`` (pixels in ``K``'s convention); ``backproject``'s inverse. A point on
+    the camera plane (|z| < 1e-9) is divided by 1e-9: callers test ``z > 0`` for points in front."""
+    cam = np.asarray(points, dtype=np.float64).reshape(-1, 3) @ np.asarray(R, dtype=np.float64).T
+    cam = cam + np.asarray(t, dtype=np.float64).reshape(1, 3)
+    z = cam[:, 2:]
+    pixels = cam[:, :2] / np.where(np.abs(z) > 1e-9, z, 1e-9) * [K[0, 0], K[1, 1]] + np.asarray(K)[:2, 2]
+    return pixels, cam
+
+
 def scale_intrinsics(
     K: np.ndarray, sx: float, sy: float, pixel_origin: Literal["corner", "center"] = "corner"
 ) -> np.ndarray:

@@ -23,6 +23,7 @@ from crossfire_ns.geometry import (
     opengl_c2w_to_opencv_w2c,
     original_to_normalized,
     pose_errors,
+    project_points,
     read_dataparser_transforms,
     rotation_angle_deg,
     saved_frame_normalization,
@@ -171,7 +172,9 @@ def test_backproject_then_project_round_trip(depth_kind):
     points = backproject(u, v, depth, K, R, t, depth_kind=depth_kind)
     projected, _ = cv2.projectPoints(points, cv2.Rodrigues(R)[0], t, K, None)
     np.testing.assert_allclose(projected.reshape(-1, 2), np.stack([u, v], 1), atol=1e-8)
-    cam = points @ R.T + t
+    ours, cam = project_points(points, K, R, t)
+    np.testing.assert_allclose(ours, np.stack([u, v], 1), atol=1e-8)
+    np.testing.assert_allclose(cam, points @ R.T + t, atol=1e-12)
     measured = np.linalg.norm(cam, axis=1) if depth_kind == "ray" else cam[:, 2]
     np.testing.assert_allclose(measured, depth, atol=1e-10)
     # off-centre pixels: the two kinds must really differ

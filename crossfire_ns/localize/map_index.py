@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import track
 
-from crossfire_ns.geometry import backproject, opengl_c2w_to_opencv_w2c, scale_intrinsics
+from crossfire_ns.geometry import backproject, opengl_c2w_to_opencv_w2c, project_points, scale_intrinsics
 from crossfire_ns.io.atomic import atomic_open
 from crossfire_ns.localize.render import MapRenderer
 from crossfire_ns.metrics import camera_extent
@@ -239,11 +239,8 @@ def project(points: np.ndarray, c2w: np.ndarray, K: np.ndarray):
     """(M, 3) world points -> ((M, 2) pixels, (M,) distance from the camera centre, (M,) in front) for an OpenGL
     camera-to-world and K (pixel centres at +0.5)."""
     R, t = opengl_c2w_to_opencv_w2c(c2w)
-    cam = points @ R.T + t
-    z = cam[:, 2]
-    safe = np.where(np.abs(z) > 1e-9, z, 1e-9)
-    pixels = cam[:, :2] / safe[:, None] * [K[0, 0], K[1, 1]] + K[:2, 2]
-    return pixels, np.linalg.norm(cam, axis=1), z > 1e-6
+    pixels, cam = project_points(points, K, R, t)
+    return pixels, np.linalg.norm(cam, axis=1), cam[:, 2] > 1e-6
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 
+from crossfire_ns.geometry import project_points
 from crossfire_ns.localize.matching import window_peak
 
 
@@ -38,12 +39,6 @@ def _offsets(radius: int) -> torch.Tensor:
     steps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     dy, dx = torch.meshgrid(steps, steps, indexing="ij")
     return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=-1)
-
-
-def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(N, 3) world points -> (N, 2) pixels of the OpenCV camera ``(R, t)`` with intrinsics ``K``."""
-    cam = np.asarray(points, dtype=np.float64) @ np.asarray(R).T + np.asarray(t).reshape(1, 3)
-    return cam[:, :2] / cam[:, 2:] * [K[0, 0], K[1, 1]] + np.asarray(K)[:2, 2]
 
 
 def warped_templates(
@@ -72,7 +67,7 @@ def warped_templates(
     along = np.einsum("nd,nkd->nk", normals, directions)
     depth = np.einsum("nd,nd->n", normals, points - origin)[:, None] / np.where(np.abs(along) > 1e-12, along, 1e-12)
     on_plane = origin[None, None] + depth[..., None] * directions
-    in_view = project_points(on_plane.reshape(-1, 3), K_view, R_view, t_view).reshape(pixels.shape)
+    in_view = project_points(on_plane.reshape(-1, 3), K_view, R_view, t_view)[0].reshape(pixels.shape)
     values = _sample(grey, torch.from_numpy(in_view).float())
     return values.masked_fill(torch.from_numpy(depth <= 0), float("nan"))
 
@@ -120,7 +115,7 @@ def align_patches(
 
     Returns ((N, 2) float64 query pixels of the matches, (N,) their NCC, (N,) whether every step found its peak
     inside its window (not on its edge) with the patch in the image and seen by the view)."""
-    predicted = project_points(points, K_query, R_query, t_query)
+    predicted = project_points(points, K_query, R_query, t_query)[0]
     offsets = _offsets(radius)  # (M, 2)
     side = 2 * radius + 1
     columns = F.unfold(query_grey[None, None], side, padding=radius)[0]  # (M, H * W): one patch per pixel, once

@@ -9,6 +9,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from crossfire_ns.geometry import project_points
+
 MIN_POINTS = 4
 """The fewest correspondences OpenCV's RANSAC PnP accepts (P3P: 3 for the solve, 1 to pick the solution)."""
 
@@ -196,8 +198,7 @@ def solve_pnp_poselib(
             False, inliers=np.zeros(n, dtype=bool), message="RANSAC found no pose consistent with enough matches"
         )
     R, t = np.asarray(pose.R, dtype=np.float64), np.asarray(pose.t, dtype=np.float64).reshape(3)
-    cam = points3d[idx] @ R.T + t
-    projected = cam[:, :2] / np.where(np.abs(cam[:, 2:]) > 1e-12, cam[:, 2:], 1e-12) * [K[0, 0], K[1, 1]] + K[:2, 2]
+    projected, cam = project_points(points3d[idx], K, R, t)
     errors = np.linalg.norm(projected - points2d[idx], axis=1)
     mask = (errors < threshold) & (cam[:, 2] > 0)  # after refinement, by the same rule as the OpenCV path
     return _finish(R, t, mask, errors, idx, n, min_inliers)

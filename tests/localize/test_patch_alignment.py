@@ -4,7 +4,13 @@ import cv2
 import numpy as np
 import torch
 
-from crossfire_ns.localize.patch_alignment import align_patches, local_contrast, project_points, warped_templates
+from crossfire_ns.geometry import project_points as _project
+from crossfire_ns.localize.patch_alignment import align_patches, local_contrast, warped_templates
+
+
+def project_points(points, K, R, t):
+    return _project(points, K, R, t)[0]
+
 
 K = np.array([[120.0, 0.0, 80.0], [0.0, 120.0, 60.0], [0.0, 0.0, 1.0]])
 SIZE = (160, 120)
