@@ -4,9 +4,10 @@
 #  (b) a default `crossfire` map trained here on the GPU for as long as the lease allows.
 # DRY=1 runs it on this CPU machine (no install, 2 training iterations, one query folder) to check the commands.
 #
-# Prepared on the CPU machine, then sent with the device tool (carry: .whl .gpu demo_output/scene), from the repo root:
+# Prepared on the CPU machine by benchmarks/gpu_prepare.sh, then sent with the device tool (carry: .whl .gpu
+# demo_output/scene), from the repo root:
 #   .whl/  cp312 wheels of what the device image lacks (nerfstudio 1.1.5, nerfacc, gsplat, tyro, viser, kornia, poselib,
-#          ...; the list and the `pip download` line are in BENCHMARKS.md, session 17);
+#          ...: the list is in gpu_prepare.sh);
 #   .gpu/lite/demo/crossfire-lite/map/  the `make demo` map (config.yml, dataparser_transforms.json, the checkpoint
 #          saved with only "step" and "pipeline": 8 MB instead of 24);
 #   .gpu/queries/bundled/{lighting,blur,lowlight}/  the bundled scene's queries (benchmarks' lighting, blur, lowlight);
