@@ -1,14 +1,16 @@
 #!/bin/bash
 # Prepares what benchmarks/gpu_run.sh needs on a lent GPU machine (whose image has torch, numpy, OpenCV, rich,
 # matplotlib, scipy, ... but not nerfstudio and what it pulls in, and no network): run from the repo root, after
-# `make demo` and with the bundled queries prepared (QUERIES: a folder with lighting/, blur/, lowlight/ query folders).
-#   bash benchmarks/gpu_prepare.sh QUERIES [OLD_COMMIT]
+# `make demo`:
+#   bash benchmarks/gpu_prepare.sh [QUERIES] [OLD_COMMIT]
+# QUERIES: a folder with lighting/, blur/, lowlight/ query folders; default (or "-"): made from the demo's queries with
+# benchmarks.lighting's conditions of those names, as session 16's and 17's CPU figures were.
 # Writes .whl/ (cp312 wheels, about 33 MB), .gpu/lite/ (the demo map with a checkpoint of only "step" and "pipeline",
 # 8 MB), .gpu/queries/bundled/, .gpu/run.sh and, given OLD_COMMIT, .gpu/old/ (that commit's code, to time both in one
 # call). Both folders are added to .git/info/exclude. Then, with the device tool: carry .whl .gpu demo_output/scene and
 # run `TRAIN_S=270 bash .gpu/run.sh` (or TRAIN=0 PROFILE=1 ...).
 set -eu
-QUERIES=${1:?usage: gpu_prepare.sh QUERIES [OLD_COMMIT]}
+QUERIES=${1:--}
 OLD=${2:-}
 PY=${PY:-.venv/bin/python}
 MAP=demo_output/runs/demo/crossfire-lite/map
@@ -40,7 +42,14 @@ checkpoint = sorted((source / "nerfstudio_models").glob("*.ckpt"))[-1]
 state = torch.load(checkpoint, map_location="cpu", weights_only=False)
 torch.save({"step": state["step"], "pipeline": state["pipeline"]}, target / "nerfstudio_models" / checkpoint.name)
 EOF
-rm -rf .gpu/queries/bundled && cp -r "$QUERIES" .gpu/queries/bundled
+rm -rf .gpu/queries/bundled
+if [ "$QUERIES" = - ]; then
+  PYTHONPATH=. $PY -c "from pathlib import Path; from benchmarks.lighting import CONDITIONS, relight_folder
+for c in ('lighting', 'blur', 'lowlight'):
+    relight_folder(Path('demo_output/scene/queries'), Path('.gpu/queries/bundled') / c, CONDITIONS[c])"
+else
+  cp -r "$QUERIES" .gpu/queries/bundled
+fi
 cp benchmarks/gpu_run.sh .gpu/run.sh
 if [ -n "$OLD" ]; then rm -rf .gpu/old && mkdir -p .gpu/old && git archive "$OLD" crossfire_ns benchmarks method_configs | tar -x -C .gpu/old; fi
 du -sh .whl .gpu demo_output/scene
