@@ -263,3 +263,19 @@ def test_shift_contrast_is_high_for_aligned_features_and_low_for_unrelated_ones(
     unrelated = _shift_contrast(smooth, other, valid, unrelated_median, 3)
     assert aligned > 0.9
     assert abs(unrelated) < 0.1
+
+
+def test_figures_no_floor_reads_are_recorded_only_when_asked_for():
+    points, descriptors, _, truth = _scene()
+    views = [look_at([x, 0, z], [0, 4, 0]) for x, z in [(0.0, 0.0), (0.1, 0.05), (-0.4, 0.1), (0.5, -0.1)]]
+    features = _query_features(points, descriptors, truth)
+    runs = {}
+    for asked in (False, True):
+        config = CrossfireMatcherConfig(**{**STUB, "index_refine_views": 2, "diagnostic_figures": asked})
+        matcher = _Matcher(config, _index(points, descriptors, views), features)
+        runs[asked] = matcher.estimate(np.zeros((H, W, 3), np.uint8), K, views[:1])
+        assert matcher.index_on(torch.device("cpu")) is matcher.fake_index  # on the CPU the index is used as it is
+    quiet, full = runs[False], runs[True]
+    assert quiet.success and full.success and np.allclose(quiet.c2w, full.c2w)  # the figures cost, never steer
+    assert "holdout_coverage" not in quiet.diagnostics and np.isnan(quiet.diagnostics["view_disagreement_deg"])
+    assert full.diagnostics["holdout_coverage"] > 0.5 and np.isfinite(full.diagnostics["view_disagreement_deg"])
