@@ -89,7 +89,7 @@ class CoarseHypotheses:
         first = np.array(
             [r["hypothesis_off_deg"] for r in rows if r["rank"] == 0 and np.isfinite(r["hypothesis_off_deg"])]
         )
-        if len(off):
+        if len(off) and len(first):
             CONSOLE.print(
                 f"{len(off)} hypotheses of right queries: off by {np.percentile(off, [10, 50, 90]).round(2)} deg "
                 f"(10/50/90%), {int((off < 5).sum())} within 5 deg; the first view's: {np.percentile(first, [10, 50, 90]).round(2)}"

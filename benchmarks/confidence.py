@@ -43,6 +43,13 @@ def _figures(row: Dict[str, str]) -> Dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in _TEXT and v not in (None, "")}
 
 
+def _confirmed(figures: Dict[str, float], matcher: CrossfireMatcherConfig) -> bool:
+    """Whether ``matcher``'s confidence floors would report a pose with these recorded figures as localized."""
+    from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, unconfirmed
+
+    return unconfirmed(figures, CrossfireMatcher.confidence(figures), matcher) is None
+
+
 WRONG = (5.0, 0.05)
 """A wrong pose: rotation beyond 5 deg or camera centre beyond 5% of the extent."""
 
@@ -138,8 +145,6 @@ class Report:
 
     def floors(self, rows: List[dict]) -> Dict[str, Dict[str, int]]:
         """Per scene, how many right poses the floors keep and how many wrong ones they still report."""
-        from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, unconfirmed
-
         table = Table(title="With the floors applied (min_confidence, min_coverage, max_centre_sigma, min_contrast)")
         for col in ("scene", "found", "right", "right kept", "wrong", "wrong reported", "beyond 5 deg reported"):
             table.add_column(col)
@@ -147,7 +152,7 @@ class Report:
         for row in rows:
             diagnostics = _figures(row)
             r_err, t_rel = diagnostics["r_err"], diagnostics["t_rel"]
-            kept = unconfirmed(diagnostics, CrossfireMatcher.confidence(diagnostics), self.matcher) is None
+            kept = _confirmed(diagnostics, self.matcher)
             right = r_err <= RIGHT[0] and t_rel <= RIGHT[1]
             wrong = r_err > WRONG[0] or t_rel > WRONG[1]
             c = counts.setdefault(
@@ -177,8 +182,6 @@ class Summary:
     """Whose confidence floors are applied to the recorded figures (ns-localize's defaults)."""
 
     def main(self) -> List[Dict]:
-        from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, unconfirmed
-
         table = Table(title="Per folder (failures count as infinitely far; floors: ns-localize's defaults)")
         for col in ("file", "folder", "n", "median deg", "median t %", "1 deg/1%", "2 deg/2%", "median s",
                     "queries/s", "right kept", "wrong reported"):  # fmt: skip
@@ -194,9 +197,7 @@ class Summary:
                 seconds = float(np.median([float(r["seconds"]) for r in rs]))
                 kept = np.zeros(len(rs), dtype=bool)
                 for i, r in enumerate(rs):
-                    if found[i]:
-                        figures = _figures(r)
-                        kept[i] = unconfirmed(figures, CrossfireMatcher.confidence(figures), self.matcher) is None
+                    kept[i] = found[i] and _confirmed(_figures(r), self.matcher)
                 right = (r_err <= RIGHT[0]) & (t_rel <= RIGHT[1])
                 wrong = (r_err > WRONG[0]) | (t_rel > WRONG[1])
                 line = {

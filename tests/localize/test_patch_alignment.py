@@ -141,7 +141,7 @@ def test_patch_rounds_take_a_pose_a_quarter_of_a_degree_off_to_the_truth():
     assert c2w_pose_errors(start, truth)[1] > 0.25
     pose = start
     for search in (3, 1):  # two rounds: a wide search, then a narrow one
-        result, matches, searched = matcher._align_patches(index, query, K, pose, search=search)
+        result, matches, searched = matcher._align_patches(index, matcher._query_grey(query), K, pose, search=search)
         assert result.success and matches > 0.5 * searched > 100
         pose = opencv_w2c_to_opengl_c2w(result.R, result.t)
     translation, rotation = c2w_pose_errors(pose, truth)
@@ -151,5 +151,5 @@ def test_patch_rounds_take_a_pose_a_quarter_of_a_degree_off_to_the_truth():
 def test_a_query_that_does_not_look_like_the_map_finds_few_patches():
     matcher, index, truth, _ = _plane_matcher_and_index()
     noise = np.random.default_rng(0).integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
-    result, matches, searched = matcher._align_patches(index, noise, K, truth, search=2)
+    result, matches, searched = matcher._align_patches(index, matcher._query_grey(noise), K, truth, search=2)
     assert searched > 100 and matches < 0.1 * searched

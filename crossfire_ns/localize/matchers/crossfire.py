@@ -294,8 +294,6 @@ class CrossfireMatcher(FeatureMatcher):
     """Matches the query's CNN features against the map's descriptors (see ``CrossfireMatcherConfig``)."""
 
     config: CrossfireMatcherConfig
-    _index_on: Optional[Tuple[int, str, MapIndex]] = None
-    """(id of ``index()``, device, that index with its descriptors on the device): ``index_on``'s copy."""
 
     @property
     def coarse_radius_px(self) -> int:  # type: ignore[override]
@@ -344,13 +342,15 @@ class CrossfireMatcher(FeatureMatcher):
         index = self.index()
         if torch.device(device).type == "cpu":
             return index
-        if self._index_on is None or self._index_on[:2] != (id(index), str(device)):
 
-            def moved(cells: List[ViewCells]) -> List[ViewCells]:
-                return [ViewCells(c.descriptors.to(device), c.points, c.pixels) for c in cells]
+        def moved(cells: List[ViewCells]) -> List[ViewCells]:
+            return [ViewCells(c.descriptors.to(device), c.points, c.pixels) for c in cells]
 
-            self._index_on = (id(index), str(device), replace(index, views=moved(index.views), fine=moved(index.fine)))
-        return self._index_on[2]
+        # cached beside the index itself (same map, same lifetime): id() names that cached object
+        return self.crossfire_map.cached(
+            ("map_index_on", id(index), str(device)),
+            lambda: replace(index, views=moved(index.views), fine=moved(index.fine)),
+        )
 
     def warm_up(self) -> None:
         if self.config.coarse == "index" and self.crossfire_map is not None:
@@ -522,10 +522,11 @@ class CrossfireMatcher(FeatureMatcher):
         """``index_patch_rounds`` rounds of ``_align_patches`` from ``estimate``: their pose when every round finds
         at least ``patch_min_share`` of the patches it searched, else ``estimate`` unchanged (the reason recorded)."""
         config = self.config
+        grey = self._query_grey(image)
         aligned_estimate = estimate
         for position in range(config.index_patch_rounds):
             search = config.patch_search_px[min(position, len(config.patch_search_px) - 1)]
-            aligned, num, searched = self._align_patches(index, image, K, aligned_estimate.c2w, search)
+            aligned, num, searched = self._align_patches(index, grey, K, aligned_estimate.c2w, search)
             history.append(aligned.num_inliers)
             diagnostics.update(patch_inliers=aligned.num_inliers, patch_matches=num, patch_searched=searched)
             if aligned.success and num < config.patch_min_share * searched:
@@ -624,20 +625,26 @@ class CrossfireMatcher(FeatureMatcher):
 
         return self.crossfire_map.cached(("training_grey", radius, sigma), build)[view]
 
-    def _align_patches(self, index: MapIndex, image: np.ndarray, K, c2w: np.ndarray, search: int):
-        """The most contrasted trusted cells of the training views nearest ``c2w``, each found in the query by
-        normalised cross-correlation of its training patch (``patch_alignment.align_patches``) from where ``c2w``
-        projects it, within ``search`` pixels; then PnP. Returns (PnPResult, matches, cells searched)."""
+    def _query_grey(self, image: np.ndarray) -> torch.Tensor:
+        """The query (H, W, 3) uint8 as the patch rounds compare it: (H, W) grey levels (0-1), ``smoothed_grey``."""
+        return smoothed_grey(
+            torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0, self.config.patch_smoothing_px
+        )
+
+    def _align_patches(self, index: MapIndex, grey: torch.Tensor, K, c2w: np.ndarray, search: int):
+        """The most contrasted trusted cells of the training views nearest ``c2w``, each found in the query (``grey``
+        (H, W), ``_query_grey``) by normalised cross-correlation of its training patch
+        (``patch_alignment.align_patches``) from where ``c2w`` projects it, within ``search`` pixels; then PnP.
+        Returns (PnPResult, matches, cells searched)."""
         config = self.config
-        grey = smoothed_grey(torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0, config.patch_smoothing_px)
         R_query, t_query = opengl_c2w_to_opencv_w2c(c2w)
         margin = config.patch_radius_px + search + 2
-        views = self.refine_views(index, c2w, K, image.shape)
+        views = self.refine_views(index, c2w, K, grey.shape)
         points3d, points2d, searched = [], [], 0
         for view in views:
             cells = index.views[view]
             points = cells.points.numpy().astype(np.float64)
-            _, keep = _projected_inside(points, c2w, K, image.shape, margin=margin)
+            _, keep = _projected_inside(points, c2w, K, grey.shape, margin=margin)
             view_grey, contrast = self._training_grey(view)
             width, height = (float(x) for x in index.sizes[view])
             sx, sy = view_grey.shape[1] / width, view_grey.shape[0] / height
@@ -665,7 +672,7 @@ class CrossfireMatcher(FeatureMatcher):
         if not points3d:
             return PnPResult(False, message="no training patch found in the query"), 0, searched
         points3d, points2d = np.concatenate(points3d), np.concatenate(points2d)
-        result = self._pnp(points3d, points2d, K, config.patch_reprojection_threshold_px, image.shape)
+        result = self._pnp(points3d, points2d, K, config.patch_reprojection_threshold_px, grey.shape)
         return result, len(points3d), searched
 
     @staticmethod
