@@ -167,6 +167,47 @@ def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
     return pixels, cam
 
 
+def distances_along_rays(
+    origin: np.ndarray,
+    rays: np.ndarray,
+    distance: np.ndarray,
+    observed: np.ndarray,
+    cameras,
+    max_error_px: float,
+    steps: int = 6,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Triangulate points constrained to their own rays: Gauss-Newton on each point's distance alone.
+
+    ``origin`` (3,) and unit ``rays`` (M, 3) define the points ``origin + rays * distance``; ``distance`` (M,) seeds
+    them; ``observed`` (M, A, 2) holds each point's pixel in each of the A ``cameras`` (OpenCV ``(K, R, t)``; NaN where
+    not observed). From the third step on, an observation farther than ``max_error_px`` from the point's projection
+    is an outlier and leaves the fit. A step moves a point by at most a fifth of its distance.
+
+    Returns ((M,) distances, (M, A) bool inliers, (M,) information: the sum of squared pixels per unit distance over
+    the inliers; a match noise of n pixels leaves a distance uncertain by about n / sqrt(information))."""
+    s = np.asarray(distance, dtype=np.float64).copy()
+    matched = np.isfinite(observed[..., 0])
+    inlier = matched.copy()
+    information = np.zeros(len(s))
+    for step in range(steps):
+        information[:] = 0.0
+        gradient = np.zeros(len(s))
+        for a, (K, R, t) in enumerate(cameras):
+            here = project_points(origin + rays * s[:, None], K, R, t)[0]
+            h = 1e-4 * s
+            there = project_points(origin + rays * (s + h)[:, None], K, R, t)[0]
+            jacobian = (there - here) / h[:, None]  # (M, 2) pixels per unit distance
+            residual = np.nan_to_num(observed[:, a] - here)
+            if step >= 2:
+                inlier[:, a] = matched[:, a] & (np.linalg.norm(residual, axis=1) <= max_error_px)
+            use = inlier[:, a]
+            information += np.where(use, (jacobian**2).sum(1), 0.0)
+            gradient += np.where(use, (jacobian * residual).sum(1), 0.0)
+        update = np.where(information > 0, gradient / np.maximum(information, 1e-12), 0.0)
+        s = np.maximum(s + np.clip(update, -0.2 * s, 0.2 * s), 1e-6)
+    return s, inlier, information
+
+
 def scale_intrinsics(
     K: np.ndarray, sx: float, sy: float, pixel_origin: Literal["corner", "center"] = "corner"
 ) -> np.ndarray:

@@ -18,6 +18,7 @@ from PIL import Image
 from crossfire_ns.geometry import (
     backproject,
     c2w_pose_errors,
+    distances_along_rays,
     normalized_to_original,
     opencv_w2c_to_opengl_c2w,
     opengl_c2w_to_opencv_w2c,
@@ -262,3 +263,25 @@ def test_pose_errors_known_rotation_and_centre():
 def test_rotation_angle_is_accurate_everywhere(degrees):
     R = rotation_about([0.2, -1.0, 0.4], degrees)
     assert rotation_angle_deg(R) == pytest.approx(degrees, abs=1e-9)
+
+
+def test_distances_along_rays_recover_the_points_and_leave_outliers_out():
+    rng = np.random.default_rng(0)
+    K = np.array([[100.0, 0.0, 64.0], [0.0, 100.0, 48.0], [0.0, 0.0, 1.0]])
+    origin = np.zeros(3)
+    truth = rng.uniform([-1, -1, 3], [1, 1, 5], (50, 3))  # in front of all cameras (they look along +z)
+    distance = np.linalg.norm(truth - origin, axis=1)
+    rays = (truth - origin) / distance[:, None]
+    cameras = []
+    for centre in ([0.4, 0.0, 0.0], [-0.3, 0.2, 0.1], [0.0, -0.4, 0.0]):
+        R = cv2.Rodrigues(rng.normal(0, 0.03, 3))[0]
+        cameras.append((K, R, -R @ np.array(centre)))
+    observed = np.stack([project_points(truth, *camera)[0] for camera in cameras], axis=1)  # (50, 3, 2)
+    observed[:10, 2] += 5.0  # a wrong match in the third camera
+    observed[10:15, 1] = np.nan  # not seen by the second
+    seed = distance * rng.uniform(0.9, 1.1, len(distance))
+    found, inlier, information = distances_along_rays(origin, rays, seed, observed, cameras, max_error_px=1.0)
+    assert np.abs(found[10:] / distance[10:] - 1).max() < 1e-6  # from 10% off, to the point
+    assert inlier[15:].all() and not inlier[10:15, 1].any() and inlier[10:15, [0, 2]].all()
+    assert not inlier[:10].all(axis=1).any()  # a match 5 px off never fits with the others
+    assert (information[10:] > 0).all()

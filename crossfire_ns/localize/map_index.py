@@ -7,8 +7,9 @@ depth mixes two surfaces) and, above all, its depth confirmed by a neighbouring 
 (rendered depth is often wrong where the radiance field is not sure, and a wrong 3D point gives a consistent but
 biased pose). By default a cell's 3D point is then triangulated: its descriptor is matched in the neighbouring
 training images near where the rendered depth puts it, and its distance along its own ray is the one that explains
-those matches (rendered depth is biased, often several per cent short; matches between real images are not). The
-coarse stage matches a query against these cells without rendering anything.
+those matches (rendered depth is biased, often several per cent short; matches between real images are not), and
+for the patch rounds its textured cells are placed once more by grey-level patches aligned between the training
+images (``patch_triangulation``). The coarse stage matches a query against these cells without rendering anything.
 
 The index is written as ``crossfire_index.pt`` beside the map's config.yml and rebuilt, with a message, when the
 checkpoint or the index settings change.
@@ -28,12 +29,18 @@ import torch.nn.functional as F
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import track
 
-from crossfire_ns.geometry import backproject, opengl_c2w_to_opencv_w2c, project_points, scale_intrinsics
+from crossfire_ns.geometry import (
+    backproject,
+    distances_along_rays,
+    opengl_c2w_to_opencv_w2c,
+    project_points,
+    scale_intrinsics,
+)
 from crossfire_ns.io.atomic import atomic_open
 from crossfire_ns.localize.render import MapRenderer
 from crossfire_ns.metrics import camera_extent
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 """Bumped whenever what an index holds, or how it is computed, changes (older files are rebuilt)."""
 
 INDEX_FILE = "crossfire_index.pt"
@@ -88,6 +95,32 @@ class MapIndexConfig:
     max_depth_sigma: float = 0.03
     """A triangulated cell is dropped when its distance is this uncertain, as a share of it, for matches good to half
     a pixel (short baselines and matches along the ray pin a point down poorly)."""
+    patch_triangulate: bool = True
+    """Then place the textured cells for the patch rounds by grey-level patches: each cell's patch of its training
+    image is aligned by NCC in the ``patch_triangulation_views`` most overlapping training images (as the patch rounds
+    align it in a query), and the patch rounds use the point on the cell's ray that those alignments explain
+    (``ViewCells.patch_points``; ``patch_triangulation``); cells that do not triangulate so keep their point. The
+    patch rounds trust a point to a tenth of a pixel, and CNN matches placed the held-out room's points 1.8% off.
+    The coarse stage and the CNN rounds keep the CNN-triangulated points: with the patch-placed ones two blurred and
+    low-light bundled queries went wrong (BENCHMARKS.md, session 18)."""
+    patch_triangulation_views: int = 6
+    """Training views (most overlapping first) in which each cell's patch is aligned for ``patch_triangulate``."""
+    patch_radius_px: int = 4
+    """``patch_triangulate``: half-size of the square patch compared (4: 9 x 9 training pixels, as the patch rounds)."""
+    patch_smoothing_px: float = 1.0
+    """``patch_triangulate``: Gaussian blur (pixels) of the training images before they are compared (as the patch
+    rounds: the same images are then shared with them)."""
+    patch_min_contrast: float = 0.02
+    """``patch_triangulate``: cells whose patch's grey-level standard deviation is below this are not placed."""
+    patch_min_ncc: float = 0.8
+    """``patch_triangulate``: an alignment whose NCC peak is below this is not a match."""
+    patch_search_px: int = 2
+    """``patch_triangulate``: how far (training pixels) around the current point's projection a patch is searched."""
+    patch_max_error_px: float = 0.5
+    """``patch_triangulate``: an alignment farther than this from the placed point's projection is an outlier."""
+    patch_max_depth_sigma: float = 0.01
+    """``patch_triangulate``: a cell stays where it was when its patch-placed distance is this uncertain, as a share
+    of it, for alignments good to a tenth of a pixel (at least ``triangulation_min_views`` must agree)."""
     proposal_share: float = 0.5
     """The index renders take this share of the map's proposal samples per ray (nerfacto's final samples stay):
     half the render time, the same poses on the bundled scene and fern (BENCHMARKS.md); 1 renders as in training."""
@@ -113,6 +146,9 @@ class ViewCells:
     """(M, 3) float32, 3D points (normalised frame)."""
     pixels: torch.Tensor
     """(M, 2) float32, cell centres in training-image pixels (pixel centres at +0.5)."""
+    patch_points: Optional[torch.Tensor] = None
+    """(M, 3) float32, the points as grey-level patches place them (``MapIndexConfig.patch_triangulate``), for the
+    patch rounds; None: ``points``."""
 
 
 @dataclass
@@ -214,11 +250,18 @@ class MapIndex:
 
 
 def _stored(cells: ViewCells) -> dict:
-    return {"descriptors": cells.descriptors.half(), "points": cells.points, "pixels": cells.pixels}
+    stored = {"descriptors": cells.descriptors.half(), "points": cells.points, "pixels": cells.pixels}
+    if cells.patch_points is not None:
+        stored["patch_points"] = cells.patch_points
+    return stored
 
 
 def _loaded(stored: dict) -> ViewCells:
-    return ViewCells(stored["descriptors"].float(), stored["points"].float(), stored["pixels"].float())
+    patch_points = stored.get("patch_points")
+    return ViewCells(
+        stored["descriptors"].float(), stored["points"].float(), stored["pixels"].float(),
+        None if patch_points is None else patch_points.float(),
+    )  # fmt: skip
 
 
 def _local_std(grey: torch.Tensor) -> torch.Tensor:
@@ -428,28 +471,10 @@ def triangulated_distances(views: List[RawView], c2ws: np.ndarray, config: MapIn
                 descriptors[torch.from_numpy(inside)], torch.from_numpy(pixels[inside]).float(), features, radius, 0.6
             )
             observed[inside[found.numpy()], a] = xy.numpy()
-        matched = np.isfinite(observed[..., 0])
-        inlier = matched.copy()
-        information = np.zeros(len(s))
-        for step in range(6):
-            information[:] = 0.0
-            gradient = np.zeros(len(s))
-            for a, j in enumerate(neighbours):
-                K = views[j].full_K
-                here, _, _ = project(origin + rays * s[:, None], c2ws[j], K)
-                h = 1e-4 * s
-                there, _, _ = project(origin + rays * (s + h)[:, None], c2ws[j], K)
-                jacobian = (there - here) / h[:, None]  # (M, 2) pixels per unit distance
-                residual = np.nan_to_num(observed[:, a] - here)
-                if step >= 2:
-                    inlier[:, a] = matched[:, a] & (
-                        np.linalg.norm(residual, axis=1) <= config.triangulation_max_error_px
-                    )
-                use = inlier[:, a]
-                information += np.where(use, (jacobian**2).sum(1), 0.0)
-                gradient += np.where(use, (jacobian * residual).sum(1), 0.0)
-            update = np.where(information > 0, gradient / np.maximum(information, 1e-12), 0.0)
-            s = np.maximum(s + np.clip(update, -0.2 * s, 0.2 * s), 1e-6)
+        cameras = [(views[j].full_K, *opengl_c2w_to_opencv_w2c(c2ws[j])) for j in neighbours]
+        s, inlier, information = distances_along_rays(
+            origin, rays, s, observed, cameras, config.triangulation_max_error_px
+        )
         sigma = 0.5 / np.sqrt(np.maximum(information, 1e-12)) / s
         good = (inlier.sum(1) >= config.triangulation_min_views) & (sigma <= config.max_depth_sigma)
         distance[ys[good], xs[good]] = s[good]
@@ -526,20 +551,41 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
     cams = crossfire_map.train_cameras
     sizes = np.stack([cams.width[:, 0].numpy(), cams.height[:, 0].numpy()], axis=1).astype(np.int64)
     Ks = np.stack([crossfire_map.training_intrinsics(int(w), int(h), i) for i, (w, h) in enumerate(sizes)])
-    stats = {
-        "seconds": time.perf_counter() - start,
-        "renders": renderer.num_renders,
-        "render_seconds": renderer.seconds,
-        "cells": total,
-        "cells_basic": kept_basic,
-        "cells_kept": kept,
-    }
+    index = MapIndex(c2ws, Ks, sizes, np.array([int(v.cell) for v in raw], dtype=np.int64), views, key or {}, {}, fine)
+    if config.patch_triangulate and kept:
+        index.stats["cells_patch_triangulated"] = _patch_triangulate(crossfire_map, index, config)
+    index.stats.update(
+        {
+            "seconds": time.perf_counter() - start,
+            "renders": renderer.num_renders,
+            "render_seconds": renderer.seconds,
+            "cells": total,
+            "cells_basic": kept_basic,
+            "cells_kept": kept,
+        }
+    )
     if config.triangulate:
-        stats["cells_triangulated"] = triangulated_cells
-    cell_px = np.array([int(v.cell) for v in raw], dtype=np.int64)
+        index.stats["cells_triangulated"] = triangulated_cells
     if fine:
-        stats["fine_cells"] = sum(len(v.points) for v in fine)
-    return MapIndex(c2ws, Ks, sizes, cell_px, views, key or {}, stats, fine)
+        index.stats["fine_cells"] = sum(len(v.points) for v in fine)
+    return index
+
+
+def _patch_triangulate(crossfire_map, index: MapIndex, config: MapIndexConfig) -> int:
+    """``patch_triangulation.patch_triangulated_points`` of ``index`` as its views' ``patch_points`` (in place);
+    returns how many cells moved."""
+    from crossfire_ns.localize.patch_triangulation import patch_triangulated_points, training_greys
+
+    greys = training_greys(crossfire_map, config.patch_radius_px, config.patch_smoothing_px)
+    points, moved = patch_triangulated_points(
+        index, greys, config.patch_radius_px, config.patch_min_contrast, config.patch_min_ncc,
+        config.patch_triangulation_views, config.patch_search_px, config.patch_max_error_px,
+        config.triangulation_min_views, config.patch_max_depth_sigma,
+        progress=lambda views: track(views, description="Placing index points by patches", transient=True),
+    )  # fmt: skip
+    for cells, placed in zip(index.views, points):
+        cells.patch_points = placed
+    return moved
 
 
 def index_key(crossfire_map, config: MapIndexConfig) -> Dict[str, Any]:
@@ -581,6 +627,7 @@ def load_or_build_index(crossfire_map, config: Optional[MapIndexConfig] = None, 
         f"Map index: {len(index)} views, {s['cells_kept']} of {s['cells']} cells trusted "
         f"({s['cells_basic']} before the depth check"
         + (f", {s['cells_triangulated']} triangulated" if "cells_triangulated" in s else "")
+        + (f", {s['cells_patch_triangulated']} placed by patches" if "cells_patch_triangulated" in s else "")
         + f"), {s['seconds']:.0f} s"
     )
     if s.get("cells_triangulated") == 0:

@@ -140,6 +140,7 @@ def test_overlapping_views_are_those_that_see_what_the_image_sees_not_the_neares
 
 def test_index_round_trips_through_its_file(tmp_path):
     index = _index()
+    index.views[0].patch_points = index.views[0].points + 0.01
     path = tmp_path / INDEX_FILE
     index.save(path)
     loaded = MapIndex.load(path)
@@ -148,6 +149,8 @@ def test_index_round_trips_through_its_file(tmp_path):
     for a, b in zip(loaded.views, index.views):
         assert torch.allclose(a.points, b.points)
         assert torch.allclose(a.descriptors, b.descriptors, atol=2e-3)  # stored as float16
+    assert torch.equal(loaded.views[0].patch_points, index.views[0].patch_points)
+    assert all(v.patch_points is None for v in loaded.views[1:])  # none placed: the patch rounds use ``points``
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -168,6 +171,8 @@ def test_index_is_stored_beside_the_map_reused_and_rebuilt_when_settings_change(
     assert path.stat().st_mtime_ns == stamp and again.key == built.key  # reused, not rebuilt
     for a, b in zip(again.views, built.views):  # what a later run loads is exactly what this one matched against
         assert torch.equal(a.descriptors, b.descriptors) and torch.equal(a.points, b.points)
+        assert torch.equal(a.patch_points, b.patch_points)
+    assert "cells_patch_triangulated" in built.stats
     load_or_build_index(loaded, MapIndexConfig(triangulate=False, consistency=0.1))
     assert "rebuilding" in capsys.readouterr().out
     path.write_bytes(b"not an index")

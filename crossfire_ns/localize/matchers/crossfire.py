@@ -28,7 +28,8 @@ from crossfire_ns.localize.matchers.feature import (
     localized,
 )
 from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours, two_level_guided_matches
-from crossfire_ns.localize.patch_alignment import align_patches, local_contrast, smoothed_grey
+from crossfire_ns.localize.patch_alignment import align_patches, smoothed_grey
+from crossfire_ns.localize.patch_triangulation import training_greys
 from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
 
@@ -344,7 +345,7 @@ class CrossfireMatcher(FeatureMatcher):
             return index
 
         def moved(cells: List[ViewCells]) -> List[ViewCells]:
-            return [ViewCells(c.descriptors.to(device), c.points, c.pixels) for c in cells]
+            return [replace(c, descriptors=c.descriptors.to(device)) for c in cells]
 
         # cached beside the index itself (same map, same lifetime): id() names that cached object
         return self.crossfire_map.cached(
@@ -617,13 +618,7 @@ class CrossfireMatcher(FeatureMatcher):
 
     def _training_grey(self, view: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Training image ``view`` as (H, W) grey levels (0-1), and its patch contrast (``local_contrast``)."""
-        radius, sigma = self.config.patch_radius_px, self.config.patch_smoothing_px
-
-        def build():
-            greys = [smoothed_grey(image, sigma) for image in self.crossfire_map.training_images()]
-            return [(grey, local_contrast(grey, radius)) for grey in greys]
-
-        return self.crossfire_map.cached(("training_grey", radius, sigma), build)[view]
+        return training_greys(self.crossfire_map, self.config.patch_radius_px, self.config.patch_smoothing_px)[view]
 
     def _query_grey(self, image: np.ndarray) -> torch.Tensor:
         """The query (H, W, 3) uint8 as the patch rounds compare it: (H, W) grey levels (0-1), ``smoothed_grey``."""
@@ -643,7 +638,7 @@ class CrossfireMatcher(FeatureMatcher):
         points3d, points2d, searched = [], [], 0
         for view in views:
             cells = index.views[view]
-            points = cells.points.numpy().astype(np.float64)
+            points = (cells.points if cells.patch_points is None else cells.patch_points).numpy().astype(np.float64)
             _, keep = _projected_inside(points, c2w, K, grey.shape, margin=margin)
             view_grey, contrast = self._training_grey(view)
             width, height = (float(x) for x in index.sizes[view])
