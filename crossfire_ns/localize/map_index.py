@@ -46,6 +46,9 @@ INDEX_VERSION = 3
 INDEX_FILE = "crossfire_index.pt"
 """File name of the stored index, beside the map's config.yml."""
 
+SAMPLED_CELLS = 8192
+"""About how many index cells ``MapIndex.covisible_views`` projects per call (evenly sampled; all below this)."""
+
 MIN_TEXTURE = 2.0 / 255.0
 """Cells whose grey-level standard deviation (5x5 training pixels) is below this are never matched."""
 
@@ -208,20 +211,54 @@ class MapIndex:
         owners = np.concatenate([np.full(len(v.points), i, dtype=np.int64) for i, v in enumerate(self.views)])
         return points, owners
 
+    @cached_property
+    def _sampled_cells(self):
+        """``_all_cells``, every n-th, at most about ``SAMPLED_CELLS``: enough to rank views by what they see, at a
+        fraction of the cost per query."""
+        points, owners = self._all_cells
+        step = max(1, int(np.ceil(len(points) / SAMPLED_CELLS)))
+        return points[::step], owners[::step]
+
+    def _cells_seen(
+        self, c2w: np.ndarray, K: np.ndarray, size, max_angle_deg: Optional[float] = None, sampled: bool = False
+    ) -> np.ndarray:
+        """(N,) per view, how many of its cells project into an image of ``size`` (width, height) taken with ``K`` at
+        ``c2w``; with ``max_angle_deg``, only those that camera sees from within this angle of the direction their own
+        view sees them from (cells on the far side of an object, hidden from that camera, do not count); ``sampled``:
+        of ``_sampled_cells`` only."""
+        points, owners = self._sampled_cells if sampled else self._all_cells
+        pixels, _, in_front = project(points, c2w, K)
+        width, height = size
+        inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+        if max_angle_deg is not None:
+            seen = points[inside] - np.asarray(c2w, dtype=np.float64)[:3, 3]
+            own = points[inside] - self.c2ws[owners[inside], :3, 3]
+            norms = np.linalg.norm(seen, axis=1) * np.linalg.norm(own, axis=1)
+            cosine = np.einsum("nd,nd->n", seen, own) / np.maximum(norms, 1e-12)
+            inside[np.flatnonzero(inside)] = cosine >= np.cos(np.radians(max_angle_deg))
+        return np.bincount(owners[inside], minlength=len(self.views))
+
     def overlapping_views(self, c2w: np.ndarray, K: np.ndarray, size, k: int) -> List[int]:
         """The (at most) k training views with the most cells that project into an image of ``size`` (width, height)
         taken with ``K`` at ``c2w`` (normalised frame), most first, ties in ``nearest_views`` order; views with none
         are left out. The views that see what that image sees: in an inside-out scene the nearest camera may look
         elsewhere."""
-        points, owners = self._all_cells
-        pixels, _, in_front = project(points, c2w, K)
-        width, height = size
-        inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
-        counts = np.bincount(owners[inside], minlength=len(self.views))
+        counts = self._cells_seen(c2w, K, size)
         rank = np.empty(len(self.views), dtype=np.int64)
         rank[self.nearest_views(c2w, len(self.views))] = np.arange(len(self.views))
         order = np.lexsort((rank, -counts))
         return [int(i) for i in order[:k] if counts[i] > 0]
+
+    def covisible_views(
+        self, c2w: np.ndarray, K: np.ndarray, size, k: int, max_angle_deg: float, min_share: float
+    ) -> List[int]:
+        """The (at most) k ``nearest_views`` of ``c2w`` among those that see at least ``min_share`` as many of that
+        image's cells as the view that sees most (``_cells_seen`` with ``max_angle_deg``): near views share the query's
+        appearance, but in an inside-out scene the nearest camera may look elsewhere."""
+        counts = self._cells_seen(c2w, K, size, max_angle_deg, sampled=True)
+        if counts.max(initial=0) == 0:
+            return []
+        return [v for v in self.nearest_views(c2w, len(self.views)) if counts[v] >= min_share * counts.max()][:k]
 
     def save(self, path: Path) -> None:
         """Write atomically (a crash leaves the old file or none, never half of one)."""

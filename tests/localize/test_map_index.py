@@ -138,6 +138,27 @@ def test_overlapping_views_are_those_that_see_what_the_image_sees_not_the_neares
     assert index.overlapping_views(query, K, (W, H), 3) == [0, 2]  # view 1 sees nothing of it: left out
 
 
+def test_covisible_views_are_the_nearest_of_those_that_see_the_same_side_of_what_the_image_sees():
+    """A wall at y = 5 seen from the front by views 0 (far) and 3 (near), from behind by view 2, and not at all by
+    view 1 (turned away); the query stands in front of it."""
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 6), np.linspace(-1, 1, 4)), -1).reshape(-1, 2)
+    wall = np.stack([0.3 + grid[:, 0], np.full(len(grid), 5.0), grid[:, 1]], 1)
+    east = np.stack([np.full(len(grid), 5.0), grid[:, 0], grid[:, 1]], 1)
+    c2ws = np.stack([
+        look_at([0.3, -1.5, 0], [0.3, 5, 0]), look_at([0.3, 0, 0], [5, 0.3, 0]), look_at([0.3, 10, 0], [0.3, 5, 0]),
+        look_at([0.3, -0.5, 0], [0.3, 5, 0]),
+    ])  # fmt: skip
+    views = [
+        ViewCells(torch.zeros(len(p), 4), torch.from_numpy(p).float(), torch.zeros(len(p), 2))
+        for p in (wall, east, wall, wall)
+    ]
+    index = MapIndex(c2ws, np.repeat(K[None], 4, 0), np.tile([W, H], (4, 1)), np.ones(4, int), views)
+    query = look_at([0.3, 0, 0], [0.3, 5, 0])
+    assert 2 in index.overlapping_views(query, K, (W, H), 4)  # its cells land in the image, from behind
+    assert index.covisible_views(query, K, (W, H), 4, max_angle_deg=30.0, min_share=0.5) == [3, 0]
+    assert index.covisible_views(query, K, (W, H), 1, max_angle_deg=30.0, min_share=0.5) == [3]
+
+
 def test_index_round_trips_through_its_file(tmp_path):
     index = _index()
     index.views[0].patch_points = index.views[0].points + 0.01

@@ -93,9 +93,19 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """...and this share of its view's matches as inliers."""
     index_refine_views: int = 4
     """Index refinement: the training views nearest the coarse estimate whose cells are matched, guided, in the query."""
-    index_refine_view_choice: Literal["overlap", "nearest"] = "nearest"
+    index_refine_view_choice: Literal["overlap", "covisible", "nearest"] = "covisible"
     """Which training views the refinement (and the held-out check) takes at an estimate: overlap (those with the
-    most index cells projected into the query there) or nearest (closest camera centre and viewing direction)."""
+    most index cells projected into the query there), nearest (closest camera centre and viewing direction) or
+    covisible (the nearest among the views that see at least ``index_covisible_share`` as many of the query's cells
+    as the one that sees most, counting only cells seen from within ``index_covisible_angle_deg`` of their view's
+    line of sight). Covisible by default: in the inside-out held-out room the nearest views often look elsewhere (a
+    coarse pose 0.8 deg off found 7 matches among 76 cells), and on the bundled scene and fern it changes next to
+    nothing (BENCHMARKS.md, session 18)."""
+    index_covisible_angle_deg: float = 30.0
+    """``index_refine_view_choice`` covisible: the largest angle between the query's and a view's line of sight to a
+    cell for the cell to count towards that view."""
+    index_covisible_share: float = 0.5
+    """``index_refine_view_choice`` covisible: the share of the best view's count a view needs to be chosen."""
     index_refine_radius_px: Tuple[float, ...] = (12.0, 6.0, 3.0)
     """Index refinement rounds: each searches a cell's match within this many query pixels of where the current
     estimate projects its 3D point (sub-pixel peak), then re-solves the pose (the first wide enough for a coarse pose
@@ -549,9 +559,16 @@ class CrossfireMatcher(FeatureMatcher):
         """The ``k`` (default ``index_refine_views``) training views whose cells the refinement matches at ``c2w``
         (``index_refine_view_choice``)."""
         k = self.config.index_refine_views if k is None else k
-        if self.config.index_refine_view_choice == "nearest":
+        choice = self.config.index_refine_view_choice
+        if choice == "nearest":
             return index.nearest_views(c2w, k)
-        return index.overlapping_views(c2w, K, (image_shape[1], image_shape[0]), k)
+        size = (image_shape[1], image_shape[0])
+        if choice == "covisible":
+            config = self.config
+            return index.covisible_views(
+                c2w, K, size, k, config.index_covisible_angle_deg, config.index_covisible_share
+            )
+        return index.overlapping_views(c2w, K, size, k)
 
     def _refine_on_index(
         self,
