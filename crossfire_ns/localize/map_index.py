@@ -108,6 +108,10 @@ class MapIndexConfig:
     low-light bundled queries went wrong (BENCHMARKS.md, session 18)."""
     patch_triangulation_views: int = 6
     """Training views (most overlapping first) in which each cell's patch is aligned for ``patch_triangulate``."""
+    patch_triangulation_max_angle_deg: float = 30.0
+    """``patch_triangulate``: views are ranked by how many of the index's cells they see within this angle of the
+    cells' own lines of sight (an orbit's views of the far side see the cells' backs, where no patch matches; on the
+    bundled scene 10534 -> 30343 cells placed, lighting 0.057 -> 0.036 deg, BENCHMARKS.md, session 18)."""
     patch_radius_px: int = 4
     """``patch_triangulate``: half-size of the square patch compared (4: 9 x 9 training pixels, as the patch rounds)."""
     patch_smoothing_px: float = 1.0
@@ -238,12 +242,15 @@ class MapIndex:
             inside[np.flatnonzero(inside)] = cosine >= np.cos(np.radians(max_angle_deg))
         return np.bincount(owners[inside], minlength=len(self.views))
 
-    def overlapping_views(self, c2w: np.ndarray, K: np.ndarray, size, k: int) -> List[int]:
+    def overlapping_views(
+        self, c2w: np.ndarray, K: np.ndarray, size, k: int, max_angle_deg: Optional[float] = None
+    ) -> List[int]:
         """The (at most) k training views with the most cells that project into an image of ``size`` (width, height)
         taken with ``K`` at ``c2w`` (normalised frame), most first, ties in ``nearest_views`` order; views with none
         are left out. The views that see what that image sees: in an inside-out scene the nearest camera may look
-        elsewhere."""
-        counts = self._cells_seen(c2w, K, size)
+        elsewhere. ``max_angle_deg``: count only the cells seen from that close to their own view's line of sight
+        (``_cells_seen``)."""
+        counts = self._cells_seen(c2w, K, size, max_angle_deg)
         rank = np.empty(len(self.views), dtype=np.int64)
         rank[self.nearest_views(c2w, len(self.views))] = np.arange(len(self.views))
         order = np.lexsort((rank, -counts))
@@ -617,7 +624,7 @@ def _patch_triangulate(crossfire_map, index: MapIndex, config: MapIndexConfig) -
     points, moved = patch_triangulated_points(
         index, greys, config.patch_radius_px, config.patch_min_contrast, config.patch_min_ncc,
         config.patch_triangulation_views, config.patch_search_px, config.patch_max_error_px,
-        config.triangulation_min_views, config.patch_max_depth_sigma,
+        config.triangulation_min_views, config.patch_max_depth_sigma, config.patch_triangulation_max_angle_deg,
         progress=lambda views: track(views, description="Placing index points by patches", transient=True),
     )  # fmt: skip
     for cells, placed in zip(index.views, points):

@@ -10,7 +10,7 @@ where its patch lies in its neighbours: the structure-based peer's triangulation
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -48,13 +48,15 @@ def patch_triangulated_points(
     max_error_px: float,
     min_views: int,
     max_sigma: float,
+    max_angle_deg: Optional[float] = None,
     progress: Callable[[range], Iterable[int]] = lambda views: views,
 ) -> Tuple[List[torch.Tensor], int]:
     """Each index view's (M, 3) points, those of its textured cells moved along their rays by NCC triangulation.
 
     For view v's cells whose patch contrast is at least ``min_contrast``, the patch of v's grey image
     (``greys[v]``, ``training_greys``) is searched (``align_patches``, within ``search_px`` of where the current point
-    projects) in the ``num_views`` training views that see most of the index's cells from v's pose; matches under
+    projects) in the ``num_views`` training views that see most of the index's cells from v's pose (counting only
+    cells they see within ``max_angle_deg`` of v's line of sight, ``MapIndex.overlapping_views``); matches under
     ``min_ncc`` are dropped; then ``distances_along_rays`` with ``max_error_px``. A point moves when at least
     ``min_views`` matches agree with it and its distance is uncertain by at most ``max_sigma`` of itself for matches
     good to a tenth of a pixel; other points stay as they were. ``index`` is a ``map_index.MapIndex``; ``progress``
@@ -79,7 +81,8 @@ def patch_triangulated_points(
         distance = np.linalg.norm(seed - origin, axis=1)
         rays = (seed - origin) / np.maximum(distance, 1e-12)[:, None]
         size = tuple(index.sizes[v])
-        others = [j for j in index.overlapping_views(index.c2ws[v], index.Ks[v], size, num_views + 1) if j != v]
+        ranked = index.overlapping_views(index.c2ws[v], index.Ks[v], size, num_views + 1, max_angle_deg)
+        others = [j for j in ranked if j != v]
         others = others[:num_views]
         observed = np.full((len(rich), len(others), 2), np.nan)
         cameras = []

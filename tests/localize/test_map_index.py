@@ -155,6 +155,7 @@ def test_covisible_views_are_the_nearest_of_those_that_see_the_same_side_of_what
     index = MapIndex(c2ws, np.repeat(K[None], 4, 0), np.tile([W, H], (4, 1)), np.ones(4, int), views)
     query = look_at([0.3, 0, 0], [0.3, 5, 0])
     assert 2 in index.overlapping_views(query, K, (W, H), 4)  # its cells land in the image, from behind
+    assert index.overlapping_views(query, K, (W, H), 4, max_angle_deg=30.0) == [3, 0]  # equal counts: nearest first
     assert index.covisible_views(query, K, (W, H), 4, max_angle_deg=30.0, min_share=0.5) == [3, 0]
     assert index.covisible_views(query, K, (W, H), 1, max_angle_deg=30.0, min_share=0.5) == [3]
 
