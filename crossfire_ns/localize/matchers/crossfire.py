@@ -92,7 +92,8 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     early_exit_ratio: float = 0.3
     """...and this share of its view's matches as inliers."""
     index_refine_views: int = 4
-    """Index refinement: the training views nearest the coarse estimate whose cells are matched, guided, in the query."""
+    """Index refinement: how many training views (``index_refine_view_choice``) have their cells matched, guided, in the
+    query at each estimate."""
     index_refine_view_choice: Literal["overlap", "covisible", "nearest"] = "covisible"
     """Which training views the refinement (and the held-out check) takes at an estimate: overlap (those with the
     most index cells projected into the query there), nearest (closest camera centre and viewing direction) or
@@ -581,9 +582,9 @@ class CrossfireMatcher(FeatureMatcher):
         fine: bool = False,
         diagnose: bool = True,
     ):
-        """Cells of the training views nearest ``c2w``, matched in the query near where ``c2w`` projects them
-        (``fine``: the index's 1-pixel cells, and no per-view disagreement or centre uncertainty: NaN; not
-        ``diagnose``: no per-view disagreement, which costs a PnP per view).
+        """Cells of the refinement views at ``c2w`` (``refine_views``), matched in the query near where ``c2w``
+        projects them (``fine``: the index's 1-pixel cells, and no per-view disagreement or centre uncertainty: NaN;
+        not ``diagnose``: no per-view disagreement, which costs a PnP per view).
 
         Returns (PnPResult, matches, cells projected into the query, per-view disagreement in degrees: the largest
         rotation between the joint pose and the pose from one view's matches alone, NaN when fewer than two views
@@ -644,7 +645,7 @@ class CrossfireMatcher(FeatureMatcher):
         )
 
     def _align_patches(self, index: MapIndex, grey: torch.Tensor, K, c2w: np.ndarray, search: int):
-        """The most contrasted trusted cells of the training views nearest ``c2w``, each found in the query (``grey``
+        """The most contrasted trusted cells of the refinement views at ``c2w``, each found in the query (``grey``
         (H, W), ``_query_grey``) by normalised cross-correlation of its training patch
         (``patch_alignment.align_patches``) from where ``c2w`` projects it, within ``search`` pixels; then PnP.
         Returns (PnPResult, matches, cells searched)."""
