@@ -30,11 +30,20 @@ def training_greys(crossfire_map, radius: int, sigma: float) -> List[Tuple[torch
     return crossfire_map.cached(("training_grey", radius, sigma), build)
 
 
-def _camera(index, view: int, grey: torch.Tensor):
+def view_camera(index, view: int, grey: torch.Tensor):
     """(K at the grey image's resolution, R, t) of training ``view`` (OpenCV), and the (sx, sy) pixel scale."""
     width, height = (float(x) for x in index.sizes[view])
     sx, sy = grey.shape[1] / width, grey.shape[0] / height
     return (scale_intrinsics(index.Ks[view], sx, sy), *opengl_c2w_to_opencv_w2c(index.c2ws[view])), (sx, sy)
+
+
+def cell_contrast(pixels: np.ndarray, contrast: torch.Tensor, scale) -> np.ndarray:
+    """(N,) patch contrast (``local_contrast`` map (H, W)) at cells' (N, 2) training pixels scaled by ``scale``
+    (sx, sy) to the grey image (the pixel each falls in, clipped to the image)."""
+    at = pixels * np.asarray(scale)
+    col = np.clip(at[:, 0].astype(np.int64), 0, contrast.shape[1] - 1)
+    row = np.clip(at[:, 1].astype(np.int64), 0, contrast.shape[0] - 1)
+    return contrast[torch.from_numpy(row), torch.from_numpy(col)].numpy()
 
 
 def patch_triangulated_points(
@@ -69,11 +78,8 @@ def patch_triangulated_points(
         points = cells.points.numpy().astype(np.float64)
         out.append(cells.points)
         grey, contrast = greys[v]
-        camera, (sx, sy) = _camera(index, v, grey)
-        at = cells.pixels.numpy() * [sx, sy]
-        col = np.clip(at[:, 0].astype(np.int64), 0, grey.shape[1] - 1)
-        row = np.clip(at[:, 1].astype(np.int64), 0, grey.shape[0] - 1)
-        rich = np.flatnonzero(contrast[torch.from_numpy(row), torch.from_numpy(col)].numpy() >= min_contrast)
+        camera, scale = view_camera(index, v, grey)
+        rich = np.flatnonzero(cell_contrast(cells.pixels.numpy(), contrast, scale) >= min_contrast)
         if len(rich) == 0:
             continue
         origin = -camera[1].T @ camera[2]
@@ -88,7 +94,7 @@ def patch_triangulated_points(
         cameras = []
         for a, j in enumerate(others):
             other = greys[j][0]
-            K, R, t = _camera(index, j, other)[0]
+            K, R, t = view_camera(index, j, other)[0]
             cameras.append((K, R, t))
             pixels, cam = project_points(seed, K, R, t)
             margin = radius + search_px + 2

@@ -29,7 +29,7 @@ from crossfire_ns.localize.matchers.feature import (
 )
 from crossfire_ns.localize.matching import guided_matches, mutual_nearest_neighbours, two_level_guided_matches
 from crossfire_ns.localize.patch_alignment import align_patches, smoothed_grey
-from crossfire_ns.localize.patch_triangulation import training_greys
+from crossfire_ns.localize.patch_triangulation import cell_contrast, training_greys, view_camera
 from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
 
@@ -659,13 +659,8 @@ class CrossfireMatcher(FeatureMatcher):
             points = (cells.points if cells.patch_points is None else cells.patch_points).numpy().astype(np.float64)
             _, keep = _projected_inside(points, c2w, K, grey.shape, margin=margin)
             view_grey, contrast = self._training_grey(view)
-            width, height = (float(x) for x in index.sizes[view])
-            sx, sy = view_grey.shape[1] / width, view_grey.shape[0] / height
-            at = cells.pixels.numpy()[keep] * [sx, sy]
-            col = np.clip(at[:, 0].astype(np.int64), 0, view_grey.shape[1] - 1)
-            row = np.clip(at[:, 1].astype(np.int64), 0, view_grey.shape[0] - 1)
-            spread = contrast[torch.from_numpy(row), torch.from_numpy(col)].numpy()
-            rich = spread >= config.patch_min_contrast
+            (K_view, R_view, t_view), scale = view_camera(index, view, view_grey)
+            rich = cell_contrast(cells.pixels.numpy()[keep], contrast, scale) >= config.patch_min_contrast
             keep = keep[rich]
             budget = max(1, config.patch_max_cells // len(views))
             if len(keep) > budget:  # evenly over the view (the most contrasted patches straddle occlusion edges)
@@ -673,8 +668,6 @@ class CrossfireMatcher(FeatureMatcher):
             if len(keep) == 0:
                 continue
             searched += len(keep)
-            K_view = scale_intrinsics(index.Ks[view], sx, sy)
-            R_view, t_view = opengl_c2w_to_opencv_w2c(index.c2ws[view])
             xy, score, ok = align_patches(
                 grey, view_grey, K_view, R_view, t_view, points[keep], K, R_query, t_query, config.patch_radius_px,
                 search,
