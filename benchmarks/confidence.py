@@ -16,7 +16,7 @@ scenes are for reporting.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -67,7 +67,9 @@ class Collect:
     label: str = ""
     """Scene label written in every row (default: the map's experiment folder)."""
     matcher: CrossfireMatcherConfig = field(default_factory=CrossfireMatcherConfig)
-    """The localizer's settings (ns-localize's defaults); its confidence floors are switched off here. Pass
+    """The localizer's settings (ns-localize's defaults); every pose found is reported here (``report_unconfirmed``:
+    ``summary`` applies the floors to the recorded figures), while the floors still decide which queries go on to
+    ``index_retry_top_k`` retrieved views, as in ns-localize. Pass
     ``--matcher.diagnostic-figures True`` to record the figures no floor reads (view disagreement, held-out views)."""
 
     def main(self) -> None:
@@ -78,7 +80,7 @@ class Collect:
 
         crossfire_map = load_map(self.load_config)
         extent = crossfire_map.camera_extent()
-        matcher = self.matcher.without_floors()
+        matcher = replace(self.matcher, report_unconfirmed=True)
         localizer = MapLocalizer(crossfire_map, matcher)
         localizer.warm_up()
         rows = []

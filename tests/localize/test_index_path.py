@@ -279,3 +279,52 @@ def test_figures_no_floor_reads_are_recorded_only_when_asked_for():
     assert quiet.success and full.success and np.allclose(quiet.c2w, full.c2w)  # the figures cost, never steer
     assert "holdout_coverage" not in quiet.diagnostics and np.isnan(quiet.diagnostics["view_disagreement_deg"])
     assert full.diagnostics["holdout_coverage"] > 0.5 and np.isfinite(full.diagnostics["view_disagreement_deg"])
+
+
+def _index_of(parts) -> MapIndex:
+    """One index from (points, descriptors, view) parts: each view's cells carry their own descriptors."""
+    single = [_index(p, d, [v]) for p, d, v in parts]
+    n = len(parts)
+    views = np.stack([v for _, _, v in parts])
+    return MapIndex(
+        views, np.repeat(K[None], n, 0), np.tile([W, H], (n, 1)), np.ones(n, int), [s.views[0] for s in single]
+    )
+
+
+def _retry_case(**options):
+    """Two retrieved views whose cells match nothing in the query (unrelated descriptors), then the right one."""
+    points, descriptors, views, truth = _scene()
+    unrelated = F.normalize(torch.randn(len(points), D, generator=torch.Generator().manual_seed(7)), dim=1)
+    far = look_at([0.0, -0.2, 0.0], [0, 4, 0])
+    index = _index_of([(points, unrelated, views[0]), (points, unrelated, far), (points, descriptors, views[1])])
+    # the unrelated views see the same points: the contrast check, which reads the refinement views' cells, is off
+    config = CrossfireMatcherConfig(**{**STUB, "index_top_k": 2, "min_contrast": float("-inf"), **options})
+    matcher = _Matcher(config, index, _query_features(points, descriptors, truth))
+    return matcher.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0], far, views[1]]), truth
+
+
+def test_a_query_the_first_retrieved_views_do_not_confirm_goes_on_to_the_further_ones():
+    estimate, truth = _retry_case(index_retry_top_k=3)
+    assert estimate.success, estimate.message
+    assert estimate.diagnostics["retried"] == 1 and estimate.diagnostics["views_tried"] == 3
+    t_err, r_err = c2w_pose_errors(estimate.c2w, truth)
+    assert r_err < 0.3 and t_err < 0.02
+    without, _ = _retry_case(index_retry_top_k=0)  # the first two views alone: an honest failure
+    assert not without.success and without.c2w is None
+
+
+def test_a_confirmed_pose_does_not_pay_for_the_further_views():
+    points, descriptors, views, truth = _scene()
+    matcher = _matcher(_query_features(points, descriptors, truth), index_top_k=1, index_retry_top_k=2)
+    estimate = matcher.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0], views[1]])
+    assert estimate.success and estimate.diagnostics["views_tried"] == 1 and "retried" not in estimate.diagnostics
+
+
+def test_report_unconfirmed_reports_a_doubted_pose_after_the_further_views_were_tried():
+    points, descriptors, views, truth = _scene()
+    options = {"index_top_k": 1, "index_retry_top_k": 2, "min_confidence": 1.01}
+    doubted = _matcher(_query_features(points, descriptors, truth), **options)
+    assert not doubted.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0], views[1]]).success
+    reported = _matcher(_query_features(points, descriptors, truth), report_unconfirmed=True, **options)
+    estimate = reported.estimate(np.zeros((H, W, 3), np.uint8), K, [views[0], views[1]])
+    assert estimate.success and estimate.diagnostics["retried"] == 1 and estimate.diagnostics["views_tried"] == 2

@@ -72,6 +72,11 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """Index path: retrieved training views whose cells the coarse stage matches (each a matching and a PnP, no
     render; the early exit stops sooner); retrieval misranks views in inside-out scenes (BENCHMARKS.md, session 15).
     The render path tries ``top_k``."""
+    index_retry_top_k: int = 16
+    """Index path: when the pose from the first ``index_top_k`` retrieved views is not confirmed (a confidence floor
+    doubts it, or none is found), the coarse stage goes on through the retrieved views up to this many, and the
+    hypotheses of both passes are refined again: only queries the map does not confirm pay for it. Retrieval
+    misranks the views of an inside-out room (BENCHMARKS.md, session 18); <= ``index_top_k``: no second pass."""
     views_per_prior: int = 1
     """Index views matched per prior (its nearest training views): retrieval priors are training views already; a
     lone prior (``--prior poses``, ``sequential``) gets its ``top_k`` nearest views."""
@@ -175,6 +180,9 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     them no better than this share of what was left to gain over a few pixels off (``refine_contrast``,
     ``_index_contrast``: (aligned - shifted) / (1 - shifted), no render): at a wrong pose they land on the wrong
     texture, aligned or not. Chosen on the bundled scene and fern (BENCHMARKS.md, session 13); -inf switches it off."""
+    report_unconfirmed: bool = False
+    """Index path: report a pose the confidence floors doubt as localized anyway (calibration studies,
+    ``benchmarks.confidence collect``); the floors still decide whether ``index_retry_top_k`` views are tried."""
     diagnostic_figures: bool = False
     """Index path: also record the figures no floor reads, for calibration studies (``benchmarks.confidence``):
     ``view_disagreement_deg`` (a PnP per refinement view) and the ``holdout_*`` figures (a guided matching of the
@@ -189,14 +197,15 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     """PnP of the index path: poselib (LO-RANSAC with robust refinement) or opencv (RANSAC P3P, then LM)."""
 
     def without_floors(self) -> "CrossfireMatcherConfig":
-        """These settings with every confidence floor switched off: every pose found is reported (calibration)."""
+        """These settings with every confidence floor switched off: every pose found is reported, and no query
+        goes on to ``index_retry_top_k`` views (``report_unconfirmed`` keeps that second pass)."""
         return replace(
             self, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"), min_contrast=float("-inf")
         )
 
     @property
     def num_priors(self) -> int:
-        return self.index_top_k if self.coarse == "index" else self.top_k
+        return max(self.index_top_k, self.index_retry_top_k) if self.coarse == "index" else self.top_k
 
     @property
     def renders_descriptors(self) -> bool:
@@ -387,18 +396,51 @@ class CrossfireMatcher(FeatureMatcher):
         start = time.perf_counter()
         query = self.prepare_query(image)
         index = self.index_on(query["feature_map"].device)
-        views: List[int] = []
         priors = list(priors)[: config.num_priors]
         # a lone prior (a poses file, the previous frame) is not a training view: try its top_k nearest views
         per_prior = config.views_per_prior if len(priors) > 1 else max(config.views_per_prior, config.top_k)
-        for prior in priors:
+        views: List[int] = []
+        first = 0  # how many of ``views`` come from the first index_top_k priors
+        for number, prior in enumerate(priors):
             for view in index.nearest_views(prior, per_prior):
                 if view not in views:
                     views.append(view)
+            if number < config.index_top_k:
+                first = len(views)
         found: List[Tuple[PnPResult, int, int]] = []
         history: List[int] = []
+        tried, reason = self._coarse_hypotheses(index, query, K, image.shape, views[:first], found, history)
+        estimate, diagnostics, doubt = self._refined(index, query, image, K, found, history, reason, len(tried))
+        estimate.seconds_coarse = time.perf_counter() - start - estimate.seconds_refine
+        untried = [view for view in views if view not in tried]
+        if untried and (doubt or not estimate.success):  # not confirmed: the further retrieved views too
+            first_try = estimate
+            more, reason = self._coarse_hypotheses(index, query, K, image.shape, untried, found, history)
+            estimate, diagnostics, doubt = self._refined(
+                index, query, image, K, found, history, reason, len(tried) + len(more)
+            )
+            diagnostics["retried"] = 1
+            estimate.seconds_refine += first_try.seconds_refine
+            estimate.seconds_coarse = time.perf_counter() - start - estimate.seconds_refine
+        if doubt and not config.report_unconfirmed:
+            estimate = PoseEstimate(
+                False, num_matches=estimate.num_matches, history=history, seconds_coarse=estimate.seconds_coarse,
+                seconds_refine=estimate.seconds_refine, confidence=estimate.confidence, diagnostics=diagnostics,
+                message=f"the map does not confirm the pose ({doubt})",
+            )  # fmt: skip
+        return estimate
+
+    def _coarse_hypotheses(
+        self, index: MapIndex, query: dict, K, image_shape, views: Sequence[int], found: list, history: List[int]
+    ) -> Tuple[List[int], str]:
+        """Match the query's cells against each of ``views``' cells and solve PnP, appending each pose found to
+        ``found`` as (PnP result, matches, view) and each inlier count to ``history``; stops early once a hypothesis
+        is clearly good. Returns the views tried and why the last one failed."""
+        config = self.config
+        tried: List[int] = []
         reason = "no prior given"
         for view in views:
+            tried.append(view)
             cells = index.views[view]
             # a cell covers the same part of the scene in the query as in the view (queries come at about the
             # training focal length, see api.MapLocalizer.max_side_for)
@@ -408,7 +450,7 @@ class CrossfireMatcher(FeatureMatcher):
             idx_v, idx_q = idx_v.cpu(), idx_q.cpu()
             points3d = cells.points[idx_v].numpy().astype(np.float64)
             points2d = pixels[idx_q].numpy().astype(np.float64)
-            result = self._pnp(points3d, points2d, K, config.reprojection_threshold_px, image.shape)
+            result = self._pnp(points3d, points2d, K, config.reprojection_threshold_px, image_shape)
             history.append(result.num_inliers)
             if not result.success:
                 reason = result.message
@@ -418,10 +460,18 @@ class CrossfireMatcher(FeatureMatcher):
                 points3d
             ):
                 break
-        coarse_seconds = time.perf_counter() - start
-        views_tried = len(history)
+        return tried, reason
+
+    def _refined(
+        self, index: MapIndex, query: dict, image: np.ndarray, K, found: list, history: List[int], reason: str,
+        views_tried: int,
+    ) -> Tuple[PoseEstimate, dict, Optional[str]]:  # fmt: skip
+        """The best of the coarse hypotheses ``found``, refined on the index (trial rounds, refinement rounds, patch
+        rounds), with its diagnostics and why the confidence floors doubt it (None: confirmed). ``found`` is left
+        as it was (sorted by inliers)."""
+        config = self.config
         if not found:
-            return PoseEstimate(False, message=reason, history=history, seconds_coarse=coarse_seconds)
+            return PoseEstimate(False, message=reason, history=history), {}, None
         refine_start = time.perf_counter()
         found.sort(key=lambda hypothesis: -hypothesis[0].num_inliers)  # stable: the earlier prior wins a tie
         candidates = found[: max(1, config.index_hypotheses)]
@@ -516,18 +566,11 @@ class CrossfireMatcher(FeatureMatcher):
             if config.render_check:
                 diagnostics.update(self._render_agreement(query, K, estimate.c2w, image.shape))
         estimate.history = history
-        estimate.seconds_coarse = coarse_seconds
         estimate.seconds_refine = time.perf_counter() - refine_start
         estimate.confidence = self.confidence(diagnostics)
         estimate.diagnostics = diagnostics
         doubt = unconfirmed(diagnostics, estimate.confidence, config) if estimate.success else None
-        if doubt:
-            estimate = PoseEstimate(
-                False, num_matches=estimate.num_matches, history=history, seconds_coarse=coarse_seconds,
-                seconds_refine=estimate.seconds_refine, confidence=estimate.confidence, diagnostics=diagnostics,
-                message=f"the map does not confirm the pose ({doubt})",
-            )  # fmt: skip
-        return estimate
+        return estimate, diagnostics, doubt
 
     def _patch_rounds(self, index: MapIndex, image: np.ndarray, K, estimate: PoseEstimate, diagnostics: dict,
                       history: List[int]) -> PoseEstimate:  # fmt: skip
