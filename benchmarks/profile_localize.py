@@ -43,7 +43,7 @@ class ProfileLocalize:
         from crossfire_ns.localize.api import MapLocalizer
         from crossfire_ns.map import load_map
 
-        localizer = MapLocalizer(load_map(self.load_config), self.matcher.without_floors())
+        localizer = MapLocalizer(load_map(self.load_config), self.matcher)
         localizer.warm_up()
         queries, _ = load_query_set(self.query_dir)
         images = [(read_query_image(q), q.K) for q in queries[: self.limit]]
