@@ -75,7 +75,8 @@ class CrossfireMatcherConfig(FeatureMatcherConfig):
     index_retry_top_k: int = 16
     """Index path: when the pose from the first ``index_top_k`` retrieved views is not confirmed (a confidence floor
     doubts it, or none is found), the coarse stage goes on through the retrieved views up to this many, and the
-    hypotheses of both passes are refined again: only queries the map does not confirm pay for it. Retrieval
+    hypotheses of both passes are refined again when the new views add one among the ``index_hypotheses`` best: only
+    queries the map does not confirm pay for it. Retrieval
     misranks the views of an inside-out room (BENCHMARKS.md, session 18); <= ``index_top_k``: no second pass."""
     views_per_prior: int = 1
     """Index views matched per prior (its nearest training views): retrieval priors are training views already; a
@@ -414,13 +415,17 @@ class CrossfireMatcher(FeatureMatcher):
         estimate.seconds_coarse = time.perf_counter() - start - estimate.seconds_refine
         untried = [view for view in views if view not in tried]
         if untried and (doubt or not estimate.success):  # not confirmed: the further retrieved views too
-            first_try = estimate
+            refined_before = [id(hypothesis) for hypothesis in self._candidates(found)]
             more, reason = self._coarse_hypotheses(index, query, K, image.shape, untried, found, history)
-            estimate, diagnostics, doubt = self._refined(
-                index, query, image, K, found, history, reason, len(tried) + len(more)
-            )
-            diagnostics["retried"] = 1
-            estimate.seconds_refine += first_try.seconds_refine
+            views_tried = len(tried) + len(more)
+            if [id(hypothesis) for hypothesis in self._candidates(found)] != refined_before:
+                first_try = estimate
+                estimate, diagnostics, doubt = self._refined(
+                    index, query, image, K, found, history, reason, views_tried
+                )
+                estimate.seconds_refine += first_try.seconds_refine
+            # else: no new hypothesis among those refined, so refining again would repeat the first pass exactly
+            diagnostics.update(retried=1, views_tried=views_tried)
             estimate.seconds_coarse = time.perf_counter() - start - estimate.seconds_refine
         if doubt and not config.report_unconfirmed:
             estimate = PoseEstimate(
@@ -462,19 +467,24 @@ class CrossfireMatcher(FeatureMatcher):
                 break
         return tried, reason
 
+    def _candidates(self, found: list) -> list:
+        """The coarse hypotheses ``found`` that ``_refined`` tries: the ``index_hypotheses`` with most inliers
+        (``found`` is sorted in place, stable: the earlier prior wins a tie)."""
+        found.sort(key=lambda hypothesis: -hypothesis[0].num_inliers)
+        return found[: max(1, self.config.index_hypotheses)]
+
     def _refined(
         self, index: MapIndex, query: dict, image: np.ndarray, K, found: list, history: List[int], reason: str,
         views_tried: int,
     ) -> Tuple[PoseEstimate, dict, Optional[str]]:  # fmt: skip
         """The best of the coarse hypotheses ``found``, refined on the index (trial rounds, refinement rounds, patch
-        rounds), with its diagnostics and why the confidence floors doubt it (None: confirmed). ``found`` is left
-        as it was (sorted by inliers)."""
+        rounds), with its diagnostics and why the confidence floors doubt it (None: confirmed)."""
         config = self.config
         if not found:
-            return PoseEstimate(False, message=reason, history=history), {}, None
+            failed = PoseEstimate(False, message=reason, history=history)
+            return failed, failed.diagnostics, None
         refine_start = time.perf_counter()
-        found.sort(key=lambda hypothesis: -hypothesis[0].num_inliers)  # stable: the earlier prior wins a tie
-        candidates = found[: max(1, config.index_hypotheses)]
+        candidates = self._candidates(found)
         if len(candidates) > 1:  # one round at the first radius each; the most refined inliers wins
             trials, scores = [], []
             last = len(config.index_refine_radius_px) == 1 and config.diagnostic_figures  # the only round
