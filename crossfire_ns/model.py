@@ -252,10 +252,10 @@ class CrossfireModel(NerfactoModel):
     def get_metrics_dict(self, outputs, batch):
         metrics_dict = super().get_metrics_dict(outputs, batch)
         if self._training_batch(batch) and self.config.distill_loss_mult > 0:  # from step 0: full at the warm-up's end
-            self._remember_surface(outputs, batch)
+            self.remember_surface(outputs, batch)
         if not (self.descriptor_loss_active(batch) or self.distill_loss_active(batch) or self.warp_loss_active(batch)):
             return metrics_dict
-        features, warped = self._encode_batch(
+        features, warped = self.encode_batch(
             batch["group_images"], self.warp_loss_active(batch), self.features_for_every_image(batch)
         )
         if self.descriptor_loss_active(batch):
@@ -263,12 +263,12 @@ class CrossfireModel(NerfactoModel):
             metrics_dict["descriptor_loss"] = loss
             metrics_dict.update({f"descriptor_{k}": v for k, v in stats.items()})
         if self.distill_loss_active(batch):
-            distilled = self._distill_loss(batch, features)
+            distilled = self.distill_loss(batch, features)
             if distilled is not None:
                 metrics_dict["distill_loss"] = distilled[0]
                 metrics_dict["distill_match_accuracy"] = distilled[1]["match_accuracy"]
         if warped is not None:
-            loss, stats = self._warp_loss(batch["group_images"], features, *warped)
+            loss, stats = self.warp_loss(batch["group_images"], features, *warped)
             metrics_dict["warp_loss"] = loss
             metrics_dict["warp_match_accuracy"] = stats["dense_match_accuracy"]
         return metrics_dict
@@ -298,7 +298,7 @@ class CrossfireModel(NerfactoModel):
             stats.update(dense_stats)
         return loss, stats
 
-    def _remember_surface(self, outputs, batch) -> None:
+    def remember_surface(self, outputs, batch) -> None:
         """Write this step's opaque rays' expected-depth points into the surface cache."""
         if self.surface_cache is None:
             height, width = batch["group_images"].shape[1:3]
@@ -308,7 +308,7 @@ class CrossfireModel(NerfactoModel):
         opaque = outputs["accumulation"][..., 0].detach() >= self.config.distill_min_accumulation
         self.surface_cache.write(batch["indices"], outputs["ray_points"], outputs["ray_footprint"], opaque, self.step)
 
-    def _distill_loss(self, batch, features: Tensor) -> Optional[Tuple[Tensor, Dict[str, Tensor]]]:
+    def distill_loss(self, batch, features: Tensor) -> Optional[Tuple[Tensor, Dict[str, Tensor]]]:
         """The field at remembered surface points vs the CNN features of the pixels that saw them: those of the
         batch's first ``len(features)`` images (all of them, or the warped ones only)."""
         if self.surface_cache is None:
@@ -324,7 +324,7 @@ class CrossfireModel(NerfactoModel):
         radius = self.config.negative_radius_px * footprints
         return masked_info_nce(descriptors, encoded, points, radius, self.config.descriptor_temperature)
 
-    def _encode_batch(
+    def encode_batch(
         self, images: Tensor, warp: bool, every_image: bool = True
     ) -> Tuple[Tensor, Optional[Tuple[WarpedPairs, Tensor]]]:
         """Augmented CNN features of the batch's images (B, D, h, w) and, when ``warp``, random warps of the first
@@ -341,7 +341,7 @@ class CrossfireModel(NerfactoModel):
         features = self.encoder(self.encoder.augment(torch.cat([encoded, pairs.warped])))
         return features[: encoded.shape[0]], (pairs, features[encoded.shape[0] :])
 
-    def _warp_loss(
+    def warp_loss(
         self, images: Tensor, features: Tensor, pairs: WarpedPairs, warped_features: Tensor
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The CNN against itself across the random warps of the first W ``images``: their ``features`` against

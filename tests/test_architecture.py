@@ -1,6 +1,7 @@
 """Imports run one way: pure helpers -> map -> model/viewer -> localize -> server -> scripts -> benchmarks.
 
-Read from the source with ``ast`` (function-local imports count), so that the layering stays true.
+Read from the source with ``ast`` (function-local imports count), so that the layering stays true. Tests and
+benchmarks use crossfire_ns only through its public names (one test per file, named by its path).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("crossfire_ns", "method_configs", "benchmarks")
@@ -165,3 +168,102 @@ def test_only_scripts_import_scripts():
 def test_the_checker_catches_a_cycle_and_an_upward_import():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer_of("crossfire_ns.localize.run") > layer_of("crossfire_ns.map") > layer_of("crossfire_ns.io.queries")
+
+
+# ------------------------------------------------------------------------------ tests and benchmarks use public names
+
+CHECKED_FOR_PRIVATES = ("benchmarks", "tests")
+"""Folders whose files may use only crossfire_ns's public names: what they need of it, its users need too."""
+
+THIRD_PARTY_PRIVATES = frozenset(
+    {
+        "_start_step",  # nerfstudio's Trainer
+        "_dataparser_outputs",  # nerfstudio's InputDataset
+    }
+)
+"""Private attributes of other projects that tests may read (crossfire_ns's own privates are never allowed)."""
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _on_self(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+
+
+def _defined_names(tree: ast.AST) -> Set[str]:
+    """Names a file defines itself (def, class, assignment targets, ``self._x = ...``): its own privates. Assigning
+    another object's private (``obj._x = ...``, a monkeypatch) defines nothing: that is a use."""
+    found: Set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                for part in ast.walk(target):
+                    if isinstance(part, ast.Name):
+                        found.add(part.id)
+                    elif isinstance(part, ast.Attribute) and _on_self(part):
+                        found.add(part.attr)
+    return found
+
+
+def private_uses(source: str) -> List[Tuple[int, str]]:
+    """(line, name) of each use in ``source`` of a private name of crossfire_ns: ``from crossfire_ns.x import _y``
+    (or a ``_module`` on the way), and ``X._name`` with X not ``self``/``cls`` and ``_name`` neither defined in the
+    same source nor in ``THIRD_PARTY_PRIVATES``."""
+    tree = ast.parse(source)
+    own = _defined_names(tree) | THIRD_PARTY_PRIVATES
+    found: List[Tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "crossfire_ns":
+            parts = node.module.split(".")
+            found += [(node.lineno, f"{node.module} (module)") for part in parts if _is_private(part)][:1]
+            found += [(alias.lineno, alias.name) for alias in node.names if _is_private(alias.name)]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "crossfire_ns" and any(_is_private(part) for part in parts):
+                    found.append((node.lineno, f"{alias.name} (module)"))
+        elif isinstance(node, ast.Attribute) and _is_private(node.attr) and node.attr not in own and not _on_self(node):
+            found.append((node.lineno, node.attr))
+    return sorted(set(found))
+
+
+def _files_checked_for_privates() -> List[Path]:
+    return [p for folder in CHECKED_FOR_PRIVATES for p in sorted((ROOT / folder).rglob("*.py"))]
+
+
+@pytest.mark.parametrize("path", _files_checked_for_privates(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_tests_and_benchmarks_use_only_public_names(path: Path):
+    """Each file is its own test (its path is the test id), so a failure names the files that still reach in."""
+    relative = path.relative_to(ROOT).as_posix()
+    wrong = [f"{relative}:{line}: {name}" for line, name in private_uses(path.read_text(encoding="utf-8"))]
+    assert not wrong, "private names of crossfire_ns (make them public, or test through a public one):\n" + "\n".join(
+        wrong
+    )
+
+
+def test_the_checker_catches_private_imports_and_attributes():
+    source = """
+from crossfire_ns.model import CrossfireModel, _hidden
+from crossfire_ns._internal import thing
+import crossfire_ns.localize._secret
+from numpy import _private_numpy_is_not_ours
+model._encode(x)
+self._fine, cls._fine_too, obj.__dict__, trainer._start_step
+class Fake:
+    def __init__(self):
+        self._kept = 1
+    def _own(self):
+        return other._own(), other._kept
+helper._patched = 1
+"""
+    assert private_uses(source) == [
+        (2, "_hidden"),
+        (3, "crossfire_ns._internal (module)"),
+        (4, "crossfire_ns.localize._secret (module)"),
+        (6, "_encode"),
+        (13, "_patched"),
+    ]

@@ -188,10 +188,10 @@ def test_warp_loss_trains_the_encoder_from_the_first_step(model):
     model.step = 0
     batch = {"group_images": torch.rand(2, 24, 32, 3), "rays_per_image": 4, "indices": torch.zeros(8, 3)}
     assert model.warp_loss_active(batch) and not model.descriptor_loss_active(batch)
-    features, warped = model._encode_batch(batch["group_images"], warp=True)
+    features, warped = model.encode_batch(batch["group_images"], warp=True)
     pairs, warped_features = warped
     assert features.shape[0] == 2 and warped_features.shape[0] == (model.config.warp_images_per_batch or 2)
-    loss, stats = model._warp_loss(batch["group_images"], features, pairs, warped_features)
+    loss, stats = model.warp_loss(batch["group_images"], features, pairs, warped_features)
     assert torch.isfinite(loss) and 0.0 <= float(stats["dense_match_accuracy"]) <= 1.0
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
@@ -209,9 +209,9 @@ def test_the_warm_up_encodes_only_the_warped_images(model, monkeypatch):
         model.encoder, "forward", lambda x, original=model.encoder.forward: seen.append(x.shape[0]) or original(x)
     )
     images = torch.rand(3, 24, 32, 3)
-    features, (pairs, warped_features) = model._encode_batch(images, warp=True, every_image=False)
+    features, (pairs, warped_features) = model.encode_batch(images, warp=True, every_image=False)
     assert seen == [2] and features.shape[0] == 1 and warped_features.shape[0] == 1
-    features, _ = model._encode_batch(images, warp=True)
+    features, _ = model.encode_batch(images, warp=True)
     assert seen == [2, 4] and features.shape[0] == 3
 
 
@@ -278,11 +278,11 @@ def test_distillation_trains_field_and_encoder_from_remembered_surface_points(mo
         "ray_points": torch.rand(images * rays_per_image, 3) * 2 - 1,
         "ray_footprint": torch.full((images * rays_per_image,), 0.01),
     }
-    assert model._distill_loss(batch, torch.zeros(1)) is None  # nothing remembered yet
-    model._remember_surface(outputs, batch)
-    features = model._encode_batch(batch["group_images"], warp=False)[0]
-    assert torch.isfinite(model._distill_loss(batch, features[:1])[0])  # the first image's points only
-    loss, stats = model._distill_loss(batch, features)
+    assert model.distill_loss(batch, torch.zeros(1)) is None  # nothing remembered yet
+    model.remember_surface(outputs, batch)
+    features = model.encode_batch(batch["group_images"], warp=False)[0]
+    assert torch.isfinite(model.distill_loss(batch, features[:1])[0])  # the first image's points only
+    loss, stats = model.distill_loss(batch, features)
     assert torch.isfinite(loss) and 0.0 <= float(stats["match_accuracy"]) <= 1.0
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())

@@ -277,7 +277,7 @@ class CrossfireViewerTools(nn.Module):
         notes: List[str] = []
         try:
             if query_dir is None:
-                query_dir = _metadata_query_dir(poses_path)
+                query_dir = metadata_query_dir(poses_path)
             queries = {}
             if query_dir is not None:
                 try:
@@ -362,7 +362,7 @@ def _move_camera_to(event) -> None:
         event.client.camera.wxyz = event.target.wxyz
 
 
-def _metadata_query_dir(poses_path: Path) -> Optional[Path]:
+def metadata_query_dir(poses_path: Path) -> Optional[Path]:
     """``metadata.query_dir`` of a poses.json, when it names an existing folder."""
     data = json.loads(Path(poses_path).read_text(encoding="utf-8"))
     value = (data.get("metadata") or {}).get("query_dir") if isinstance(data, dict) else None

@@ -3,6 +3,7 @@ folder of bad inputs, and interruption with SIGINT."""
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,9 @@ from PIL import Image
 
 from crossfire_ns.localize.folder import LocalizeError, overlay_name, prepare_output_dir
 from tests.helpers import tiny_map_matcher
+
+REPO = Path(__file__).resolve().parents[2]
+"""The checkout these tests belong to: the gated ns-localize below imports crossfire_ns from it."""
 
 
 def test_output_folder_is_checked_before_anything_runs(tmp_path):
@@ -40,12 +44,10 @@ def test_overlay_names_are_unique_across_subfolders():
 
 # ---------------------------------------------------------------------------------------------- on a trained map
 
-FAST_ARGS = ["--matcher.top-k", "1", "--matcher.iterations", "1", "--matcher.refine-iterations", "0"]
 
-
-def _ns_localize(config, query_dir, out, *extra):
-    return [sys.executable, "-m", "crossfire_ns.scripts.localize", "--load-config", str(config),
-            "--query-dir", str(query_dir), "--output-dir", str(out), *FAST_ARGS, *extra]  # fmt: skip
+def _ns_localize_args(config, query_dir, out):
+    """ns-localize's arguments for the prior-only method: the same on every machine, whatever a tiny map learnt."""
+    return ["--load-config", str(config), "--query-dir", str(query_dir), "--output-dir", str(out), "matcher:prior"]
 
 
 def _rows(out: Path):
@@ -53,9 +55,39 @@ def _rows(out: Path):
         return list(csv.DictReader(handle))
 
 
+GATED_NS_LOCALIZE = """
+import sys
+import time
+from pathlib import Path
+
+from crossfire_ns.localize.api import MapLocalizer
+from crossfire_ns.scripts.localize import entrypoint
+
+gates = Path(sys.argv.pop(1))
+real_localize = MapLocalizer.localize
+calls = 0
+
+
+def gated_localize(self, *args, **kwargs):
+    global calls
+    calls += 1
+    (gates / f"waiting-{calls}").touch()
+    while not (gates / str(calls)).exists():
+        time.sleep(0.05)
+    return real_localize(self, *args, **kwargs)
+
+
+MapLocalizer.localize = gated_localize
+sys.argv[0] = "ns-localize"
+entrypoint()
+"""
+"""ns-localize (arguments: the gate folder, then ns-localize's) whose k-th query waits for the file <gates>/<k>
+before it is localized, after touching <gates>/waiting-<k>: the test says when each query may run."""
+
+
 @pytest.fixture
 def many_queries(bundled_scene, tmp_path):
-    """The scene's 4 queries, each listed three times (12 queries), so a run takes long enough to interrupt."""
+    """The scene's 4 queries, each listed three times (12 queries)."""
     qdir = tmp_path / "many"
     shutil.copytree(bundled_scene / "queries", qdir)
     meta = json.loads((qdir / "transforms.json").read_text())
@@ -73,26 +105,44 @@ def many_queries(bundled_scene, tmp_path):
 @pytest.mark.slow
 def test_sigint_stops_cleanly_and_the_same_command_resumes(trained_map, many_queries, tmp_path):
     out = tmp_path / "out"
-    command = _ns_localize(trained_map[0], many_queries, out)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if (out / "results.csv").is_file() and len(_rows(out)) >= 2:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be interrupted:\n" + process.communicate()[0]
-    process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0]
+    args = _ns_localize_args(trained_map[0], many_queries, out)
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    driver = tmp_path / "gated_ns_localize.py"
+    driver.write_text(GATED_NS_LOCALIZE)
+    log = tmp_path / "interrupted.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    with log.open("w") as sink:
+        process = subprocess.Popen([sys.executable, str(driver), str(gates), *args], stdout=sink, stderr=sink, env=env)
+    try:
+        (gates / "1").touch()
+        (gates / "2").touch()
+        deadline = time.time() + 600  # generous: loading the map and building the retrieval index come first
+        while time.time() < deadline and process.poll() is None and not (gates / "waiting-3").exists():
+            time.sleep(0.05)
+        assert (gates / "waiting-3").exists(), (
+            f"not held at the third query (exit {process.poll()}):\n{log.read_text()}"
+        )
+        assert process.poll() is None and len(_rows(out)) == 2  # two done, the third held at its gate
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log.read_text()
     assert process.returncode == 130, output
     assert "Interrupted after" in output and "resume" in output
+    assert not (gates / "waiting-4").exists()
     done = _rows(out)
-    assert 2 <= len(done) < 12
+    assert len(done) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False and summary["num_queries"] == len(done)
     assert len(json.loads((out / "poses.json").read_text())["frames"]) == len(done)
     assert not list(out.glob(".*.tmp"))
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "crossfire_ns.scripts.localize", *args]  # the same command, ungated
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(done)} of 12 queries reused" in again.stdout.replace("\n", " ")
     summary = json.loads((out / "summary.json").read_text())
@@ -116,7 +166,7 @@ def test_a_different_run_is_refused_and_overwrite_starts_afresh(trained_map, bun
     assert len(_rows(out)) == 2
     assert Localize(**base, matcher=PriorMatcherConfig()).main() == 0  # same run, more queries: resumed
     assert len(_rows(out)) == 4 and json.loads((out / "summary.json").read_text())["reused"] == 2
-    assert Localize(**base, matcher=SiftMatcherConfig(top_k=1, iterations=1, refine_iterations=0)).main() == 2
+    assert Localize(**base, matcher=SiftMatcherConfig()).main() == 2  # another method: refused before it runs
     assert Localize(**base, matcher=PriorMatcherConfig(), overwrite=True).main() == 0
     assert json.loads((out / "summary.json").read_text())["reused"] == 0
 

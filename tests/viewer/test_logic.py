@@ -27,7 +27,7 @@ from crossfire_ns.viewer.cameras import (
 )
 from crossfire_ns.viewer.pca import apply_pca, fit_pca
 from crossfire_ns.viewer.similarity import cosine_similarity_map, similarity_heatmap
-from crossfire_ns.viewer.tools import CrossfireViewerTools, _metadata_query_dir
+from crossfire_ns.viewer.tools import CrossfireViewerTools, metadata_query_dir
 
 # ---------------------------------------------------------------------------------------------- PCA
 
@@ -284,11 +284,11 @@ def test_thumbnails_and_metadata_query_dir(localization, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     assert load_thumbnail(broken) is None and load_thumbnail(tmp_path / "nope.png") is None
-    assert _metadata_query_dir(poses) is None
+    assert metadata_query_dir(poses) is None
     data = json.loads(poses.read_text())
     data["metadata"] = {"query_dir": str(queries_dir)}
     poses.write_text(json.dumps(data))
-    assert _metadata_query_dir(poses) == queries_dir
+    assert metadata_query_dir(poses) == queries_dir
 
 
 def test_frustum_size_follows_the_camera_spread():
