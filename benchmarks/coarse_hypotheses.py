@@ -2,8 +2,9 @@
 matches, and how far it is from the query's final pose where that final pose is right against ground truth.
 
 The coarse stage's early exit and hypothesis trials decide on inlier counts; this says whether inlier counts can tell
-a hypothesis the refinement can rescue (within a few degrees) from one it cannot. It hooks the matcher's PnP calls at
-the coarse threshold (``reprojection_threshold_px``), in the order the views are tried.
+a hypothesis the refinement can rescue (within a few degrees) from one it cannot. It runs the coarse stage
+(``coarse.coarse_hypotheses``, early exit off) on the first-pass retrieved views of each query, as ns-localize prepares
+the query, beside ns-localize's own answer.
 
     python -m benchmarks.coarse_hypotheses --load-config MAP/config.yml --query-dirs Q1 Q2 --output O.csv
 """
@@ -40,47 +41,45 @@ class CoarseHypotheses:
     """The localizer's settings; the early exit and the floors are switched off here."""
 
     def main(self) -> List[dict]:
-        from crossfire_ns.geometry import c2w_pose_errors, opencv_w2c_to_opengl_c2w, rotation_angle_deg
-        from crossfire_ns.io.queries import load_query_set, read_query_image
+        from crossfire_ns.geometry import c2w_pose_errors, rotation_angle_deg
+        from crossfire_ns.io.queries import downscale_to, load_query_set, read_query_image, undistort_if_needed
         from crossfire_ns.localize.api import MapLocalizer
+        from crossfire_ns.localize.coarse import coarse_hypotheses, retrieved_views
+        from crossfire_ns.localize.priors import retrieval_index
+        from crossfire_ns.localize.refine import hypothesis_c2w
         from crossfire_ns.map import load_map
 
         crossfire_map = load_map(self.load_config)
-        config = replace(self.matcher, early_exit_inliers=10**9).without_floors()
+        config = self.matcher.without_floors()
         localizer = MapLocalizer(crossfire_map, config)
         localizer.warm_up()
         matcher = localizer.localizer.matcher
-        hypotheses, finals = [], []
-        pnp, estimate = matcher._pnp, matcher._estimate_from_index
-
-        def recorded_pnp(points3d, points2d, K, threshold, shape):
-            result = pnp(points3d, points2d, K, threshold, shape)
-            if threshold == config.reprojection_threshold_px:  # the coarse stage's threshold
-                hypotheses.append((result, len(points3d)))
-            return result
-
-        def recorded_estimate(*args, **kwargs):
-            finals.append(estimate(*args, **kwargs))
-            return finals[-1]
-
-        matcher._pnp, matcher._estimate_from_index = recorded_pnp, recorded_estimate
+        every_view = replace(config.coarse, early_exit_inliers=10**9)
         rows = []
         for query_dir in self.query_dirs:
             for q in load_query_set(query_dir)[0]:
-                hypotheses.clear()
-                finals.clear()
-                answer = localizer.localize(read_query_image(q), K=q.K)
+                image = read_query_image(q)
+                answer = localizer.localize(image, K=q.K, dist_coeffs=q.dist_coeffs, fisheye=q.fisheye)
                 r_gt = c2w_pose_errors(answer.c2w, q.c2w_gt)[1] if answer.localized else np.inf
-                final = finals[-1] if finals and finals[-1].success and r_gt <= self.right_deg else None
-                for rank, (result, matches) in enumerate(hypotheses):
+                final = crossfire_map.to_normalized(answer.c2w) if answer.localized and r_gt <= self.right_deg else None
+                rgb = undistort_if_needed(image, q.K, q.dist_coeffs, fisheye=q.fisheye)
+                rgb, K = downscale_to(rgb, q.K, localizer.max_side_for(rgb.shape[1], rgb.shape[0], q.K))
+                query = matcher.encode(rgb)
+                index = matcher.index_on(query.device)
+                priors = retrieval_index(crossfire_map).query(rgb, config.num_priors)
+                views = retrieved_views(index, priors, config.retrieval).first
+                coarse = coarse_hypotheses(index, query, K, views, every_view, matcher.solve, config.min_similarity)
+                by_view = {h.view: h for h in coarse.hypotheses}
+                for rank, (view, inliers) in enumerate(zip(coarse.tried, coarse.inlier_counts)):
+                    hypothesis = by_view.get(view)
                     error = np.nan
-                    if result.success and final is not None:
-                        c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)  # normalised frame, as the final pose
-                        error = rotation_angle_deg(c2w[:3, :3].T @ final.c2w[:3, :3])
+                    if hypothesis is not None and final is not None:
+                        error = rotation_angle_deg(hypothesis_c2w(hypothesis)[:3, :3].T @ final[:3, :3])
                     rows.append(
                         {
                             "folder": query_dir.name, "file_path": q.file_path, "rank": rank,
-                            "success": result.success, "inliers": result.num_inliers, "matches": matches,
+                            "success": hypothesis is not None, "inliers": inliers,
+                            "matches": hypothesis.num_matches if hypothesis is not None else np.nan,
                             "final_r_gt": r_gt, "hypothesis_off_deg": error,
                         }
                     )  # fmt: skip

@@ -4,7 +4,7 @@ Step 1 (``collect``) localizes query folders with ground truth with the confiden
 query, the pose error and every figure the method reports (``Localization.diagnostics``). Step 2 (``report``) reads
 such files and, per figure, prints the range over right poses (within 2 deg and 2% of the scene) and over wrong ones
 (beyond 5 deg or 5%), and the threshold that rejects every wrong pose while keeping most right ones; then, per
-scene, how many right poses the matcher's floors (``--matcher.*``, ns-localize's defaults) keep and how many wrong
+scene, how many right poses the matcher's floors (``--matcher.verify.*``, ns-localize's defaults) keep and how many wrong
 ones they still report. Thresholds are chosen on the bundled scene and fern only (the calibration split); held-out
 scenes are for reporting.
 
@@ -43,11 +43,14 @@ def _figures(row: Dict[str, str]) -> Dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in _TEXT and v not in (None, "")}
 
 
-def _confirmed(figures: Dict[str, float], matcher: CrossfireMatcherConfig) -> bool:
-    """Whether ``matcher``'s confidence floors would report a pose with these recorded figures as localized."""
-    from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, unconfirmed
+def confirmed(row: Dict[str, str], matcher: CrossfireMatcherConfig) -> bool:
+    """Whether ``matcher``'s floors (``verify.verdict``, as ns-localize applies them) confirm the pose of a collected
+    row; a row without a pose is not confirmed, and a pose whose figures are missing is an error, never a floor off."""
+    from crossfire_ns.localize.verify import Evidence, verdict
 
-    return unconfirmed(figures, CrossfireMatcher.confidence(figures), matcher) is None
+    if row["status"] != "localized":
+        return False
+    return verdict(Evidence.from_figures(_figures(row)), matcher.verify).confirmed
 
 
 WRONG = (5.0, 0.05)
@@ -67,10 +70,10 @@ class Collect:
     label: str = ""
     """Scene label written in every row (default: the map's experiment folder)."""
     matcher: CrossfireMatcherConfig = field(default_factory=CrossfireMatcherConfig)
-    """The localizer's settings (ns-localize's defaults); every pose found is reported here (``report_unconfirmed``:
-    ``summary`` applies the floors to the recorded figures), while the floors still decide which queries go on to
-    ``index_retry_top_k`` retrieved views, as in ns-localize. Pass
-    ``--matcher.diagnostic-figures True`` to record the figures no floor reads (view disagreement, held-out views)."""
+    """The localizer's settings (ns-localize's defaults); every pose found is reported here
+    (``verify.report_unconfirmed``: ``summary`` applies the floors to the recorded figures), while the floors still
+    decide which queries go on to further retrieved views, as in ns-localize. Pass
+    ``--matcher.verify.diagnostic-figures True`` to record the figures no floor reads."""
 
     def main(self) -> None:
         from crossfire_ns.geometry import c2w_pose_errors
@@ -80,7 +83,7 @@ class Collect:
 
         crossfire_map = load_map(self.load_config)
         extent = crossfire_map.camera_extent()
-        matcher = replace(self.matcher, report_unconfirmed=True)
+        matcher = replace(self.matcher, verify=replace(self.matcher.verify, report_unconfirmed=True))
         localizer = MapLocalizer(crossfire_map, matcher)
         localizer.warm_up()
         rows = []
@@ -147,14 +150,14 @@ class Report:
 
     def floors(self, rows: List[dict]) -> Dict[str, Dict[str, int]]:
         """Per scene, how many right poses the floors keep and how many wrong ones they still report."""
-        table = Table(title="With the floors applied (min_confidence, min_coverage, max_centre_sigma, min_contrast)")
+        table = Table(title="With the floors applied (--matcher.verify.*)")
         for col in ("scene", "found", "right", "right kept", "wrong", "wrong reported", "beyond 5 deg reported"):
             table.add_column(col)
         counts: Dict[str, Dict[str, int]] = {}
         for row in rows:
             diagnostics = _figures(row)
             r_err, t_rel = diagnostics["r_err"], diagnostics["t_rel"]
-            kept = _confirmed(diagnostics, self.matcher)
+            kept = confirmed(row, self.matcher)
             right = r_err <= RIGHT[0] and t_rel <= RIGHT[1]
             wrong = r_err > WRONG[0] or t_rel > WRONG[1]
             c = counts.setdefault(
@@ -199,7 +202,7 @@ class Summary:
                 seconds = float(np.median([float(r["seconds"]) for r in rs]))
                 kept = np.zeros(len(rs), dtype=bool)
                 for i, r in enumerate(rs):
-                    kept[i] = found[i] and _confirmed(_figures(r), self.matcher)
+                    kept[i] = found[i] and confirmed(r, self.matcher)
                 right = (r_err <= RIGHT[0]) & (t_rel <= RIGHT[1])
                 wrong = (r_err > WRONG[0]) | (t_rel > WRONG[1])
                 line = {

@@ -55,12 +55,12 @@ class DescriptorQuality:
 
         from crossfire_ns.geometry import scale_intrinsics
         from crossfire_ns.io.queries import load_query_set, read_query_image, undistort_if_needed
-        from crossfire_ns.localize.matchers import CrossfireMatcherConfig
+        from crossfire_ns.localize.matchers import CrossfireRenderMatcherConfig
         from crossfire_ns.localize.render import MapRenderer
         from crossfire_ns.map import load_map
 
         crossfire_map = load_map(self.load_config)
-        config = CrossfireMatcherConfig(descriptor_source=self.source, min_similarity=self.min_similarity)
+        config = CrossfireRenderMatcherConfig(descriptor_source=self.source, min_similarity=self.min_similarity)
         renderer = MapRenderer(crossfire_map.model, descriptors=config.renders_descriptors)
         matcher = config.setup(model=crossfire_map.model, renderer=renderer)
         queries, _ = load_query_set(self.query_dir)

@@ -32,15 +32,21 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from crossfire_ns.geometry import project_c2w
 from crossfire_ns.io.atomic import write_json_atomic
 from crossfire_ns.localize.map_index import (
+    MapIndex,
     MapIndexConfig,
     confirmed_by_neighbours,
     depth_edges,
     describe_view,
-    project,
     triangulated_distances,
 )
+from crossfire_ns.localize.matchers import CrossfireMatcherConfig
+from crossfire_ns.localize.matching import guided_matches
+from crossfire_ns.localize.pnp import PoseSolver
+from crossfire_ns.localize.query_features import QueryFeatures
+from crossfire_ns.localize.refine import projected_cells, refinement_round, refinement_views, stacked_cells
 from crossfire_ns.localize.render import MapRenderer
 
 CONSOLE = Console(width=120)
@@ -150,44 +156,11 @@ class ErrorBudget:
         CONSOLE.print(table)
         return out
 
-    @staticmethod
-    def _guided_offsets(matcher, index, query, truth, K, image_shape) -> np.ndarray:
-        """(N, 2) offsets (px) of the refinement's guided matches, searched within its last radius around where the
-        true pose projects the cells of its views, from those projections."""
-        from crossfire_ns.localize.matchers.crossfire import _projected_inside, _stacked_cells
-        from crossfire_ns.localize.matching import guided_matches
-
-        config = matcher.config
-        radius = config.index_refine_radius_px[-1]
-        points, descriptors = _stacked_cells(index.views, matcher.refine_views(index, truth, K, image_shape))
-        pixels, keep = _projected_inside(points, truth, K, image_shape, margin=radius + 1)
-        if len(keep) == 0:
-            return np.zeros((0, 2))
-        found, xy, _ = guided_matches(
-            descriptors[torch.from_numpy(keep)], torch.from_numpy(pixels[keep]).float(), query["feature_map"].cpu(),
-            int(np.ceil(radius)), config.min_similarity,
-        )  # fmt: skip
-        return xy.numpy().astype(np.float64) - pixels[keep][found.numpy()]
-
-    @staticmethod
-    def _refined_from_truth(crossfire_map, matcher, index, query, truth, q, image_shape) -> tuple:
-        """(translation, rotation deg) error after the index refinement rounds alone, started at the true pose."""
-        from crossfire_ns.geometry import c2w_pose_errors, opencv_w2c_to_opengl_c2w
-
-        c2w = truth
-        for radius in matcher.config.index_refine_radius_px:
-            result = matcher._refine_on_index(index, query, q.K, c2w, radius, image_shape)[0]
-            if not result.success:
-                return (np.inf, np.inf)
-            c2w = opencv_w2c_to_opengl_c2w(result.R, result.t)
-        return c2w_pose_errors(crossfire_map.to_original(c2w), q.c2w_gt)
-
     def match_budget(self, crossfire_map) -> Dict:
         """Residuals of the query's index matches under the true pose, and the pose from the true pose as prior."""
         from crossfire_ns.geometry import c2w_pose_errors
         from crossfire_ns.io.queries import load_query_set, read_query_image
         from crossfire_ns.localize.api import MapLocalizer
-        from crossfire_ns.localize.matchers import CrossfireMatcherConfig
         from crossfire_ns.localize.matching import mutual_nearest_neighbours
 
         out = {}
@@ -208,19 +181,19 @@ class ErrorBudget:
                 truth = crossfire_map.to_normalized(q.c2w_gt)
                 m = localizer.localizer.matcher
                 index = m.index()
-                query = m.prepare_query(image)
+                query = m.encode(image)
                 view = index.nearest_views(truth, 1)[0]
                 cells = index.views[view]
-                pixels, _, front = project(cells.points.numpy().astype(np.float64), truth, q.K)
-                descriptors, qpix = m._query_cells(query, int(index.cell_px[view]))
+                pixels, _, front = project_c2w(cells.points.numpy().astype(np.float64), truth, q.K)
+                descriptors, qpix = query.cells(int(index.cell_px[view]))
                 iv, iq, _ = mutual_nearest_neighbours(cells.descriptors, descriptors, matcher.min_similarity)
                 r = np.linalg.norm(pixels[iv.numpy()] - qpix[iq].numpy(), axis=1)
                 residuals.append(r)
-                offsets = self._guided_offsets(m, index, query, truth, q.K, image.shape)
+                offsets = guided_offsets(m.config, index, query, truth, q.K)
                 if len(offsets):
                     guided.append(np.linalg.norm(offsets, axis=1))
                     biases.append(float(np.linalg.norm(offsets.mean(axis=0))))
-                refined.append(self._refined_from_truth(crossfire_map, m, index, query, truth, q, image.shape))
+                refined.append(refined_from_truth(crossfire_map, m.config, index, query, truth, q))
                 a = localizer.localize(image, K=q.K, prior=q.c2w_gt)
                 from_truth.append(c2w_pose_errors(a.c2w, q.c2w_gt) if a.localized else (np.inf, np.inf))
                 b = localizer.localize(image, K=q.K)
@@ -236,6 +209,37 @@ class ErrorBudget:
             }  # fmt: skip
             CONSOLE.print(f"[bold]{estimator} depth[/]: {json.dumps(out[estimator])}")
         return out
+
+
+def guided_offsets(
+    config: CrossfireMatcherConfig, index: MapIndex, query: QueryFeatures, truth: np.ndarray, K: np.ndarray
+) -> np.ndarray:
+    """(N, 2) offsets (px) of the refinement's guided matches, searched within its last radius around where the true
+    pose projects the cells of its views, from those projections."""
+    radius = config.refine.radius_px[-1]
+    views = refinement_views(index, truth, K, query.shape, config.refine)
+    points, descriptors = stacked_cells(index.views, views)
+    pixels, keep = projected_cells(points, truth, K, query.shape, margin=radius + 1)
+    if len(keep) == 0:
+        return np.zeros((0, 2))
+    found, xy, _ = guided_matches(
+        descriptors[torch.from_numpy(keep)], torch.from_numpy(pixels[keep]).float(), query.feature_map.cpu(),
+        int(np.ceil(radius)), config.min_similarity,
+    )  # fmt: skip
+    return xy.numpy().astype(np.float64) - pixels[keep][found.numpy()]
+
+
+def refined_from_truth(crossfire_map, config: CrossfireMatcherConfig, index: MapIndex, query: QueryFeatures, truth, q):
+    """(translation, rotation deg) error after the refinement rounds alone, started at the true pose."""
+    from crossfire_ns.geometry import c2w_pose_errors
+
+    c2w, solve = truth, PoseSolver(config.pnp)
+    for radius in config.refine.radius_px:
+        result = refinement_round(index, query, q.K, c2w, radius, config.refine, solve, config.min_similarity)
+        if not result.pnp.success:
+            return (np.inf, np.inf)
+        c2w = result.c2w
+    return c2w_pose_errors(crossfire_map.to_original(c2w), q.c2w_gt)
 
 
 def _residual_stats(residuals: List[np.ndarray], biases: List[float]) -> Dict:

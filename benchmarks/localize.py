@@ -20,7 +20,7 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -60,7 +60,8 @@ class LocalizeJob:
     map_key: str = ""
     """Identity of the map (the train step's key), part of the job's key."""
     matcher_options: Tuple[Tuple[str, Any], ...] = ()
-    """(field, value) pairs of the method's matcher config (ns-localize's ``--matcher.<field>``)."""
+    """(field, value) pairs of the method's matcher config (ns-localize's ``--matcher.<field>``; a nested field as
+    ``group.field``)."""
 
     def argv(self) -> List[str]:
         """Arguments of ``ns-localize`` (map methods) or ``python -m benchmarks.peer`` (the peer)."""
@@ -264,12 +265,10 @@ def run_worker_jobs(jobs: List[dict], load_map=None, run=None) -> int:
 
 def run_job(crossfire_map, job: dict) -> dict:
     """One job's localization on a loaded map, as ``ns-localize`` runs it; returns the summary."""
-    import dataclasses
-
     from crossfire_ns.localize.folder import localize_folder, read_inputs
     from crossfire_ns.localize.matchers import MATCHER_CONFIGS
 
-    matcher = dataclasses.replace(MATCHER_CONFIGS[job["method"]](), **dict(job.get("matcher_options", ())))
+    matcher = with_options(MATCHER_CONFIGS[job["method"]](), job.get("matcher_options", ()))
     inputs = read_inputs(Path(job["query_dir"]))
     return localize_folder(
         crossfire_map,
@@ -287,3 +286,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="benchmarks worker: localization jobs with one map load each")
     parser.add_argument("--jobs-file", type=Path, required=True)
     sys.exit(worker_main(parser.parse_args().jobs_file))
+
+
+def with_options(config, options) -> Any:
+    """``config`` with ``options`` ((name, value) pairs; ``group.field`` names a field of an option group, at any
+    depth) replaced."""
+    for name, value in options:
+        head, _, rest = name.partition(".")
+        value = with_options(getattr(config, head), [(rest, value)]) if rest else value
+        config = replace(config, **{head: value})
+    return config

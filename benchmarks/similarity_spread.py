@@ -33,7 +33,7 @@ def spread_and_hits(
     ``descriptors[v]`` (h, w, D) unit vectors, ``points[v]`` (h, w, 3), ``depths[v]`` (h, w); ``references`` a
     list of (view, y, x).
     """
-    from crossfire_ns.localize.map_index import project
+    from crossfire_ns.geometry import project_c2w
 
     spreads, hits = [], []
     for view, y, x in references:
@@ -44,7 +44,7 @@ def spread_and_hits(
             if other == view:
                 continue
             h, w = depths[other].shape
-            pixel, distance, in_front = project(point, c2ws[other], Ks[other])
+            pixel, distance, in_front = project_c2w(point, c2ws[other], Ks[other])
             u, v = pixel[0]
             if not in_front[0] or not (0 <= u < w and 0 <= v < h):
                 continue

@@ -95,8 +95,7 @@ _HASH_PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's, as in nerfstudio's H
 class GatherHashEncoding(HashEncoding):
     """nerfstudio's torch hash grid with the same table, hash and trilinear weights, its 8 corners gathered in one
     ``index_select`` (backward: one ``index_add_``) instead of 8 ``table[index]`` lookups: the same values up to
-    float rounding; a crossfire-lite training step about 5% faster on CPU (BENCHMARKS.md, session 10; isolated
-    forward + backward timings were too noisy to quote). tcnn encodings are left to tcnn."""
+    float rounding, and faster on CPU. tcnn encodings are left to tcnn."""
 
     def pytorch_fwd(self, in_tensor: Tensor) -> Tensor:
         """(..., 3) in [0, 1] -> (..., num_levels * features_per_level)."""

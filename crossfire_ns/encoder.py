@@ -48,7 +48,7 @@ class FeatureEncoderConfig(InstantiateConfig):
     shading_edges_p: float = 0.0
     """Probability, per training image, of a random multiplicative gain over irregular sharp-edged regions
     (``RandomPlasmaGain``), as when a moved light brightens some faces and darkens others. Off: it made the CNN more
-    invariant to the bundled scene's moved light but not on fern, and costs about 5% of a lite step (BENCHMARKS.md)."""
+    invariant to the bundled scene's moved light but not on fern."""
 
 
 class FeatureEncoder(nn.Module):

@@ -167,6 +167,21 @@ def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
     return pixels, cam
 
 
+def project_c2w(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(M, 3) world points -> ((M, 2) pixels, (M,) distance from the camera centre, (M,) in front) for an OpenGL
+    camera-to-world ``c2w`` and ``K`` (pixel centres at +0.5)."""
+    R, t = opengl_c2w_to_opencv_w2c(c2w)
+    pixels, cam = project_points(points, K, R, t)
+    return pixels, np.linalg.norm(cam, axis=1), cam[:, 2] > 1e-6
+
+
+def inside_image(pixels: np.ndarray, in_front: np.ndarray, width: float, height: float, margin: float = 0.0):
+    """(M,) bool: the (M, 2) ``pixels`` of points ``in_front`` of the camera that lie at least ``margin`` pixels
+    inside a ``width`` x ``height`` image (a search of that radius around them stays in the image)."""
+    inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < width - margin)
+    return inside & (pixels[:, 1] >= margin) & (pixels[:, 1] < height - margin)
+
+
 def distances_along_rays(
     origin: np.ndarray,
     rays: np.ndarray,

@@ -105,7 +105,7 @@ class CrossfireModelConfig(NerfactoModelConfig):
     """Weight of the CNN's self-supervised warp loss: the features of each batch image and of a randomly
     warped, re-lit, blurred copy must agree at corresponding pixels and differ from every other pixel. It needs
     no rendered depth, runs from the first step, and makes the features pixel-accurate and lighting-robust
-    (BENCHMARKS.md); 0 turns it off."""
+    0 turns it off."""
     warp_images_per_batch: Optional[int] = None
     """The warp loss uses this many of the batch's images (None: all). Each costs one more CNN forward and backward
     pass, the largest share of a crossfire-lite step on CPU."""

@@ -4,7 +4,7 @@ Each training image is warped by a random homography (affine + perspective, korn
 re-lit and blurred; the CNN's features of the original and of the warped copy must agree at corresponding
 pixels and differ from every other pixel (``losses.dense_negative_info_nce``). Unlike the descriptor loss,
 this needs no rendered depth, so it trains from the first step, and its positives are exact to a fraction of
-a pixel: it is what makes guided matching pixel-accurate (BENCHMARKS.md has the figures). The blur
+a pixel: it is what makes guided matching pixel-accurate. The blur
 stands in for the softness of renders, which the query's features are matched against at localization.
 """
 

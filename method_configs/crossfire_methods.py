@@ -74,7 +74,7 @@ def crossfire_trainer(
 
 
 LITE_ITERATIONS = 1000
-"""crossfire-lite's training length: the map `make demo` trains (BENCHMARKS.md: chosen on the bundled scene)."""
+"""crossfire-lite's training length: the map `make demo` trains (chosen on the bundled scene)."""
 
 
 def _lite_model() -> CrossfireModelConfig:
@@ -105,7 +105,7 @@ def _lite_model() -> CrossfireModelConfig:
         descriptor_loss_start_step=300,
         encoder=FeatureEncoderConfig(output_stride=2),
         warp_images_per_batch=2,
-        descriptor_loss_mult=0.0,  # the distillation term trains the field here: as good, and cheaper (BENCHMARKS.md)
+        descriptor_loss_mult=0.0,  # the distillation term trains the field here: as good, and cheaper
     )
 
 
@@ -151,7 +151,7 @@ crossfire_lite = MethodSpecification(
         images_per_batch=4,
         steps_per_save=500,
         chunk=1 << 13,
-        # no eval image (a full render at training's sample counts: ~10 s of a 10-minute CPU run, BENCHMARKS.md);
+        # no eval image (a full render at training's sample counts);
         # the viewer shows the map live, and --steps-per-eval-image N brings the images back
         steps_per_eval_image=0,
     ),

@@ -23,6 +23,8 @@ class Localizer:
         self.renderer = MapRenderer(model, descriptors=self.config.renders_descriptors)
         self.matcher = self.config.setup(model=model, renderer=self.renderer)
         self.matcher.crossfire_map = crossfire_map
+        if isinstance(self.config, CrossfireMatcherConfig) and crossfire_map is None:
+            raise ValueError("the crossfire method matches against the map index: give the loaded map (crossfire_map)")
 
     def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
         """Pose of ``image`` (H, W, 3 uint8, undistorted) with intrinsics ``K`` from the given priors."""

@@ -32,13 +32,16 @@ from rich.progress import track
 from crossfire_ns.geometry import (
     backproject,
     distances_along_rays,
+    inside_image,
     opengl_c2w_to_opencv_w2c,
-    project_points,
+    project_c2w,
     scale_intrinsics,
 )
 from crossfire_ns.io.atomic import atomic_open
+from crossfire_ns.localize.patch_alignment import PatchConfig
 from crossfire_ns.localize.render import MapRenderer
 from crossfire_ns.metrics import camera_extent
+from crossfire_ns.texture import MIN_TEXTURE, local_std
 
 INDEX_VERSION = 3
 """Bumped whenever what an index holds, or how it is computed, changes (older files are rebuilt)."""
@@ -49,98 +52,72 @@ INDEX_FILE = "crossfire_index.pt"
 SAMPLED_CELLS = 8192
 """About how many index cells ``MapIndex.covisible_views`` projects per call (evenly sampled; all below this)."""
 
-MIN_TEXTURE = 2.0 / 255.0
-"""Cells whose grey-level standard deviation (5x5 training pixels) is below this are never matched."""
+
+@dataclass
+class TriangulationConfig:
+    """How a cell's 3D point is triangulated from its CNN matches in the overlapping training images."""
+
+    views: int = 6
+    """Overlapping training views each cell is matched in."""
+    radius_px: int = 4
+    """Search radius around the rendered depth's projection (training pixels)."""
+    min_views: int = 2
+    """Matches the point must explain (also for a patch-placed point)."""
+    max_error_px: float = 1.5
+    """Matches farther from the point's projection are outliers (training pixels)."""
+    rescale_radius_cells: int = 8
+    """A cell that does not triangulate takes its neighbours' depth correction within this many cells (0: dropped)."""
+    max_depth_sigma: float = 0.03
+    """Points whose distance is more uncertain than this share of it are dropped."""
+
+
+@dataclass
+class PatchPlacementConfig:
+    """How textured cells are placed again for the patch rounds by aligning their grey-level patches between training
+    images (``patch_triangulation``; patch size, blur and thresholds are the shared ``PatchConfig``)."""
+
+    views: int = 6
+    """Overlapping training views each cell's patch is aligned in."""
+    max_angle_deg: float = 30.0
+    """Views count cells they see within this angle of the cells' own line of sight."""
+    search_px: int = 2
+    """Search distance around the current point's projection (training pixels)."""
+    max_error_px: float = 0.5
+    """Alignments farther from the placed point's projection are outliers."""
+    max_depth_sigma: float = 0.01
+    """A cell stays put when its patch-placed distance is more uncertain than this share."""
 
 
 @dataclass
 class MapIndexConfig:
-    """How the index is built; a change of any value rebuilds the stored index."""
+    """How the map index is built; a change of any value rebuilds the stored index."""
 
     cell_px: int = 2
-    """Side of a cell in training-image pixels: features are average-pooled and depth rendered at 1 / cell_px of the
-    training resolution (4x fewer rays to render and cells to match at 2 than at 1)."""
+    """Side of a cell in training pixels (features pooled, depth rendered per cell)."""
     max_cells: int = 6000
-    """Cells per view at most: ``cell_px`` grows for large training images until a view has no more than this."""
+    """Cells per view at most (cell-px grows for large images)."""
     depth: Literal["median", "expected"] = "median"
-    """Which rendered depth lifts a cell to 3D: nerfacto's median depth (where accumulated opacity reaches 0.5) or
-    the expected depth (the weights' mean: smooth, but pulled between surfaces at edges and by floaters)."""
+    """Rendered depth that seeds each cell's 3D point."""
     min_accumulation: float = 0.9
-    """Cells whose rays accumulate less opacity see through the map (sky, unseen space): dropped."""
+    """Cells whose rays accumulate less opacity (empty space) are dropped."""
     max_depth_step: float = 0.05
-    """A cell whose depth differs from a 4-neighbour's by more than this share of its depth lies on a depth edge:
-    dropped (its point mixes the two surfaces)."""
+    """Cells on a depth edge (a step of this share to a neighbour) are dropped."""
     consistency: float = 0.03
-    """A cell lifted with rendered depth is kept only if, in at least one of ``num_neighbours`` overlapping training
-    views, the rendered depth where its point projects agrees with the point's distance within this share; 0 keeps
-    all."""
-    triangulate: bool = True
-    """Lift each cell by triangulation instead of by rendered depth: its descriptor is matched (guided, sub-pixel) in
-    the ``triangulation_views`` most overlapping training images near where the rendered depth puts it, and its
-    distance along its own ray is the one that best explains those matches; a cell that does not triangulate well is
-    dropped. Rendered depth only seeds the search (BENCHMARKS.md, session 15)."""
-    triangulation_views: int = 6
-    """Training views (most overlapping first) in which each cell is matched for its triangulation."""
-    triangulation_radius_px: int = 4
-    """Half-size (training pixels) of the window around the rendered depth's projection searched for a cell's match."""
-    triangulation_min_views: int = 2
-    """Views whose match the triangulated point must explain within ``triangulation_max_error_px`` (at least two:
-    one match always fits, two that agree confirm each other)."""
-    triangulation_max_error_px: float = 1.5
-    """A neighbour's match farther than this (training pixels) from the triangulated point's projection is an
-    outlier: it is left out of the fit and does not count towards ``triangulation_min_views``."""
-    rescale_radius_cells: int = 8
-    """With ``triangulate``: a cell that does not triangulate but passes the neighbour check (``consistency``) keeps
-    its rendered distance rescaled by the median triangulated-to-rendered ratio of the (up to 8) nearest triangulated
-    cells of its view closer than this many cells (rendered depth errs smoothly: on the held-out room it was 7.5% short
-    and the rescaled cells 2.4% off); one with none that near is dropped; 0 drops every cell that does not
-    triangulate."""
-    max_depth_sigma: float = 0.03
-    """A triangulated cell is dropped when its distance is this uncertain, as a share of it, for matches good to half
-    a pixel (short baselines and matches along the ray pin a point down poorly)."""
-    patch_triangulate: bool = True
-    """Then place the textured cells for the patch rounds by grey-level patches: each cell's patch of its training
-    image is aligned by NCC in the ``patch_triangulation_views`` most overlapping training images (as the patch rounds
-    align it in a query), and the patch rounds use the point on the cell's ray that those alignments explain
-    (``ViewCells.patch_points``; ``patch_triangulation``); cells that do not triangulate so keep their point. The
-    patch rounds trust a point to a tenth of a pixel, and CNN matches placed the held-out room's points 1.8% off.
-    The coarse stage and the CNN rounds keep the CNN-triangulated points: with the patch-placed ones two blurred and
-    low-light bundled queries went wrong (BENCHMARKS.md, session 18)."""
-    patch_triangulation_views: int = 6
-    """Training views (most overlapping first) in which each cell's patch is aligned for ``patch_triangulate``."""
-    patch_triangulation_max_angle_deg: float = 30.0
-    """``patch_triangulate``: views are ranked by how many of the index's cells they see within this angle of the
-    cells' own lines of sight (an orbit's views of the far side see the cells' backs, where no patch matches; on the
-    bundled scene 10534 -> 30343 cells placed, lighting 0.057 -> 0.036 deg, BENCHMARKS.md, session 18)."""
-    patch_radius_px: int = 4
-    """``patch_triangulate``: half-size of the square patch compared (4: 9 x 9 training pixels, as the patch rounds)."""
-    patch_smoothing_px: float = 1.0
-    """``patch_triangulate``: Gaussian blur (pixels) of the training images before they are compared (as the patch
-    rounds: the same images are then shared with them)."""
-    patch_min_contrast: float = 0.02
-    """``patch_triangulate``: cells whose patch's grey-level standard deviation is below this are not placed."""
-    patch_min_ncc: float = 0.8
-    """``patch_triangulate``: an alignment whose NCC peak is below this is not a match."""
-    patch_search_px: int = 2
-    """``patch_triangulate``: how far (training pixels) around the current point's projection a patch is searched."""
-    patch_max_error_px: float = 0.5
-    """``patch_triangulate``: an alignment farther than this from the placed point's projection is an outlier."""
-    patch_max_depth_sigma: float = 0.01
-    """``patch_triangulate``: a cell stays where it was when its patch-placed distance is this uncertain, as a share
-    of it, for alignments good to a tenth of a pixel (at least ``triangulation_min_views`` must agree)."""
-    proposal_share: float = 0.5
-    """The index renders take this share of the map's proposal samples per ray (nerfacto's final samples stay):
-    half the render time, the same poses on the bundled scene and fern (BENCHMARKS.md); 1 renders as in training."""
+    """A neighbouring view's rendered depth must agree within this share (0: no check)."""
     num_neighbours: int = 4
-    """Training views (most overlapping first) asked to confirm each view's depth."""
+    """Overlapping views asked to confirm each view's depth."""
+    proposal_share: float = 0.5
+    """Share of the map's proposal samples the index renders take (1: as trained)."""
     cell_descriptors: Literal["image", "field"] = "image"
-    """What the query's CNN features are matched against: image (the CNN's features of the real training image,
-    average-pooled per cell) or field (the descriptor field read at each cell's 3D point: one descriptor per
-    place, the same from every view)."""
+    """Cell descriptors: the CNN of the real training image, or the descriptor field."""
     fine_cells: bool = False
-    """Also store every training pixel of the trusted cells as a 1-pixel cell (its own CNN feature; its point on
-    its own ray at the distance interpolated between trusted cells; no extra render) for a last, finer refinement
-    round (``--matcher.index-fine-round``); about 4x the index's size at 2-pixel cells."""
+    """Also store every pixel of the trusted cells (for --matcher.refine.fine-round)."""
+    triangulate: bool = True
+    """Triangulate each cell from its CNN matches in the neighbouring views."""
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    patch_triangulate: bool = True
+    """Place the textured cells again by grey-level patches, for the patch rounds."""
+    patch_triangulation: PatchPlacementConfig = field(default_factory=PatchPlacementConfig)
 
 
 @dataclass
@@ -231,9 +208,9 @@ class MapIndex:
         view sees them from (cells on the far side of an object, hidden from that camera, do not count); ``sampled``:
         of ``_sampled_cells`` only."""
         points, owners = self._sampled_cells if sampled else self._all_cells
-        pixels, _, in_front = project(points, c2w, K)
+        pixels, _, in_front = project_c2w(points, c2w, K)
         width, height = size
-        inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+        inside = inside_image(pixels, in_front, width, height)
         if max_angle_deg is not None:
             seen = points[inside] - np.asarray(c2w, dtype=np.float64)[:3, 3]
             own = points[inside] - self.c2ws[owners[inside], :3, 3]
@@ -308,26 +285,12 @@ def _loaded(stored: dict) -> ViewCells:
     )  # fmt: skip
 
 
-def _local_std(grey: torch.Tensor) -> torch.Tensor:
-    """(1, 1, H, W) grey image -> its 5x5 standard deviation, same shape."""
-    mean = F.avg_pool2d(grey, 5, 1, 2, count_include_pad=False)
-    return (F.avg_pool2d(grey.square(), 5, 1, 2, count_include_pad=False) - mean.square()).clamp(min=0).sqrt()
-
-
 def cell_size(width: int, height: int, config: MapIndexConfig) -> int:
     """The cell side (training pixels) for an image: ``cell_px``, larger when the image would exceed ``max_cells``."""
     cell = max(1, int(config.cell_px))
     while (width // cell) * (height // cell) > config.max_cells:
         cell += 1
     return cell
-
-
-def project(points: np.ndarray, c2w: np.ndarray, K: np.ndarray):
-    """(M, 3) world points -> ((M, 2) pixels, (M,) distance from the camera centre, (M,) in front) for an OpenGL
-    camera-to-world and K (pixel centres at +0.5)."""
-    R, t = opengl_c2w_to_opencv_w2c(c2w)
-    pixels, cam = project_points(points, K, R, t)
-    return pixels, np.linalg.norm(cam, axis=1), cam[:, 2] > 1e-6
 
 
 @dataclass
@@ -364,7 +327,7 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
     h, w = height // cell, width // cell
     image = image[: h * cell, : w * cell]
     grey = image.mean(-1)[None, None]
-    textured = F.avg_pool2d(_local_std(grey), cell)[0, 0].numpy() > MIN_TEXTURE
+    textured = F.avg_pool2d(local_std(grey), cell)[0, 0].numpy() > MIN_TEXTURE
     K_full = crossfire_map.training_intrinsics(width, height, index)
     K = scale_intrinsics(K_full, 1.0 / cell, 1.0 / cell)
     view = renderer.render(crossfire_map.train_c2w[index], K, w, h)
@@ -422,7 +385,7 @@ def fine_cells(view: RawView, trusted: np.ndarray, c2w: np.ndarray) -> ViewCells
     )
 
 
-def _move_along_rays(view: RawView, distance: np.ndarray, c2w: np.ndarray) -> None:
+def move_along_rays(view: RawView, distance: np.ndarray, c2w: np.ndarray) -> None:
     """Put ``view``'s cells at the finite entries of ``distance`` (h, w) along their own rays (in place)."""
     ys, xs = np.nonzero(np.isfinite(distance))
     origin = c2w[:3, 3]
@@ -443,13 +406,13 @@ def confirmed_by_neighbours(views: List[RawView], c2ws: np.ndarray, config: MapI
         for j, other in enumerate(views):
             if j == i:
                 continue
-            pixels, distance, in_front = project(points[keep], c2ws[j], other.K)
+            pixels, distance, in_front = project_c2w(points[keep], c2ws[j], other.K)
             h, w = other.distance.shape
-            inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < w) & (pixels[:, 1] >= 0) & (pixels[:, 1] < h)
+            inside = inside_image(pixels, in_front, w, h)
             overlaps.append((int(inside.sum()), j))
         for _, j in sorted(overlaps, reverse=True)[: config.num_neighbours]:
             other = views[j]
-            pixels, distance, in_front = project(points[keep], c2ws[j], other.K)
+            pixels, distance, in_front = project_c2w(points[keep], c2ws[j], other.K)
             h, w = other.distance.shape
             x, y = np.floor(pixels[:, 0]).astype(int), np.floor(pixels[:, 1]).astype(int)
             inside = in_front & (x >= 0) & (x < w) & (y >= 0) & (y < h)
@@ -467,9 +430,9 @@ def _overlapping(points: np.ndarray, views: List[RawView], c2ws: np.ndarray, own
     for j, other in enumerate(views):
         if j == own:
             continue
-        pixels, _, in_front = project(points, c2ws[j], other.full_K)
+        pixels, _, in_front = project_c2w(points, c2ws[j], other.full_K)
         w, h = other.distance.shape[1] * other.cell, other.distance.shape[0] * other.cell
-        inside = in_front & (pixels[:, 0] >= 0) & (pixels[:, 0] < w) & (pixels[:, 1] >= 0) & (pixels[:, 1] < h)
+        inside = inside_image(pixels, in_front, w, h)
         counts.append((int(inside.sum()), -j))
     return [-j for n, j in sorted(counts, reverse=True)[:k] if n > 0]
 
@@ -481,10 +444,10 @@ def triangulated_distances(views: List[RawView], c2ws: np.ndarray, config: MapIn
     Each cell's descriptor is searched (``matching.guided_matches``, sub-pixel) in each neighbour's per-pixel
     features around where its rendered point projects; then Gauss-Newton on the distance alone (the cell stays on
     its own ray) minimises the reprojection error to those matches, leaving out those off by more than
-    ``triangulation_max_error_px`` after two steps. ``views`` need ``pixel_descriptors``; ``c2ws`` (N, 4, 4) OpenGL."""
+    ``TriangulationConfig.max_error_px`` after two steps. ``views`` need ``pixel_descriptors``; ``c2ws`` (N, 4, 4) OpenGL."""
     from crossfire_ns.localize.matching import guided_matches  # pure helper of the same layer
 
-    radius = int(config.triangulation_radius_px)
+    radius = int(config.triangulation.radius_px)
     out = []
     for i, view in enumerate(views):
         distance = np.full(view.distance.shape, np.nan)
@@ -497,7 +460,7 @@ def triangulated_distances(views: List[RawView], c2ws: np.ndarray, config: MapIn
         s = np.linalg.norm(seed - origin, axis=1)
         rays = (seed - origin) / np.maximum(s, 1e-12)[:, None]
         descriptors = view.descriptors[:, ys, xs].T.contiguous().half().float()  # rounded as stored
-        neighbours = _overlapping(seed, views, c2ws, i, config.triangulation_views)
+        neighbours = _overlapping(seed, views, c2ws, i, config.triangulation.views)
         observed = np.full((len(s), len(neighbours), 2), np.nan)
         for a, j in enumerate(neighbours):
             other = views[j]
@@ -505,10 +468,9 @@ def triangulated_distances(views: List[RawView], c2ws: np.ndarray, config: MapIn
                 raise ValueError("triangulation needs every view's per-pixel descriptors (describe_view)")
             features = other.pixel_descriptors.float()
             h, w = features.shape[1:]
-            pixels, _, in_front = project(seed, c2ws[j], other.full_K)
+            pixels, _, in_front = project_c2w(seed, c2ws[j], other.full_K)
             margin = radius + 1
-            inside = in_front & (pixels[:, 0] >= margin) & (pixels[:, 0] < w - margin)
-            inside = np.flatnonzero(inside & (pixels[:, 1] >= margin) & (pixels[:, 1] < h - margin))
+            inside = np.flatnonzero(inside_image(pixels, in_front, w, h, margin))
             if len(inside) == 0:
                 continue
             found, xy, _ = guided_matches(
@@ -517,10 +479,10 @@ def triangulated_distances(views: List[RawView], c2ws: np.ndarray, config: MapIn
             observed[inside[found.numpy()], a] = xy.numpy()
         cameras = [(views[j].full_K, *opengl_c2w_to_opencv_w2c(c2ws[j])) for j in neighbours]
         s, inlier, information = distances_along_rays(
-            origin, rays, s, observed, cameras, config.triangulation_max_error_px
+            origin, rays, s, observed, cameras, config.triangulation.max_error_px
         )
         sigma = 0.5 / np.sqrt(np.maximum(information, 1e-12)) / s
-        good = (inlier.sum(1) >= config.triangulation_min_views) & (sigma <= config.max_depth_sigma)
+        good = (inlier.sum(1) >= config.triangulation.min_views) & (sigma <= config.triangulation.max_depth_sigma)
         distance[ys[good], xs[good]] = s[good]
     return out
 
@@ -549,9 +511,16 @@ def rescaled_distances(rendered: np.ndarray, triangulated: np.ndarray, candidate
     return out
 
 
-def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key: Optional[dict] = None) -> MapIndex:
-    """Describe every training view (one render each at cell resolution), then keep the cells that earned trust."""
+def build_map_index(
+    crossfire_map,
+    config: Optional[MapIndexConfig] = None,
+    key: Optional[dict] = None,
+    patch: Optional[PatchConfig] = None,
+) -> MapIndex:
+    """Describe every training view (one render each at cell resolution), then keep the cells that earned trust
+    (``patch``: the patch settings shared with the patch rounds, for ``patch_triangulate``)."""
     config = config or MapIndexConfig()
+    patch = patch or PatchConfig()
     if config.fine_cells and config.cell_descriptors == "field":
         raise ValueError("fine index cells need the training images' CNN features: use cell_descriptors='image'")
     start = time.perf_counter()
@@ -568,10 +537,12 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
         checked = confirmed_by_neighbours(raw, c2ws, config) if config.consistency > 0 else [v.keep for v in raw]
         confirmed = []
         for i, (view, distance) in enumerate(zip(raw, triangulated)):
-            rescaled = rescaled_distances(view.distance, distance, view.keep & checked[i], config.rescale_radius_cells)
+            rescaled = rescaled_distances(
+                view.distance, distance, view.keep & checked[i], config.triangulation.rescale_radius_cells
+            )
             distance = np.where(np.isfinite(distance), distance, rescaled)
             confirmed.append(np.isfinite(distance))
-            _move_along_rays(view, distance, c2ws[i])
+            move_along_rays(view, distance, c2ws[i])
         triangulated_cells = sum(int(np.isfinite(d).sum()) for d in triangulated)
     elif config.consistency > 0:
         confirmed = confirmed_by_neighbours(raw, c2ws, config)
@@ -587,7 +558,7 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
         kept += int(mask.sum())
         ys, xs = np.nonzero(mask)
         # rounded as the file stores them (float16): a just-built index matches exactly like the same index loaded
-        # later, so a query's outcome does not depend on whether this process built it (BENCHMARKS.md, session 9)
+        # later, so a query's outcome does not depend on whether this process built it
         descriptors = view.descriptors[:, ys, xs].T.contiguous().half().float()
         points = torch.from_numpy(view.points[ys, xs].astype(np.float32))
         pixels = torch.from_numpy(((np.stack([xs, ys], axis=1) + 0.5) * view.cell).astype(np.float32))
@@ -597,7 +568,7 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
     Ks = np.stack([crossfire_map.training_intrinsics(int(w), int(h), i) for i, (w, h) in enumerate(sizes)])
     index = MapIndex(c2ws, Ks, sizes, np.array([int(v.cell) for v in raw], dtype=np.int64), views, key or {}, {}, fine)
     if config.patch_triangulate and kept:
-        index.stats["cells_patch_triangulated"] = _patch_triangulate(crossfire_map, index, config)
+        index.stats["cells_patch_triangulated"] = _patch_triangulate(crossfire_map, index, config, patch)
     index.stats.update(
         {
             "seconds": time.perf_counter() - start,
@@ -615,16 +586,16 @@ def build_map_index(crossfire_map, config: Optional[MapIndexConfig] = None, key:
     return index
 
 
-def _patch_triangulate(crossfire_map, index: MapIndex, config: MapIndexConfig) -> int:
+def _patch_triangulate(crossfire_map, index: MapIndex, config: MapIndexConfig, patch: PatchConfig) -> int:
     """``patch_triangulation.patch_triangulated_points`` of ``index`` as its views' ``patch_points`` (in place);
     returns how many cells moved."""
     from crossfire_ns.localize.patch_triangulation import patch_triangulated_points, training_greys
 
-    greys = training_greys(crossfire_map, config.patch_radius_px, config.patch_smoothing_px)
+    placement = config.patch_triangulation
+    greys = training_greys(crossfire_map, patch.radius_px, patch.smoothing_px)
     points, moved = patch_triangulated_points(
-        index, greys, config.patch_radius_px, config.patch_min_contrast, config.patch_min_ncc,
-        config.patch_triangulation_views, config.patch_search_px, config.patch_max_error_px,
-        config.triangulation_min_views, config.patch_max_depth_sigma, config.patch_triangulation_max_angle_deg,
+        index, greys, patch.radius_px, patch.min_contrast, patch.min_ncc, placement.views, placement.search_px,
+        placement.max_error_px, config.triangulation.min_views, placement.max_depth_sigma, placement.max_angle_deg,
         progress=lambda views: track(views, description="Placing index points by patches", transient=True),
     )  # fmt: skip
     for cells, placed in zip(index.views, points):
@@ -632,8 +603,14 @@ def _patch_triangulate(crossfire_map, index: MapIndex, config: MapIndexConfig) -
     return moved
 
 
-def index_key(crossfire_map, config: MapIndexConfig) -> Dict[str, Any]:
+def shared_patch_settings(patch: PatchConfig) -> Dict[str, Any]:
+    """The settings of ``patch`` that the index's patch placement reads (the rest concern the patch rounds only)."""
+    return {name: getattr(patch, name) for name in ("radius_px", "smoothing_px", "min_contrast", "min_ncc")}
+
+
+def index_key(crossfire_map, config: MapIndexConfig, patch: Optional[PatchConfig] = None) -> Dict[str, Any]:
     """What identifies an index: the checkpoint (name, size, step), the settings and ``INDEX_VERSION``."""
+    patch = patch or PatchConfig()
     checkpoint = Path(crossfire_map.checkpoint) if crossfire_map.checkpoint else None
     return {
         "version": INDEX_VERSION,
@@ -641,6 +618,7 @@ def index_key(crossfire_map, config: MapIndexConfig) -> Dict[str, Any]:
         "checkpoint_bytes": checkpoint.stat().st_size if checkpoint and checkpoint.exists() else None,
         "step": crossfire_map.step,
         "config": asdict(config),
+        "patch": shared_patch_settings(patch) if config.patch_triangulate else None,
     }
 
 
@@ -649,11 +627,15 @@ def index_path(crossfire_map) -> Optional[Path]:
     return Path(crossfire_map.config_path).parent / INDEX_FILE if crossfire_map.config_path else None
 
 
-def load_or_build_index(crossfire_map, config: Optional[MapIndexConfig] = None, console=None) -> MapIndex:
-    """The stored index when it matches the map's checkpoint and ``config``; otherwise built (and stored)."""
+def load_or_build_index(
+    crossfire_map, config: Optional[MapIndexConfig] = None, console=None, patch: Optional[PatchConfig] = None
+) -> MapIndex:
+    """The stored index when it matches the map's checkpoint, ``config`` and ``patch``; otherwise built (and
+    stored)."""
     config = config or MapIndexConfig()
+    patch = patch or PatchConfig()
     console = console or CONSOLE
-    key = index_key(crossfire_map, config)
+    key = index_key(crossfire_map, config, patch)
     path = index_path(crossfire_map)
     if path is not None and path.is_file():
         try:
@@ -665,7 +647,7 @@ def load_or_build_index(crossfire_map, config: Optional[MapIndexConfig] = None, 
                 return stored
             what = [k for k in key if stored.key.get(k) != key[k]]
             console.print(f"[yellow]{path}: map index built for another {', '.join(what)}; rebuilding it.")
-    index = build_map_index(crossfire_map, config, key)
+    index = build_map_index(crossfire_map, config, key, patch)
     s = index.stats
     console.print(
         f"Map index: {len(index)} views, {s['cells_kept']} of {s['cells']} cells trusted "
@@ -687,7 +669,9 @@ def load_or_build_index(crossfire_map, config: Optional[MapIndexConfig] = None, 
     return index
 
 
-def map_index(crossfire_map, config: Optional[MapIndexConfig] = None) -> MapIndex:
+def map_index(crossfire_map, config: Optional[MapIndexConfig] = None, patch: Optional[PatchConfig] = None) -> MapIndex:
     """The map's index, loaded or built once per map and settings."""
     config = config or MapIndexConfig()
-    return crossfire_map.cached(("map_index", repr(config)), lambda: load_or_build_index(crossfire_map, config))
+    patch = patch or PatchConfig()
+    key = ("map_index", repr(config), repr(shared_patch_settings(patch)))
+    return crossfire_map.cached(key, lambda: load_or_build_index(crossfire_map, config, patch=patch))

@@ -1,7 +1,7 @@
 """Sub-pixel alignment of training-image patches in the query by normalised cross-correlation (NCC).
 
 The CNN's features put a query's matches up to a few tenths of a pixel off, by the same amount across the image
-(a per-query bias of the features under a lighting change, BENCHMARKS.md, session 11); PnP turns such a shift into
+(a per-query bias of the features under a lighting change); PnP turns such a shift into
 rotation. NCC of grey-level patches is invariant to gain and offset and has no such bias, so once the pose is
 within a pixel or two, each trusted index cell's patch of its training image is warped into the query (through
 the plane at the cell's 3D point facing the training camera: exact on planes, second order elsewhere) and searched
@@ -12,6 +12,7 @@ Poses are OpenCV world-to-camera ``(R, t)``; pixels follow ``K``'s convention (n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Tuple
 
 import numpy as np
@@ -21,6 +22,32 @@ from kornia.filters import gaussian_blur2d
 
 from crossfire_ns.geometry import project_points
 from crossfire_ns.localize.matching import window_peak
+from crossfire_ns.texture import local_std
+
+
+@dataclass
+class PatchConfig:
+    """Grey-level patches: how the patch rounds align them in a query, and (the first four settings) how the map
+    index places its points by aligning them between training images; one config, shared by both."""
+
+    radius_px: int = 4
+    """Half-size of the square patch compared (4: 9 x 9 pixels)."""
+    smoothing_px: float = 1.0
+    """Gaussian blur of both images before comparing (takes out sensor noise)."""
+    min_contrast: float = 0.02
+    """Patches with less grey-level standard deviation (0-1) are not searched."""
+    min_ncc: float = 0.8
+    """Peak normalised cross-correlation a patch needs to count as found."""
+    rounds: int = 2
+    """Patch rounds after the refinement rounds (0: none)."""
+    search_px: Tuple[int, ...] = (2, 1)
+    """Search distance of each round in query pixels (the last repeats)."""
+    max_cells: int = 800
+    """Patches searched per round at most, spread evenly over the views."""
+    reprojection_threshold_px: float = 1.0
+    """PnP inlier threshold of the patch rounds, in query pixels."""
+    min_share: float = 0.15
+    """A round finding fewer of its patches keeps the pose it started from."""
 
 
 def _sample(grey: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -147,11 +174,7 @@ def align_patches(
 def local_contrast(grey: torch.Tensor, radius: int) -> torch.Tensor:
     """(H, W) grey-level standard deviation over the (2 radius + 1)^2 square around each pixel of ``grey`` (H, W):
     flat patches carry no position, and the richest patches are the ones worth searching for."""
-    side = 2 * radius + 1
-    image = grey[None, None].double()
-    mean = F.avg_pool2d(image, side, 1, radius, count_include_pad=False)
-    square = F.avg_pool2d(image.square(), side, 1, radius, count_include_pad=False)
-    return (square - mean.square()).clamp(min=0).sqrt()[0, 0].float()
+    return local_std(grey[None, None].double(), radius)[0, 0].float()
 
 
 def smoothed_grey(image: torch.Tensor, sigma: float) -> torch.Tensor:

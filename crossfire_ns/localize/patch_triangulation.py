@@ -2,8 +2,7 @@
 
 The patch rounds (``patch_alignment``) find a cell's training patch in the query to a tenth of a pixel, and PnP then
 trusts the cell's 3D point as much. Points triangulated from the CNN's matches are still a few per cent off along
-their rays where the map is weak (the held-out inside-out room: 1.8% median against the true distance; with exact
-points the patch rounds there give 0.15 deg instead of 1.2 deg, BENCHMARKS.md, session 18). So the same alignment,
+their rays where the map is weak, and the patch rounds are only as precise as those points. So the same alignment,
 run between training images whose poses are known, moves each point along its own ray to the distance that explains
 where its patch lies in its neighbours: the structure-based peer's triangulation, with the map's depth as the seed.
 """

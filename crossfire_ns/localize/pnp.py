@@ -1,10 +1,10 @@
 """Absolute pose from 2D-3D correspondences: OpenCV PnP + RANSAC then Levenberg-Marquardt on the inliers, or poselib's
-LO-RANSAC with robust refinement (the two compared on the same matches in BENCHMARKS.md)."""
+LO-RANSAC with robust refinement."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 import cv2
 import numpy as np
@@ -233,3 +233,63 @@ def camera_centre_sigma(
     _, d_rotation = cv2.Rodrigues(rvec)  # (3, 9): row i is d vec(R) / d rvec_i, R row-major
     d_centre = np.concatenate([np.stack([-d_rotation[i].reshape(3, 3).T @ t for i in range(3)], axis=1), -R.T], axis=1)
     return float(np.sqrt(max(np.trace(d_centre @ pose_covariance @ d_centre.T), 0.0)))
+
+
+@dataclass
+class PnPConfig:
+    """The absolute-pose solver of the index path, and when its pose counts as found."""
+
+    solver: Literal["poselib", "opencv"] = "poselib"
+    """poselib (LO-RANSAC, robust refinement) or opencv (RANSAC P3P, then LM)."""
+    ransac_iterations: int = 2000
+    """RANSAC samples at most."""
+    ransac_min_iterations: int = 100
+    """poselib: RANSAC samples at least."""
+    ransac_max_points: int = 1000
+    """poselib solves on this many matches at most, evenly spread (0: all)."""
+    min_inliers: int = 12
+    """Fewer inliers than this: no pose."""
+    min_inlier_ratio: float = 0.1
+    """A smaller share of the matches as inliers: no pose (wrong matches agree by chance)."""
+
+
+def refuse_low_inlier_ratio(result: PnPResult, num_matches: int, min_ratio: float) -> PnPResult:
+    """``result``, marked failed when its inliers are less than ``min_ratio`` of the ``num_matches`` matches."""
+    if result.success and result.num_inliers < min_ratio * num_matches:
+        result.success = False
+        result.message = (
+            f"only {result.num_inliers} of {num_matches} matches are PnP inliers (< {min_ratio:.0%}): "
+            "the pose is unreliable"
+        )
+    return result
+
+
+def solve_pnp(
+    config: PnPConfig, points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray, threshold_px: float, image_shape
+) -> PnPResult:
+    """The pose of (N, 3) ``points3d`` seen at (N, 2) ``points2d`` with ``K`` in an image of ``image_shape`` (H, W,
+    ...), inliers within ``threshold_px``, by ``config``'s solver and floors."""
+    if config.solver == "opencv":
+        result = solve_pnp_ransac(
+            points3d, points2d, K, reprojection_threshold_px=threshold_px, iterations=config.ransac_iterations,
+            min_inliers=config.min_inliers,
+        )  # fmt: skip
+    else:
+        result = solve_pnp_poselib(
+            points3d, points2d, K, reprojection_threshold_px=threshold_px, iterations=config.ransac_iterations,
+            min_inliers=config.min_inliers, image_size=(image_shape[1], image_shape[0]),
+            min_iterations=config.ransac_min_iterations, max_points=config.ransac_max_points,
+        )  # fmt: skip
+    return refuse_low_inlier_ratio(result, len(points3d), config.min_inlier_ratio)
+
+
+@dataclass
+class PoseSolver:
+    """``solve_pnp`` with one config: the solver every stage of the index path is given."""
+
+    config: PnPConfig = field(default_factory=PnPConfig)
+
+    def __call__(
+        self, points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray, threshold_px: float, image_shape
+    ) -> PnPResult:
+        return solve_pnp(self.config, points3d, points2d, K, threshold_px, image_shape)

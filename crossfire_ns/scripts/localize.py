@@ -30,47 +30,41 @@ class Localize:
     """Localize every image of a folder against a trained crossfire map."""
 
     load_config: Path
-    """config.yml of a crossfire run (written by ns-train under outputs/<experiment>/<method>/<timestamp>/)."""
+    """config.yml of a crossfire run (ns-train's outputs/<experiment>/<method>/<timestamp>/)."""
     query_dir: Path
-    """Folder of query images (png/jpg); an optional transforms.json gives intrinsics and ground truth."""
+    """Query images (png/jpg); a transforms.json there gives intrinsics and ground truth."""
     output_dir: Path
     """Where poses.json, results.csv, summary.json and errors.png go."""
     matcher: AnyMatcherConfig = field(default_factory=CrossfireMatcherConfig)
-    """The method: crossfire (CNN features vs the map's descriptors), sift (vs rendered RGB), photometric
-    (iNeRF-style) or prior (the top-1 prior unchanged: the baseline every method must beat)."""
+    """The method (each a subcommand with its own options)."""
     prior: PriorKind = "retrieval"
-    """Coarse prior: retrieval of training views (default), a poses file, or the previous estimate (sequential)."""
+    """Coarse prior: retrieval of training views, a poses file, or the previous estimate."""
     retrieval: RetrievalScore = "matches"
-    """How retrieval ranks training views: count of mutual-nearest-neighbour CNN feature matches (robust to
-    lighting) or gem (cosine of GeM-pooled global descriptors; faster, weaker)."""
+    """Retrieval score: mutual-nearest-neighbour CNN matches, or GeM descriptors (faster, weaker)."""
     poses_file: Optional[Path] = None
-    """With --prior poses: a transforms.json whose frames give a prior transform_matrix (original frame) per
-    file_path, or an hloc results file (.txt: name qw qx qy qz tx ty tz, world-to-camera, COLMAP convention)."""
+    """--prior poses: a transforms.json (original frame) or an hloc results .txt of priors."""
     data: Optional[Path] = None
-    """Training data folder, if it moved since training (the map needs its training cameras and images)."""
+    """The training data folder, if it moved since training."""
     fx: Optional[float] = None
-    """Query focal length x (pixels); with it, these flags replace every query's intrinsics (transforms.json's too,
-    distortion included). Without any intrinsics a query uses the training camera's, if its aspect ratio matches."""
+    """Focal length x (pixels): with it these flags replace every query's intrinsics."""
     fy: Optional[float] = None
     """Query focal length y (pixels); defaults to fx."""
     cx: Optional[float] = None
-    """Principal point x (pixels, pixel centres at +0.5); defaults to width / 2."""
+    """Principal point x (pixel centres at +0.5); defaults to width / 2."""
     cy: Optional[float] = None
     """Principal point y (pixels); defaults to height / 2."""
     scene_extent: Optional[float] = None
-    """Scene size (original units) that recall thresholds scale with; default: diagonal of the training cameras' box."""
+    """Scene size for the recall thresholds (default: the training cameras' diagonal)."""
     recall_thresholds: Tuple[Tuple[float, float], ...] = DEFAULT_RECALL_THRESHOLDS
     """Recall thresholds as (fraction of scene extent, degrees)."""
     overlays: bool = False
-    """Also write overlays/<query>.png: the query beside the map rendered at its estimate."""
+    """Also write overlays/: each query beside the map rendered at its estimate."""
     max_queries: Optional[int] = None
     """Only the first N queries (quick checks)."""
     max_image_side: int = MAX_IMAGE_SIDE
-    """Queries whose longer side exceeds this many pixels are downscaled (their intrinsics with them); queries are also
-    never localized finer than the training camera's focal length."""
+    """Larger queries are downscaled (never finer than the training camera either)."""
     overwrite: bool = False
-    """Start afresh in an output folder that holds results; without it the same run resumes (finished queries are
-    reused) and a different run's folder is refused."""
+    """Start afresh; without it the same run resumes and another run's folder is refused."""
 
     def main(self) -> int:
         from nerfstudio.utils.rich_utils import CONSOLE

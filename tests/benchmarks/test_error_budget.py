@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.error_budget import ErrorBudget
-from crossfire_ns.localize.matchers import CrossfireMatcherConfig
-from tests.localize.test_index_path import STUB, H, K, W, _index, _Matcher, _query_features, _scene
+from benchmarks.error_budget import guided_offsets
+from tests.localize.stub_index import K, query_features, scene, stub_config, stub_index
 
 
 def _offsets(shift_px: float) -> np.ndarray:
     """The budget's offsets for a query whose features sit ``shift_px`` to the right of where the true pose puts them."""
-    points, descriptors, views, truth = _scene()
+    points, descriptors, views, truth = scene()
     moved = truth.copy()
     # the camera moved left by shift_px at the points' depth (4): the features move right in the image
     moved[:3, 3] -= moved[:3, 0] * shift_px * 4.0 / K[0, 0]
-    features = _query_features(points, descriptors, moved)
-    matcher = _Matcher(CrossfireMatcherConfig(**STUB), _index(points, descriptors, views), features)
-    return ErrorBudget._guided_offsets(matcher, matcher.fake_index, features, truth, K, (H, W))
+    features = query_features(points, descriptors, moved)
+    return guided_offsets(stub_config(), stub_index(points, descriptors, views), features, truth, K)
 
 
 def test_guided_offsets_measure_a_consistent_shift_of_the_features():

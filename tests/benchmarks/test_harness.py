@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from benchmarks import localize as bench_localize
-from benchmarks.localize import PEER, LocalizeJob
+from benchmarks.localize import PEER, LocalizeJob, with_options
 from benchmarks.train import TrainResult, TrainSpec, finished_map, map_dir, train_command
 from crossfire_ns.io.atomic import write_csv_atomic, write_json_atomic
+from crossfire_ns.localize.matchers import CrossfireMatcherConfig
 from crossfire_ns.metrics import summarize
 from crossfire_ns.results import QueryResult
 
@@ -71,13 +72,14 @@ def test_localize_job_arguments_keys_and_status(tmp_path):
     from crossfire_ns.scripts.cli import TYRO_CONFIG
     from crossfire_ns.scripts.localize import Localize
 
-    job = _job(tmp_path, matcher_options=(("top_k", 5),))
+    job = _job(tmp_path, matcher_options=(("retrieval.top_k", 5),))
     argv = job.argv()
     assert argv[:2] == ["--load-config", str(tmp_path / "map" / "config.yml")]
-    assert "matcher:crossfire" in argv and argv[-2:] == ["--matcher.top-k", "5"]
+    assert "matcher:crossfire" in argv and argv[-2:] == ["--matcher.retrieval.top-k", "5"]
     parsed = tyro.cli(Localize, args=argv, config=TYRO_CONFIG)  # what an isolated job runs parses
-    assert parsed.matcher.top_k == 5 and parsed.scene_extent == 10.5
-    assert job.payload()["matcher_options"] == [["top_k", 5]] and job.payload()["key"] == job.key()
+    assert parsed.matcher.retrieval.top_k == 5 and parsed.scene_extent == 10.5
+    assert job.payload()["matcher_options"] == [["retrieval.top_k", 5]] and job.payload()["key"] == job.key()
+    assert with_options(CrossfireMatcherConfig(), job.matcher_options).retrieval.top_k == 5  # in-process jobs alike
     assert argv[argv.index("--scene-extent") + 1] == "10.5"
     peer = _job(tmp_path, PEER)
     assert peer.argv()[:2] == ["--train-dir", str(tmp_path / "train")]

@@ -6,8 +6,8 @@ from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c
 from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.matchers import (
     Correspondences,
-    CrossfireMatcher,
-    CrossfireMatcherConfig,
+    CrossfireRenderMatcher,
+    CrossfireRenderMatcherConfig,
     FeatureMatcher,
     PriorMatcherConfig,
 )
@@ -54,9 +54,9 @@ class _StubRenderer:
 
 
 def _localizer(matches, stub=_StubMatcher, **overrides) -> Localizer:
-    """A Localizer whose matcher is ``stub`` (with the crossfire config and ``overrides``) and renders nothing."""
+    """A Localizer whose matcher is ``stub`` (with the crossfire-render config and ``overrides``) and renders nothing."""
     loc = Localizer.__new__(Localizer)
-    loc.model, loc.config, loc.renderer = None, CrossfireMatcherConfig(**overrides), _StubRenderer()
+    loc.model, loc.config, loc.renderer = None, CrossfireRenderMatcherConfig(**overrides), _StubRenderer()
     loc.matcher = (
         stub(loc.config, None, loc.renderer) if matches is None else stub(loc.config, None, loc.renderer, matches)
     )
@@ -85,7 +85,7 @@ def test_prior_matcher_returns_the_first_prior():
     assert estimate.success and np.array_equal(estimate.c2w, prior) and estimate.num_renders == 0
 
 
-class _StubCrossfire(CrossfireMatcher):
+class _StubCrossfire(CrossfireRenderMatcher):
     """Global and guided matching with chosen outlier shares. The default: global matching lost (mostly wrong
     matches), guided matching right, as for a close prior in a repetitive scene."""
 

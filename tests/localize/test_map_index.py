@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from crossfire_ns.geometry import project_c2w
 from crossfire_ns.localize.map_index import (
     INDEX_FILE,
     MapIndex,
     MapIndexConfig,
     RawView,
     ViewCells,
-    _move_along_rays,
     cell_size,
     confirmed_by_neighbours,
     depth_edges,
     fine_cells,
-    project,
+    move_along_rays,
     rescaled_distances,
     triangulated_distances,
 )
@@ -41,7 +41,7 @@ def _plane_view(c2w: np.ndarray, wall_y: float, distance_error: float = 0.0) -> 
 
 def test_project_puts_a_point_on_the_axis_at_the_principal_point():
     c2w = look_at([0, 0, 0], [0, 5, 0])
-    pixels, distance, in_front = project(np.array([[0.0, 5.0, 0.0], [0.0, -5.0, 0.0]]), c2w, K)
+    pixels, distance, in_front = project_c2w(np.array([[0.0, 5.0, 0.0], [0.0, -5.0, 0.0]]), c2w, K)
     assert np.allclose(pixels[0], K[:2, 2]) and np.isclose(distance[0], 5.0)
     assert in_front.tolist() == [True, False]
 
@@ -90,7 +90,7 @@ def test_fine_cells_lie_on_the_surface_along_their_own_rays_and_keep_their_pixel
     exact = fine_view.points[y, x]
     error = np.linalg.norm(cells.points.numpy() - exact, axis=1) / np.linalg.norm(exact - c2w[:3, 3], axis=1)
     assert np.median(error) < 1e-3 and error.max() < 0.03  # on the wall; a hole's neighbours are the worst
-    pixels, _, _ = project(cells.points.numpy().astype(np.float64), c2w, K)
+    pixels, _, _ = project_c2w(cells.points.numpy().astype(np.float64), c2w, K)
     assert np.allclose(pixels, cells.pixels.numpy(), atol=1e-3)  # each point on its own pixel's ray
     assert torch.allclose(cells.descriptors, features[:, y, x].T, atol=2e-3)
 
@@ -285,8 +285,8 @@ def test_triangulation_removes_a_rendered_depth_bias_and_keeps_each_cell_on_its_
     error = np.abs(distances[0][found] - truth[found]) / truth[found]
     assert np.median(error) < 0.01 and np.percentile(error, 90) < 0.03  # seeded 8% too far
     view = views[0]
-    _move_along_rays(view, distances[0], c2ws[0])
-    pixels, distance, _ = project(view.points[found], c2ws[0], view.K)
+    move_along_rays(view, distances[0], c2ws[0])
+    pixels, distance, _ = project_c2w(view.points[found], c2ws[0], view.K)
     ys, xs = np.nonzero(found)
     assert np.allclose(pixels, np.stack([xs, ys], 1) + 0.5, atol=1e-6)  # still on its own cell's ray
     assert np.allclose(distance, distances[0][found])

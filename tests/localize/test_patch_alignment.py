@@ -105,10 +105,9 @@ class _PlaneMap:
         return self.cache[key]
 
 
-def _plane_matcher_and_index():
+def _plane_map_and_index():
     from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w
     from crossfire_ns.localize.map_index import MapIndex, ViewCells
-    from crossfire_ns.localize.matchers import CrossfireMatcher, CrossfireMatcherConfig
 
     (R_v, t_v), (R_q, t_q), _, _ = _two_views()
     R_w = cv2.Rodrigues(np.array([0.0, 0.05, 0.0]))[0]
@@ -125,31 +124,41 @@ def _plane_matcher_and_index():
         images.append(_render(R, t)[..., None].expand(-1, -1, 3).clamp(0, 1))
     c2ws = np.stack([opencv_w2c_to_opengl_c2w(R, t) for R, t in views])
     index = MapIndex(c2ws, np.repeat(K[None], 2, 0), np.tile(SIZE, (2, 1)), np.full(2, 2), cells)
-    config = CrossfireMatcherConfig(index_refine_views=2, patch_smoothing_px=0.0)
-    matcher = CrossfireMatcher(config, model=None, renderer=None)
-    matcher.crossfire_map = _PlaneMap(images)
-    return matcher, index, opencv_w2c_to_opengl_c2w(R_q, t_q), (R_q, t_q)
+    return _PlaneMap(images), index, opencv_w2c_to_opengl_c2w(R_q, t_q), (R_q, t_q)
+
+
+def _patch_round(plane_map, index, image: np.ndarray, pose, search: int):
+    """``patch_rounds.patch_round`` of ``image`` at ``pose`` on the plane's two views, without smoothing."""
+    from crossfire_ns.localize.patch_alignment import PatchConfig
+    from crossfire_ns.localize.patch_rounds import patch_round
+    from crossfire_ns.localize.pnp import PoseSolver
+    from crossfire_ns.localize.query_features import QueryFeatures
+    from crossfire_ns.localize.refine import RefineConfig
+
+    query = QueryFeatures(image, torch.zeros(1, *image.shape[:2]), torch.zeros(0, 1), torch.zeros(0, 2))
+    config, views = PatchConfig(smoothing_px=0.0), RefineConfig(views=2)
+    return patch_round(plane_map, index, query, K, pose, search, config, views, PoseSolver())
 
 
 def test_patch_rounds_take_a_pose_a_quarter_of_a_degree_off_to_the_truth():
     from crossfire_ns.geometry import c2w_pose_errors, opencv_w2c_to_opengl_c2w
 
-    matcher, index, truth, (R_q, t_q) = _plane_matcher_and_index()
+    plane_map, index, truth, (R_q, t_q) = _plane_map_and_index()
     query = (_render(R_q, t_q, gain=0.6, offset=0.05).clamp(0, 1) * 255).round().byte()
     query = query[..., None].expand(-1, -1, 3).numpy()
     start = opencv_w2c_to_opengl_c2w(cv2.Rodrigues(np.array([0.004, -0.003, 0.0]))[0] @ R_q, t_q)
     assert c2w_pose_errors(start, truth)[1] > 0.25
     pose = start
     for search in (3, 1):  # two rounds: a wide search, then a narrow one
-        result, matches, searched = matcher._align_patches(index, matcher._query_grey(query), K, pose, search=search)
-        assert result.success and matches > 0.5 * searched > 100
-        pose = opencv_w2c_to_opengl_c2w(result.R, result.t)
+        found = _patch_round(plane_map, index, query, pose, search)
+        assert found.pnp.success and found.num_matches > 0.5 * found.num_searched > 100
+        pose = opencv_w2c_to_opengl_c2w(found.pnp.R, found.pnp.t)
     translation, rotation = c2w_pose_errors(pose, truth)
     assert rotation < 0.04 and translation < 0.01  # uint8 grey levels on one plane: about 0.02 deg
 
 
 def test_a_query_that_does_not_look_like_the_map_finds_few_patches():
-    matcher, index, truth, _ = _plane_matcher_and_index()
+    plane_map, index, truth, _ = _plane_map_and_index()
     noise = np.random.default_rng(0).integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
-    result, matches, searched = matcher._align_patches(index, matcher._query_grey(noise), K, truth, search=2)
-    assert searched > 100 and matches < 0.1 * searched
+    found = _patch_round(plane_map, index, noise, truth, search=2)
+    assert found.num_searched > 100 and found.num_matches < 0.1 * found.num_searched

@@ -102,7 +102,10 @@ def test_cli_help_documents_options():
     text = _help()
     for flag in ("--load-config", "--query-dir", "--output-dir", "matcher:sift", "--prior", "--overlays"):
         assert flag in text
-    assert "--matcher.descriptor-source" in text and "--matcher.ratio" not in text  # crossfire's own options
+    assert "--matcher.refine.radius-px" in text and "--matcher.ratio" not in text  # crossfire's own options
+    for group in ("retrieval", "coarse", "refine", "patch", "verify", "pnp", "render", "index"):  # one group a stage
+        assert f"matcher.{group} options" in text
+    assert "--matcher.index.patch-radius-px" not in text  # the patch settings live once, in --matcher.patch.*
 
 
 def test_each_matcher_shows_only_its_own_options():
@@ -112,6 +115,9 @@ def test_each_matcher_shows_only_its_own_options():
     photometric = _help("matcher:photometric")
     assert "--matcher.steps" in photometric and "--matcher.top-k" not in photometric
     assert "_target" not in sift + photometric
+    render = _help("matcher:crossfire-render")
+    assert "--matcher.descriptor-source" in render and "--matcher.render-width" in render
+    assert "--matcher.refine." not in render and "--matcher.index." not in render
 
 
 def test_options_may_follow_the_matcher_subcommand():

@@ -1,7 +1,9 @@
 """The methods of ns-localize, one module each, chosen by name (``matcher:<name>`` on the command line).
 
-``crossfire`` (default) and ``sift`` share the render -> match -> PnP loop of ``feature``; ``photometric`` and
-``prior`` are the baselines. Every config's ``setup(model=..., renderer=...)`` builds its ``Matcher``.
+``crossfire`` (default) runs the index path (no render per query); ``crossfire-render`` and ``sift`` share the render
+-> match -> PnP loop of ``feature``; ``photometric`` and ``prior`` are the baselines. Every config's
+``setup(model=..., renderer=...)`` builds its ``Matcher``. ``PRESETS`` are named settings of a method (hloc's
+``confs``), each a subcommand of its own.
 """
 
 from __future__ import annotations
@@ -12,25 +14,47 @@ import tyro
 from typing_extensions import Annotated
 
 from crossfire_ns.localize.matchers.base import Matcher, MatcherConfig, PoseEstimate
-from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, CrossfireMatcherConfig
+from crossfire_ns.localize.matchers.crossfire import CrossfireMatcher, CrossfireMatcherConfig, RenderRoundsConfig
+from crossfire_ns.localize.matchers.crossfire_render import CrossfireRenderMatcher, CrossfireRenderMatcherConfig
 from crossfire_ns.localize.matchers.feature import Correspondences, FeatureMatcher, FeatureMatcherConfig
 from crossfire_ns.localize.matchers.photometric import PhotometricMatcher, PhotometricMatcherConfig
 from crossfire_ns.localize.matchers.prior import PriorMatcher, PriorMatcherConfig
 from crossfire_ns.localize.matchers.sift import SiftMatcher, SiftMatcherConfig
+from crossfire_ns.localize.verify import VerifyConfig
 
 MATCHER_CONFIGS: Dict[str, Type[MatcherConfig]] = {
     "crossfire": CrossfireMatcherConfig,
+    "crossfire-render": CrossfireRenderMatcherConfig,
     "sift": SiftMatcherConfig,
     "photometric": PhotometricMatcherConfig,
     "prior": PriorMatcherConfig,
 }
 """Method name -> its config class, in the order ``--help`` lists them."""
 
+PRESETS: Dict[str, MatcherConfig] = {
+    "crossfire-calibration": CrossfireMatcherConfig(
+        verify=VerifyConfig(report_unconfirmed=True, diagnostic_figures=True)
+    ),
+    "crossfire-render-check": CrossfireMatcherConfig(render=RenderRoundsConfig(check=True)),
+}
+"""Named settings of a method: ``crossfire-calibration`` reports every pose found with every figure behind it (the
+floors still decide the second pass; ``benchmarks.confidence``), ``crossfire-render-check`` adds the render agreement
+at the final pose (one render)."""
+
 AnyMatcherConfig = Union[
     Annotated[CrossfireMatcherConfig, tyro.conf.subcommand("crossfire")],
+    Annotated[CrossfireRenderMatcherConfig, tyro.conf.subcommand("crossfire-render")],
     Annotated[SiftMatcherConfig, tyro.conf.subcommand("sift")],
     Annotated[PhotometricMatcherConfig, tyro.conf.subcommand("photometric")],
     Annotated[PriorMatcherConfig, tyro.conf.subcommand("prior")],
+    Annotated[
+        CrossfireMatcherConfig,
+        tyro.conf.subcommand("crossfire-calibration", default=PRESETS["crossfire-calibration"]),
+    ],
+    Annotated[
+        CrossfireMatcherConfig,
+        tyro.conf.subcommand("crossfire-render-check", default=PRESETS["crossfire-render-check"]),
+    ],
 ]
 """A tyro field of this type is a subcommand per method, each with its own options."""
 
@@ -49,6 +73,9 @@ __all__ = [
     "Correspondences",
     "CrossfireMatcher",
     "CrossfireMatcherConfig",
+    "CrossfireRenderMatcher",
+    "CrossfireRenderMatcherConfig",
+    "PRESETS",
     "FeatureMatcher",
     "FeatureMatcherConfig",
     "Matcher",

@@ -17,7 +17,7 @@ import numpy as np
 
 from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w, scale_intrinsics
 from crossfire_ns.localize.matchers.base import Matcher, MatcherConfig, PoseEstimate
-from crossfire_ns.localize.pnp import PnPResult, solve_pnp_ransac
+from crossfire_ns.localize.pnp import PnPResult, refuse_low_inlier_ratio, solve_pnp_ransac
 from crossfire_ns.localize.render import RenderedView
 
 MIN_ACCUMULATION = 0.5
@@ -118,7 +118,7 @@ class FeatureMatcher(Matcher):
         for prior in list(priors)[: config.top_k]:
             c2w = np.asarray(prior, dtype=np.float64)
             for _ in range(config.iterations):
-                result, num_matches = self._round(
+                result, num_matches = self.render_round(
                     query, image.shape, K, c2w, config.render_width, self.coarse_radius_px
                 )
                 history.append(result.num_inliers)
@@ -134,7 +134,7 @@ class FeatureMatcher(Matcher):
         coarse_seconds = time.perf_counter() - start
         if best.success:
             for _ in range(config.refine_iterations):
-                result, num_matches = self._round(
+                result, num_matches = self.render_round(
                     query,
                     image.shape,
                     K,
@@ -153,7 +153,7 @@ class FeatureMatcher(Matcher):
         best.seconds_refine = time.perf_counter() - start - coarse_seconds
         return best
 
-    def _round(
+    def render_round(
         self,
         query: Any,
         image_shape,
@@ -195,15 +195,4 @@ class FeatureMatcher(Matcher):
             iterations=config.ransac_iterations,
             min_inliers=config.min_inliers,
         )
-        return self.refuse_low_inlier_ratio(result, len(matches)), len(matches)
-
-    def refuse_low_inlier_ratio(self, result: PnPResult, num_matches: int) -> PnPResult:
-        """``result``, marked failed when its inliers are less than ``min_inlier_ratio`` of the matches."""
-        ratio = self.config.min_inlier_ratio
-        if result.success and result.num_inliers < ratio * num_matches:
-            result.success = False
-            result.message = (
-                f"only {result.num_inliers} of {num_matches} matches are PnP inliers (< {ratio:.0%}): "
-                "the pose is unreliable"
-            )
-        return result
+        return refuse_low_inlier_ratio(result, len(matches), config.min_inlier_ratio), len(matches)

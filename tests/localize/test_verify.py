@@ -1,0 +1,65 @@
+"""The verdict: one decision from typed evidence, naming every floor that doubts a pose."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossfire_ns.localize.refine import RefineConfig
+from crossfire_ns.localize.verify import Evidence, VerifyConfig, held_out_agreement, shift_contrast, verdict
+from crossfire_ns.synthetic.cameras import look_at
+from tests.localize.stub_index import D, K, query_features, scene, stub_index
+
+
+def test_the_verdict_names_every_floor_a_pose_misses():
+    config = VerifyConfig()
+    assert verdict(Evidence(0.85, 0.5, 0.001, 0.6), config).confirmed
+    doubted = verdict(Evidence(0.5, 0.1, 0.05, 0.1), config)
+    assert doubted.status == "doubted" and len(doubted.floors) == 4
+    for name in ("confidence", "coverage", "camera centre", "contrast"):
+        assert name in doubted.reason
+    assert verdict(Evidence(0.5, 0.1, 0.05, 0.1), config.without_floors()).confirmed
+
+
+def test_figures_that_could_not_be_computed_are_named_and_missing_ones_are_an_error():
+    unchecked = verdict(Evidence(0.85, 0.5, math.nan, math.nan), VerifyConfig())
+    assert unchecked.confirmed and unchecked.unchecked == ("centre_sigma", "contrast")
+    with pytest.raises(ValueError, match="confidence"):
+        Evidence(math.nan, 0.5, 0.001, 0.6)
+    with pytest.raises(KeyError, match="refine_contrast"):
+        Evidence.from_figures({"refine_ratio": 0.8, "refine_coverage": 0.5, "centre_sigma": 0.001})
+    recorded = {"refine_ratio": 0.8, "refine_coverage": 0.5, "centre_sigma": 0.001, "refine_contrast": 0.6}
+    assert Evidence.from_figures(recorded) == Evidence(0.8, 0.5, 0.001, 0.6)
+
+
+def test_shift_contrast_is_high_for_aligned_features_and_low_for_unrelated_ones():
+    rng = torch.Generator().manual_seed(0)
+    smooth = F.normalize(F.avg_pool2d(torch.randn(1, D, 40, 60, generator=rng), 3, 1, 1)[0], dim=0)
+    valid = torch.ones(40, 60, dtype=torch.bool)
+    aligned = shift_contrast(smooth, smooth, valid, 1.0, 3)
+    other = F.normalize(F.avg_pool2d(torch.randn(1, D, 40, 60, generator=rng), 3, 1, 1)[0], dim=0)
+    unrelated_median = float((smooth * other).sum(0).median())
+    unrelated = shift_contrast(smooth, other, valid, unrelated_median, 3)
+    assert aligned > 0.9
+    assert abs(unrelated) < 0.1
+
+
+def test_views_held_out_of_the_fit_agree_with_the_right_pose_and_not_with_a_shifted_one():
+    points, descriptors, _, truth = scene()
+    views = [look_at([x, 0, z], [0, 4, 0]) for x, z in [(0.0, 0.0), (0.1, 0.05), (-0.4, 0.1), (0.5, -0.1)]]
+    query = query_features(points, descriptors, truth)
+    index, config = stub_index(points, descriptors, views), RefineConfig(views=2)
+    right = held_out_agreement(index, query, K, truth, 3.0, config, 0.9)
+    assert right["holdout_coverage"] > 0.8 and right["holdout_ratio"] > 0.9
+    shifted = truth.copy()
+    shifted[:3, 3] += [0.15, 0.0, 0.1]  # about 4 px at the points: beyond a 3 px search
+    wrong = held_out_agreement(index, query, K, shifted, 3.0, config, 0.9)
+    assert wrong["holdout_coverage"] * wrong["holdout_ratio"] < 0.3 * right["holdout_coverage"] * right["holdout_ratio"]
+    # the cells' similarity where the pose puts them against a few pixels off: a peak at the right pose only
+    assert right["holdout_contrast"] > 0.8
+    assert wrong["holdout_contrast"] < 0.3
+    assert np.isfinite(right["holdout_contrast"])
