@@ -5,7 +5,7 @@ import pytest
 
 from crossfire_ns.io.queries import load_query_set
 from crossfire_ns.localize.api import MapLocalizer
-from crossfire_ns.localize.matchers import CrossfireMatcherConfig, PriorMatcherConfig
+from crossfire_ns.localize.matchers import CrossfireRenderMatcherConfig, PriorMatcherConfig
 from crossfire_ns.localize.priors import retrieval_index
 from crossfire_ns.localize.run import localize_queries
 from crossfire_ns.map import load_map
@@ -37,7 +37,7 @@ def test_results_in_memory_on_a_loaded_map(loaded, bundled_scene, tmp_path, monk
 
 def test_the_render_path_counts_its_renders(loaded, bundled_scene):
     queries, _ = load_query_set(bundled_scene / "queries")
-    render_path = CrossfireMatcherConfig(coarse="render", top_k=1, iterations=1, refine_iterations=0)
+    render_path = CrossfireRenderMatcherConfig(top_k=1, iterations=1, refine_iterations=0)
     results = localize_queries(loaded, queries[:2], render_path)
     assert all(r.num_renders >= 1 and r.seconds_coarse > 0 for r in results)
 
