@@ -27,6 +27,16 @@ INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 PERSPECTIVE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
 FISHEYE_MODELS = ("OPENCV_FISHEYE",)
+IMAGE_FORMATS = ("PNG", "JPEG")
+"""The only decoders a query image reaches (PIL's names); other formats' parsers are never run on untrusted data."""
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+"""The first bytes of a PNG and of a JPEG file."""
+MAX_IMAGE_PIXELS = 50_000_000
+"""Ceiling on a query's pixel count (a 48-megapixel phone photo fits), read from the header before decoding."""
+PIXELS_SIDE_FACTOR = 16
+"""With a cap on the longer side localized at, images whose side exceeds this many times it are refused."""
+FOCAL_RANGE = (0.1, 20.0)
+"""Accepted focal lengths as fractions of the image's longer side: fields of view from about 157 to 3 degrees."""
 
 
 class QueryInputError(CrossfireInputError):
@@ -35,6 +45,41 @@ class QueryInputError(CrossfireInputError):
 
 class QueryImageError(Exception):
     """One query image cannot be used; the message names the file and says how to fix it."""
+
+
+class ImageTooLargeError(QueryImageError):
+    """The image's header declares more pixels than this reader decodes."""
+
+
+def pixel_cap(max_image_side: Optional[int] = None) -> int:
+    """Most pixels decoded for a query localized at ``max_image_side``: ``(PIXELS_SIDE_FACTOR * side)**2``, at most
+    ``MAX_IMAGE_PIXELS`` (decoding is the memory a request costs before it is downscaled)."""
+    if max_image_side is None:
+        return MAX_IMAGE_PIXELS
+    return min(MAX_IMAGE_PIXELS, (PIXELS_SIDE_FACTOR * max(1, int(max_image_side))) ** 2)
+
+
+def check_intrinsics(K: np.ndarray, width: int, height: int, where: str) -> None:
+    """``QueryImageError`` naming ``where`` unless ``K`` is a finite pinhole matrix for a ``width`` x ``height``
+    image: positive focal lengths within ``FOCAL_RANGE`` of its longer side, the principal point inside it."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all():
+        raise QueryImageError(f"{where}: intrinsics must be a finite 3x3 matrix, got {K.tolist()}")
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    side = max(width, height)
+    low, high = FOCAL_RANGE[0] * side, FOCAL_RANGE[1] * side
+    for key, value in (("fx", fx), ("fy", fy)):
+        if not low <= value <= high:
+            raise QueryImageError(
+                f"{where}: {key}={value:g} px is not a focal length for a {width}x{height} image (expected "
+                f"{low:g} to {high:g} px, {FOCAL_RANGE[0]:g} to {FOCAL_RANGE[1]:g} times its longer side). Give the "
+                f"intrinsics of this image, in pixels at its resolution."
+            )
+    if not (0.0 <= cx <= width and 0.0 <= cy <= height):
+        raise QueryImageError(
+            f"{where}: principal point ({cx:g}, {cy:g}) lies outside the {width}x{height} image. Give cx, cy in "
+            f"pixels of this image (cx = width / 2 for a centred one)."
+        )
 
 
 @dataclass
@@ -240,7 +285,12 @@ def _intrinsics(
         size.append(int(value))
     if fx <= 0 or fy <= 0:
         raise QueryInputError(f"{where}: focal lengths must be positive, got fl_x={fx}, fl_y={fy}. {hint}")
-    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), size[0], size[1]
+    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    try:
+        check_intrinsics(K, size[0], size[1], where)
+    except QueryImageError as err:
+        raise QueryInputError(f"{err} {hint}") from err
+    return K, size[0], size[1]
 
 
 def _distortion(merged: Dict[str, Any], model: str, where: str, hint: str) -> Optional[np.ndarray]:
@@ -279,26 +329,53 @@ EXIF_ORIENTATION = 0x0112
 
 def image_to_rgb(image: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a PIL image as training sees images: alpha composited on white (nerfstudio's
-    default background), 16-bit grey scaled to 8 bits (not clipped), palette and grey expanded."""
+    default background), 16-bit grey scaled to 8 bits (not clipped), palette and grey expanded; integer arithmetic,
+    so a large image costs a few bytes a pixel, not float arrays."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        grey = np.asarray(image).astype(np.float64)  # PNG's 16-bit grey opens as I;16 or I
-        grey = np.clip(np.round(grey * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        grey = np.clip(np.asarray(image).astype(np.int64), 0, 65535)  # PNG's 16-bit grey opens as I;16 or I
+        grey = ((grey * 255 + 32767) // 65535).astype(np.uint8)  # rounded: grey / 257 is never exactly half-way
         return np.repeat(grey[..., None], 3, axis=-1)
     if image.mode == "F":
         grey = np.clip(np.round(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
-        rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
-        return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+        rgba = np.asarray(image.convert("RGBA"))
+        colour, alpha = rgba[..., :3].astype(np.uint16), rgba[..., 3:].astype(np.uint16)
+        # c * a / 255 + (255 - a), rounded; at most 255 * 255 + 127, so uint16 holds it, and never half-way
+        return ((colour * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def decode_image(source: Union[str, Path, IO[bytes]], name: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file or stream (see ``image_to_rgb``); ``QueryImageError`` naming ``name``
-    when it is not a readable image or asks for an EXIF rotation (nerfstudio trains on stored pixels)."""
+def _signature(source: Union[str, Path, IO[bytes]]) -> bytes:
+    """The first bytes of a file or stream (the stream's position is kept)."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as handle:
+            return handle.read(8)
+    position = source.tell()
+    head = source.read(8)
+    source.seek(position)
+    return head
+
+
+def decode_image(
+    source: Union[str, Path, IO[bytes]], name: str, max_pixels: Optional[int] = MAX_IMAGE_PIXELS
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PNG or JPEG file or stream (see ``image_to_rgb``); ``QueryImageError`` naming
+    ``name`` when it is another format, unreadable, or asks for an EXIF rotation (nerfstudio trains on stored pixels),
+    ``ImageTooLargeError`` when its header declares more than ``max_pixels`` pixels (checked before decoding)."""
     try:
-        with Image.open(source) as image:
+        if not _signature(source).startswith(IMAGE_SIGNATURES):
+            raise QueryImageError(
+                f"{name}: cannot be read as an image: it is neither PNG nor JPEG, the formats accepted. Replace it "
+                f"with a PNG/JPEG or remove it from the query set."
+            )
+        with Image.open(source, formats=IMAGE_FORMATS) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{name}: the image is {width}x{height}, {width * height} pixels, more than the {max_pixels} "
+                    f"decoded here. Downscale it (and its intrinsics by the same factor) before sending it."
+                )
             image.load()
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
             rgb = image_to_rgb(image)

@@ -10,6 +10,7 @@ import pytest
 from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c
 from crossfire_ns.io.pose_formats import (
     c2w_to_colmap,
+    check_rigid,
     colmap_to_c2w,
     read_hloc_poses,
     read_tum_trajectory,
@@ -77,3 +78,49 @@ def test_tum_trajectory_round_trip(tmp_path: Path):
     np.testing.assert_allclose(poses, np.stack([results[0].c2w, results[2].c2w]), atol=1e-8)
     first = np.array((tmp_path / "t.txt").read_text().split()[:4], dtype=float)
     np.testing.assert_allclose(first[1:], results[0].c2w[:3, 3])  # TUM holds the camera centre
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("a.png nan 0 0 0 0 0 0", "finite"),
+        ("a.png 1 0 0 0 inf 0 0", "finite"),
+        ("a.png 0 0 0 0 0 0 0", "norm 0"),
+        ("a.png 2 0 0 0 0 0 0", "norm 2"),  # not a unit quaternion: a wrong field order, not rounding
+    ],
+)
+def test_hloc_priors_must_be_finite_unit_quaternions(tmp_path: Path, line, words):
+    path = tmp_path / "priors.txt"
+    path.write_text(f"# name qw qx qy qz tx ty tz\n{line}\n")
+    with pytest.raises(ValueError, match=rf"priors.txt:2: .*{words}"):
+        read_hloc_poses(path)
+
+
+def test_hloc_priors_name_each_query_once(tmp_path: Path):
+    path = tmp_path / "priors.txt"
+    path.write_text("a.png 1 0 0 0 0 0 0\nb.png 1 0 0 0 0 0 0\na.png 1 0 0 0 1 0 0\n")
+    with pytest.raises(ValueError, match=r"priors.txt:3: 'a.png' is listed twice \(also line 1\)"):
+        read_hloc_poses(path)
+
+
+def test_tum_rows_must_be_finite(tmp_path: Path):
+    (tmp_path / "t.txt").write_text("0 1 2 3 0 0 0 1\n1 nan 2 3 0 0 0 1\n")
+    with pytest.raises(ValueError, match="row 2: every value must be a finite number"):
+        read_tum_trajectory(tmp_path / "t.txt")
+    (tmp_path / "t.txt").write_text("0 1 2 3 0 0 0 3\n")
+    with pytest.raises(ValueError, match="norm 3"):
+        read_tum_trajectory(tmp_path / "t.txt")
+
+
+def test_a_rigid_pose_passes_and_others_are_named():
+    pose = look_at([3.0, 0.5, 1.0], [0, 0, 0], roll_deg=5.0)
+    np.testing.assert_array_equal(check_rigid(pose, "p"), pose)
+    np.testing.assert_array_equal(check_rigid(pose[:3], "p"), pose)
+    for bad, words in [
+        (pose @ np.diag([2.0, 2.0, 2.0, 1.0]), "not a rotation"),
+        (pose @ np.diag([1.0, 1.0, -1.0, 1.0]), "det = -1"),
+        (np.where(np.eye(4) > 0, np.inf, 0.0), "finite"),
+        (np.eye(3), "shape"),
+    ]:
+        with pytest.raises(ValueError, match=f"prior 7: .*{words}"):
+            check_rigid(bad, "prior 7")

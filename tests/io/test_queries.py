@@ -12,11 +12,18 @@ from PIL import Image
 
 from crossfire_ns.io.queries import (
     EXIF_ORIENTATION,
+    MAX_IMAGE_PIXELS,
+    PIXELS_SIDE_FACTOR,
+    ImageTooLargeError,
     QueryImage,
     QueryImageError,
     QueryInputError,
+    check_intrinsics,
+    decode_image,
     downscale_to,
+    image_to_rgb,
     load_query_set,
+    pixel_cap,
     read_query_image,
     undistort_if_needed,
 )
@@ -274,3 +281,75 @@ def test_downscale_scales_intrinsics_with_the_pixels():
     np.testing.assert_allclose(K_small, np.diag([0.25, 0.25, 1.0]) @ K)
     same, K_same = downscale_to(image, K, 400)
     assert same is image and K_same is K
+
+
+# --- bounds: formats, pixels, intrinsics ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "ICO", "WEBP", "PPM"])
+def test_only_png_and_jpeg_are_decoded(tmp_path: Path, fmt):
+    path = tmp_path / "a.png"  # the suffix lies: the content decides, and only PNG and JPEG decoders run
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(path, format=fmt)
+    with pytest.raises(QueryImageError, match="a.png: .*neither PNG nor JPEG"):
+        read_query_image(QueryImage(path, "a.png"))
+
+
+def test_an_eps_file_never_reaches_ghostscript(tmp_path: Path, monkeypatch):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    monkeypatch.setattr("PIL.EpsImagePlugin.Ghostscript", lambda *a, **k: pytest.fail("Ghostscript ran"))
+    with pytest.raises(QueryImageError, match="neither PNG nor JPEG"):
+        read_query_image(QueryImage(path, "a.jpg"))
+
+
+def test_the_pixel_cap_is_read_from_the_header_before_decoding(tmp_path: Path, monkeypatch):
+    write_image(tmp_path / "a.png")
+    decoded = []
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", lambda self: decoded.append(1))
+    with pytest.raises(ImageTooLargeError, match=f"a.png: the image is {W}x{H}, {W * H} pixels, more than the 100"):
+        decode_image(tmp_path / "a.png", "a.png", max_pixels=100)
+    assert not decoded
+
+
+def test_pixel_cap_from_max_image_side():
+    assert pixel_cap(None) == MAX_IMAGE_PIXELS and pixel_cap(10**6) == MAX_IMAGE_PIXELS
+    assert pixel_cap(100) == (PIXELS_SIDE_FACTOR * 100) ** 2
+
+
+@pytest.mark.parametrize(
+    "fx, fy, cx, cy, words",
+    [
+        (1e308, 50.0, W / 2, H / 2, "fx=1e\\+308 px is not a focal length"),
+        (0.5, 50.0, W / 2, H / 2, "fx=0.5 px is not a focal length"),
+        (50.0, -50.0, W / 2, H / 2, "fy=-50 px"),
+        (50.0, 50.0, W + 1, H / 2, "principal point"),
+        (50.0, 50.0, W / 2, -0.5, "principal point"),
+        (np.nan, 50.0, W / 2, H / 2, "finite"),
+    ],
+)
+def test_intrinsics_must_fit_the_image(fx, fy, cx, cy, words):
+    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    with pytest.raises(QueryImageError, match=f"q.png: .*{words}"):
+        check_intrinsics(K, W, H, "q.png")
+    check_intrinsics(np.array([[50.0, 0, W], [0, 50.0, 0], [0, 0, 1]]), W, H, "q.png")  # edges are inside
+
+
+def test_transforms_intrinsics_outside_the_image_are_refused(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    write_transforms(tmp_path, [{"file_path": "a.png"}], cx=10 * W)
+    with pytest.raises(QueryInputError, match="frames\\[0\\].*principal point .* outside the 40x30 image"):
+        load_query_set(tmp_path)
+
+
+def test_alpha_compositing_in_integers_matches_the_float_formula():
+    alpha, colour = np.meshgrid(np.arange(256), np.arange(256))
+    rgba = np.stack([colour, colour, colour, alpha], axis=-1).astype(np.uint8)
+    expected = rgba[..., :3] / 255.0 * (rgba[..., 3:] / 255.0) + (1.0 - rgba[..., 3:] / 255.0)
+    got = image_to_rgb(Image.fromarray(rgba, mode="RGBA"))
+    np.testing.assert_array_equal(got, np.clip(np.round(expected * 255.0), 0, 255).astype(np.uint8))
+
+
+def test_16_bit_grey_in_integers_matches_the_float_formula():
+    grey = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    got = image_to_rgb(Image.fromarray(grey))
+    np.testing.assert_array_equal(got[..., 0], np.round(grey * (255.0 / 65535.0)).astype(np.uint8))
