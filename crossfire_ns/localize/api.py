@@ -22,10 +22,11 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 from PIL import Image
 
-from crossfire_ns.io.pose_formats import c2w_to_colmap
+from crossfire_ns.io.pose_formats import c2w_to_colmap, check_rigid
 from crossfire_ns.io.queries import (
     QueryImage,
     QueryImageError,
+    check_intrinsics,
     downscale_to,
     image_to_rgb,
     read_query_image,
@@ -212,8 +213,9 @@ class MapLocalizer:
         """Pose of one image (a path, a PIL image or an array) with intrinsics ``K`` (3x3, pixel centres at +0.5;
         None: the training camera's, with a warning). ``prior``: a 4x4 camera-to-world guess in the original frame;
         ``sequence``: an id whose previous estimate is the prior (after a failure, retrieval takes over and the
-        sequence resumes from the new estimate); neither: retrieval of training views. Never raises for a bad image:
-        the answer says "unreadable" and why."""
+        sequence resumes from the new estimate); neither: retrieval of training views. Never raises for a bad image,
+        intrinsics that do not fit it (``check_intrinsics``) or a prior that is not rigid: the answer says "unreadable"
+        and why."""
         start = time.perf_counter()
         warnings: List[str] = []
         try:
@@ -225,10 +227,12 @@ class MapLocalizer:
                 K = self.training_intrinsics(rgb.shape[1], rgb.shape[0])
                 warnings.append("no intrinsics given: the training camera's were used (scaled to the image size)")
             K = np.asarray(K, dtype=np.float64)
-            if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-                raise QueryImageError(
-                    f"intrinsics must be a finite 3x3 K with positive focal lengths, got {K.tolist()}"
-                )
+            check_intrinsics(K, rgb.shape[1], rgb.shape[0], "intrinsics")
+            if prior is not None:
+                try:
+                    prior = check_rigid(prior, "prior")
+                except ValueError as err:
+                    raise QueryImageError(str(err)) from None
         except QueryImageError as err:
             return Localization("unreadable", message=str(err), warnings=warnings, seconds=time.perf_counter() - start)
         with self._lock:
