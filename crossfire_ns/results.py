@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Literal, Mapping, Optional, Union
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -63,25 +66,44 @@ class QueryResult:
         return out
 
     @classmethod
-    def from_csv_row(cls, row: Mapping[str, str]) -> "QueryResult":
-        """Parse a row of results.csv (``to_dict`` written by ``io.atomic.write_csv_atomic``) back."""
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
+    def from_csv_row(cls, row: Mapping[Optional[str], Any]) -> "QueryResult":
+        """Parse a row of results.csv (``to_dict`` written by ``io.atomic.write_csv_atomic``) back.
+
+        Only a complete row parses: every field present, no extra cell, every number finite and whole where it
+        must be, a localized row with its 4x4 pose. Anything else (a row cut by a crash) raises ``ValueError``, so
+        that a resumed run does that query again instead of trusting half of it."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if None in row:
+            raise ValueError(f"results.csv row has {len(row[None])} cells more than its header")
+        missing = [name for name in fields if row.get(name) is None]
+        if missing:
+            raise ValueError(f"results.csv row lacks {', '.join(sorted(missing))}")
         kwargs: Dict[str, Any] = {}
-        for name, text in row.items():
-            if name not in types or text is None:
-                continue
+        for name in fields:
+            text = row[name]
+            if not isinstance(text, str):
+                raise ValueError(f"results.csv row: {name} is {text!r}, not text")
+            if any("\udc80" <= char <= "\udcff" for char in text):
+                raise ValueError(f"results.csv row: {name} is not valid UTF-8")
             if name in ("file_path", "status", "message"):
                 kwargs[name] = text
             elif text == "":
                 continue
             elif name == "c2w":
-                kwargs[name] = np.asarray(json.loads(text), dtype=np.float64)
+                kwargs[name] = _matrix(text)
             elif name == "has_gt":
+                if text not in ("True", "False"):
+                    raise ValueError(f"results.csv row: has_gt is {text!r}, not True or False")
                 kwargs[name] = text == "True"
             elif name in ("num_inliers", "num_matches", "num_renders"):
                 kwargs[name] = int(text)
             else:
-                kwargs[name] = float(text)
+                kwargs[name] = _finite(text, name)
+        for name in ("file_path", "has_gt", "num_inliers", "num_matches", "num_renders", "seconds"):
+            if name not in kwargs or kwargs[name] == "":
+                raise ValueError(f"results.csv row: {name} is empty")
+        if kwargs["status"] == "localized" and "c2w" not in kwargs:
+            raise ValueError(f"results.csv row: {kwargs['file_path']} is localized without a pose")
         return cls(**kwargs)
 
     @classmethod
@@ -96,3 +118,50 @@ class QueryResult:
         if "has_gt" not in kwargs:
             kwargs["has_gt"] = kwargs.get("t_err") is not None
         return cls(**kwargs)
+
+
+def _finite(text: str, name: str) -> float:
+    """A finite float of results.csv (non-finite values are written empty, so anything else is damage)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"results.csv row: {name} is {text!r}, not a finite number")
+    return value
+
+
+def _matrix(text: str) -> np.ndarray:
+    """The 4x4 ``c2w`` of a results.csv row: JSON of 16 finite numbers, 4 by 4."""
+    matrix = np.asarray(json.loads(text), dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+        raise ValueError(f"results.csv row: c2w is not a finite 4x4 matrix ({text[:40]!r})")
+    return matrix
+
+
+def read_results_csv(path: Union[str, Path]) -> Tuple[List[QueryResult], int]:
+    """(the complete rows of a results.csv, how many rows were broken): a row counts only when it parses completely
+    (``QueryResult.from_csv_row``) and ended with its line break (a row cut in its last cell would parse)."""
+    data = Path(path).read_bytes().decode("utf-8", errors="surrogateescape")
+    last_line = [""]
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(data, newline=""):
+            last_line[0] = line
+            yield line
+
+    results: List[QueryResult] = []
+    broken = 0
+    reader = csv.DictReader(lines())
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            broken += 1  # a line the csv module refuses (a NUL byte left by a crash): skipped
+            continue
+        try:
+            if not last_line[0].endswith("\n"):
+                raise ValueError("results.csv row cut before its line break")
+            results.append(QueryResult.from_csv_row(row))
+        except (ValueError, TypeError, KeyError):
+            broken += 1
+    return results, broken
