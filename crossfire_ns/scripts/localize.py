@@ -9,13 +9,16 @@ results_hloc.txt (hloc's format) and trajectory_tum.txt (TUM).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import tyro
 
 from crossfire_ns.errors import CrossfireInputError
+from crossfire_ns.io.pose_formats import check_rigid
 from crossfire_ns.localize.api import MAX_IMAGE_SIDE
 from crossfire_ns.localize.folder import DEFAULT_RECALL_THRESHOLDS, localize_folder, prepare_output_dir, read_inputs
 from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherConfig
@@ -66,11 +69,45 @@ class Localize:
     overwrite: bool = False
     """Start afresh; without it the same run resumes and another run's folder is refused."""
 
+    def check(self) -> List[str]:
+        """What is wrong with the flags (each message names its flag); empty when they can be used. The intrinsics
+        flags are checked against each image's size as it is read (``check_intrinsics``)."""
+        problems = []
+        for flag, value in (("--fx", self.fx), ("--fy", self.fy)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                problems.append(f"{flag} {value}: a focal length must be a finite number of pixels above 0")
+        for flag, value in (("--cx", self.cx), ("--cy", self.cy)):
+            if value is not None and not math.isfinite(value):
+                problems.append(f"{flag} {value}: must be a finite number of pixels")
+        if self.fx is None and any(v is not None for v in (self.fy, self.cx, self.cy)):
+            problems.append("--fy/--cx/--cy need --fx (the intrinsics flags replace every query's together)")
+        if self.scene_extent is not None and not (math.isfinite(self.scene_extent) and self.scene_extent > 0):
+            problems.append(f"--scene-extent {self.scene_extent}: must be a finite length above 0")
+        for fraction, degrees in self.recall_thresholds:
+            if not (math.isfinite(fraction) and fraction > 0 and math.isfinite(degrees) and degrees > 0):
+                problems.append(
+                    f"--recall-thresholds ({fraction}, {degrees}): each pair must be a fraction of the scene extent "
+                    f"and degrees, both finite and above 0"
+                )
+        if self.max_queries is not None and self.max_queries < 1:
+            problems.append(f"--max-queries {self.max_queries}: must be at least 1 (leave it out for every query)")
+        if self.max_image_side < 1:
+            problems.append(f"--max-image-side {self.max_image_side}: must be at least 1 pixel")
+        if self.poses_file is not None and self.prior != "poses":
+            problems.append(f"--poses-file is only read with --prior poses (got --prior {self.prior})")
+        return problems
+
     def main(self) -> int:
         from nerfstudio.utils.rich_utils import CONSOLE
 
+        problems = self.check()
+        if problems:
+            for problem in problems:
+                CONSOLE.print(f"[bold red]ns-localize: {problem}")
+            return 2
         try:
             inputs = read_inputs(self.query_dir, self.prior, self.poses_file, self.max_queries)
+            check_priors(inputs.prior_poses, self.poses_file)
             prepare_output_dir(self.output_dir, self.overwrite)  # before the map: loading it takes a while
             crossfire_map = load_map(self.load_config, self.data)
             localize_folder(
@@ -93,6 +130,17 @@ class Localize:
         except KeyboardInterrupt:
             return 130  # what was done is written (localize_folder said so)
         return 0
+
+
+def check_priors(poses: Dict[str, np.ndarray], poses_file: Optional[Path]) -> None:
+    """``CrossfireInputError`` naming the file and the entry when a prior is not a finite rigid pose."""
+    for name, c2w in poses.items():
+        try:
+            check_rigid(c2w, f"{poses_file}: {name!r}")
+        except ValueError as err:
+            raise CrossfireInputError(
+                f"--poses-file {err}. Give camera-to-world poses (rotation and translation)."
+            ) from None
 
 
 def entrypoint() -> None:

@@ -3,21 +3,74 @@
     ns-localize-server --load-config RUN/config.yml [--host 127.0.0.1] [--port 8750]
     curl -F image=@frame.png -F fx=120 -F fy=120 -F cx=80 -F cy=60 http://127.0.0.1:8750/localize
 
+With a token (``CROSSFIRE_SERVER_TOKEN=<secret>`` in the environment, or ``--token-file FILE``) every request but
+``GET /health`` needs ``Authorization: Bearer <secret>``; serving beyond this machine (``--host 0.0.0.0``) needs one.
 Endpoints and answers: ``crossfire_ns.server.app`` (and ``/docs`` on the running server).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from crossfire_ns.errors import CrossfireInputError
 from crossfire_ns.localize.api import MAX_IMAGE_SIDE, MapLocalizer
 from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherConfig
 from crossfire_ns.localize.priors import RetrievalScore
 from crossfire_ns.scripts.cli import run
-from crossfire_ns.server.app import MAX_UPLOAD_BYTES, QUEUE_SIZE, create_app
+from crossfire_ns.server.app import BODY_TIMEOUT, MAX_UPLOAD_BYTES, QUEUE_SIZE, create_app
+from crossfire_ns.server.guard import LOOPBACK_HOSTS
+
+TOKEN_ENV = "CROSSFIRE_SERVER_TOKEN"
+"""Environment variable holding the bearer token."""
+MIN_TOKEN_CHARS = 16
+"""Shorter tokens are refused: a guessable token is no lock."""
+CONNECTION_HEADROOM = 8
+"""Connections uvicorn accepts beyond the queue (for /health, /map and the 503s that say busy)."""
+KEEP_ALIVE_SECONDS = 5
+"""An idle kept-alive connection is closed after this long."""
+TOKEN_HOW = (
+    f"set one: export {TOKEN_ENV}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'), or write it to a "
+    f"file readable only by you and pass --token-file FILE; clients send 'Authorization: Bearer <token>'"
+)
+
+
+class ServerSetupError(CrossfireInputError):
+    """The server cannot start as asked; the message names the flag and the fix."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) serves this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token_file: Optional[Path]) -> Optional[str]:
+    """The token of ``--token-file`` or of the environment (the file wins); None when neither gives one."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ServerSetupError(f"--token-file {token_file}: cannot be read ({err}); {TOKEN_HOW}") from err
+        where = f"--token-file {token_file}"
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        where = TOKEN_ENV
+        if not token:
+            return None
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token) or not token.isprintable():
+        raise ServerSetupError(
+            f"{where}: a token must be at least {MIN_TOKEN_CHARS} printable characters without spaces; {TOKEN_HOW}"
+        )
+    return token
 
 
 @dataclass
@@ -27,7 +80,7 @@ class Serve:
     load_config: Path
     """config.yml of a crossfire run (written by ns-train)."""
     host: str = "127.0.0.1"
-    """Interface to bind; 127.0.0.1 serves this machine only (pass 0.0.0.0 to serve the network)."""
+    """Interface to bind; 127.0.0.1 serves this machine only (another, e.g. 0.0.0.0, needs a token)."""
     port: int = 8750
     """TCP port."""
     matcher: AnyMatcherConfig = field(default_factory=CrossfireMatcherConfig)
@@ -38,16 +91,49 @@ class Serve:
     """Training data folder, if it moved since training."""
     max_image_side: int = MAX_IMAGE_SIDE
     """Images whose longer side exceeds this many pixels are downscaled (their intrinsics with them)."""
+    max_image_pixels: Optional[int] = None
+    """Images whose header declares more pixels are refused before decoding (413); default from --max-image-side."""
     max_upload_bytes: int = MAX_UPLOAD_BYTES
-    """Larger uploads are refused (413)."""
+    """Larger uploads are refused (413) before their body is read."""
     queue_size: int = QUEUE_SIZE
-    """Requests that may wait while one is localized; more are answered 503 (busy)."""
+    """Requests that may wait while one is localized; more are answered 503 (busy) with Retry-After."""
+    token_file: Optional[Path] = None
+    """File holding the bearer token clients must send (else the CROSSFIRE_SERVER_TOKEN environment variable)."""
+    body_timeout: float = BODY_TIMEOUT
+    """Seconds a request's body may pause before the request is dropped (408)."""
+
+    def check(self) -> List[str]:
+        """What is wrong with the flags (each message names its flag); empty when they can be used."""
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"--port {self.port}: must be 0 to 65535")
+        for flag, value in (
+            ("--max-image-side", self.max_image_side),
+            ("--max-upload-bytes", self.max_upload_bytes),
+            ("--queue-size", self.queue_size),
+        ):
+            if value < 1:
+                problems.append(f"{flag} {value}: must be at least 1")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            problems.append(f"--max-image-pixels {self.max_image_pixels}: must be at least 1")
+        if not (math.isfinite(self.body_timeout) and self.body_timeout > 0):
+            problems.append(f"--body-timeout {self.body_timeout}: must be a finite number of seconds above 0")
+        return problems
 
     def main(self) -> int:
-        import uvicorn
         from nerfstudio.utils.rich_utils import CONSOLE
 
         try:
+            problems = self.check()
+            if problems:
+                raise ServerSetupError("; ".join(problems))
+            token = read_token(self.token_file)
+            loopback = is_loopback(self.host)
+            if token is None and not loopback:
+                raise ServerSetupError(
+                    f"--host {self.host} serves other machines, so requests must carry a token; {TOKEN_HOW}. "
+                    f"(Or serve this machine only: --host 127.0.0.1.)"
+                )
             localizer = MapLocalizer.load(
                 self.load_config,
                 self.data,
@@ -58,10 +144,31 @@ class Serve:
         except CrossfireInputError as err:
             CONSOLE.print(f"[bold red]ns-localize-server: {err}")
             return 2
+        import uvicorn
+
         localizer.warm_up()  # the retrieval and map indexes, so that the first request does not wait for them
-        app = create_app(localizer, self.max_upload_bytes, self.queue_size)
-        CONSOLE.print(f"Serving {self.load_config} on http://{self.host}:{self.port} (POST /localize, GET /map, /docs)")
-        uvicorn.run(app, host=self.host, port=self.port, log_level="info")
+        app = create_app(
+            localizer,
+            self.max_upload_bytes,
+            self.queue_size,
+            token=token,
+            allowed_hosts=LOOPBACK_HOSTS if loopback else None,
+            max_pixels=self.max_image_pixels,
+            body_timeout=self.body_timeout,
+        )
+        guarded = "token required" if token else "no token: this machine only"
+        CONSOLE.print(
+            f"Serving {self.load_config} on http://{self.host}:{self.port} ({guarded}; POST /localize, GET /map, "
+            f"/health, /docs)"
+        )
+        uvicorn.run(
+            app,
+            host=self.host,
+            port=self.port,
+            log_level="info",
+            limit_concurrency=self.queue_size + 1 + CONNECTION_HEADROOM,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        )
         return 0
 
 
