@@ -8,7 +8,10 @@ data's transforms.json live in its *original* frame; nerfstudio's dataparser mov
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +33,59 @@ from crossfire_ns.metrics import camera_extent
 
 class MapLoadError(CrossfireInputError):
     """The map cannot be loaded; the message names the file and the fix."""
+
+
+_DIGESTS: Dict[Tuple[str, int, int, int], str] = {}
+"""sha256 of the checkpoints hashed in this process, by (path, size, inode, modification time)."""
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """sha256 of a checkpoint's bytes, read in chunks once per process: runs and the map index are keyed on it, so a
+    map retrained in place is never taken for the old one (a rewritten file has another size, inode or time)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_ino, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def checkpoint_step(path: Path) -> Optional[int]:
+    """The step in a nerfstudio checkpoint's name (``step-000000100.ckpt``), None for another name."""
+    name = Path(path).name
+    digits = name[name.find("-") + 1 : name.find(".")]
+    return int(digits) if digits.isdigit() else None
+
+
+def latest_checkpoint(checkpoints: Path) -> Optional[Path]:
+    """The checkpoint of ``checkpoints`` that nerfstudio's eval_setup loads (the highest step); None without one."""
+    steps = {checkpoint_step(p): p for p in Path(checkpoints).glob("*.ckpt") if checkpoint_step(p) is not None}
+    return steps[max(steps)] if steps else None
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise ``MapLoadError`` naming ``path`` (and the previous checkpoint beside it, if any) when the file is empty
+    or cut short: torch would fail on it with a traceback that names neither the file nor the fix."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if size > 0 and not (head == b"PK\x03\x04" and not zipfile.is_zipfile(path)):
+        return  # not empty, and not a zip archive (torch.save's format) that lost its end
+    step = checkpoint_step(path)
+    steps = {checkpoint_step(p): p for p in path.parent.glob("*.ckpt")}
+    earlier = sorted(s for s in steps if s is not None and step is not None and s < step)
+    what = "is empty (0 bytes)" if size == 0 else f"is cut short ({size} bytes, no end of its zip archive)"
+    fix = (
+        f"move it away to load the previous checkpoint {steps[earlier[-1]]}, or let ns-train save it again"
+        if earlier
+        else "let ns-train save it again (no earlier checkpoint is in that folder)"
+    )
+    raise MapLoadError(f"{path}: the checkpoint {what}; training or copying it was interrupted? To use the map, {fix}.")
 
 
 def cameras_c2w(cameras) -> np.ndarray:
@@ -149,6 +205,8 @@ def load_map(config_path: Path, data: Optional[Path] = None) -> CrossfireMap:
             f"{config_path}: no such file. Pass the config.yml that ns-train wrote (outputs/<exp>/<method>/<time>/)."
         )
 
+    chosen: List[Optional[Path]] = [None]  # the checkpoint eval_setup loads, once ``relocate`` found it
+
     def relocate(config):
         base = config_path.resolve().parent
         if (base.name, base.parent.name) == (config.timestamp, config.method_name):
@@ -171,6 +229,9 @@ def load_map(config_path: Path, data: Optional[Path] = None) -> CrossfireMap:
                 f"{config_path}: no checkpoint in {checkpoints} (nerfstudio_models/*.ckpt). Let ns-train finish (or "
                 f"save a checkpoint with --steps-per-save), or pass the config.yml of a finished run."
             )
+        chosen[0] = latest_checkpoint(checkpoints)
+        if chosen[0] is not None:
+            check_checkpoint(chosen[0])
         return config
 
     try:
@@ -178,6 +239,13 @@ def load_map(config_path: Path, data: Optional[Path] = None) -> CrossfireMap:
     except FileNotFoundError as err:
         raise MapLoadError(
             f"{config_path}: could not load the map ({err}). Is training finished (nerfstudio_models/*.ckpt)?"
+        ) from err
+    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError) as err:
+        if chosen[0] is None or (isinstance(err, RuntimeError) and "PytorchStreamReader" not in str(err)):
+            raise
+        raise MapLoadError(
+            f"{chosen[0]}: the checkpoint is damaged ({type(err).__name__}: {err}); let ns-train save it again, or "
+            f"move it away to load an earlier checkpoint of {chosen[0].parent}."
         ) from err
     CONSOLE.print(f"Loaded map {config_path.parent} at step {step} ({checkpoint.name}).")
     return CrossfireMap.from_pipeline(
