@@ -609,13 +609,15 @@ def shared_patch_settings(patch: PatchConfig) -> Dict[str, Any]:
 
 
 def index_key(crossfire_map, config: MapIndexConfig, patch: Optional[PatchConfig] = None) -> Dict[str, Any]:
-    """What identifies an index: the checkpoint (name, size, step), the settings and ``INDEX_VERSION``."""
+    """What identifies an index: the checkpoint's content (sha256, ``map.checkpoint_sha256``) and step, the settings
+    and ``INDEX_VERSION``; not the checkpoint's name or size, which a map retrained in place keeps."""
+    from crossfire_ns.map import checkpoint_sha256
+
     patch = patch or PatchConfig()
     checkpoint = Path(crossfire_map.checkpoint) if crossfire_map.checkpoint else None
     return {
         "version": INDEX_VERSION,
-        "checkpoint": checkpoint.name if checkpoint else None,
-        "checkpoint_bytes": checkpoint.stat().st_size if checkpoint and checkpoint.exists() else None,
+        "checkpoint_sha256": checkpoint_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
         "step": crossfire_map.step,
         "config": asdict(config),
         "patch": shared_patch_settings(patch) if config.patch_triangulate else None,
@@ -630,8 +632,8 @@ def index_path(crossfire_map) -> Optional[Path]:
 def load_or_build_index(
     crossfire_map, config: Optional[MapIndexConfig] = None, console=None, patch: Optional[PatchConfig] = None
 ) -> MapIndex:
-    """The stored index when it matches the map's checkpoint, ``config`` and ``patch``; otherwise built (and
-    stored)."""
+    """The stored index when it matches the map's checkpoint, ``config`` and ``patch`` and holds the map's views at
+    their poses; otherwise built (and stored)."""
     config = config or MapIndexConfig()
     patch = patch or PatchConfig()
     console = console or CONSOLE
@@ -643,10 +645,20 @@ def load_or_build_index(
         except Exception as err:  # noqa: BLE001  an unreadable index is rebuilt, never fatal
             console.print(f"[yellow]{path}: unreadable map index ({type(err).__name__}: {err}); rebuilding it.")
         else:
-            if stored.key == key:
-                return stored
             what = [k for k in key if stored.key.get(k) != key[k]]
-            console.print(f"[yellow]{path}: map index built for another {', '.join(what)}; rebuilding it.")
+            views = len(crossfire_map.train_dataset)
+            c2ws = np.asarray(crossfire_map.train_c2w, dtype=np.float64)
+            lengths = {len(stored.views), len(stored.c2ws), len(stored.Ks), len(stored.sizes), len(stored.cell_px)}
+            if what:
+                console.print(f"[yellow]{path}: map index built for another {', '.join(what)}; rebuilding it.")
+            elif lengths != {views}:
+                console.print(
+                    f"[yellow]{path}: map index holds {len(stored.views)} views, the map {views}; rebuilding it."
+                )
+            elif not np.allclose(stored.c2ws, c2ws, rtol=0.0, atol=1e-6):
+                console.print(f"[yellow]{path}: map index holds other poses than the map's views; rebuilding it.")
+            else:
+                return stored
     index = build_map_index(crossfire_map, config, key, patch)
     s = index.stats
     console.print(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -316,3 +319,61 @@ def test_cells_that_do_not_triangulate_take_the_rendered_depth_rescaled_by_their
     assert error.max() < 0.01  # from 4-10% short
     far = rescaled_distances(rendered, np.where((xs == 0) & (ys == 0), truth, np.nan), candidates, radius=3)
     assert np.isfinite(far).sum() == np.sum(np.hypot(xs, ys)[candidates] < 3) - 1  # only near the one known cell
+
+
+def _stub_map(tmp_path, c2ws: np.ndarray, weights: bytes = b"weights" * 100):
+    """What ``load_or_build_index`` reads of a map: its config.yml's folder, checkpoint, step, views and their poses."""
+    checkpoint = tmp_path / "nerfstudio_models" / "step-000000003.ckpt"
+    checkpoint.parent.mkdir(exist_ok=True)
+    checkpoint.write_bytes(weights)
+    return SimpleNamespace(
+        config_path=tmp_path / "config.yml", checkpoint=checkpoint, step=3, train_dataset=[None] * len(c2ws),
+        train_c2w=c2ws,
+    )  # fmt: skip
+
+
+def test_the_index_key_is_the_checkpoints_content_not_its_name_or_size(tmp_path):
+    from crossfire_ns.localize.map_index import index_key
+
+    stub = _stub_map(tmp_path, _index().c2ws, b"A" * 64)
+    key = index_key(stub, MapIndexConfig())
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes(stub.checkpoint.read_bytes())
+    assert index_key(SimpleNamespace(**{**vars(stub), "checkpoint": copy}), MapIndexConfig()) == key
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(b"B" * 64)  # retrained in place: the same name and size, other weights
+    os.replace(replacement, stub.checkpoint)
+    assert index_key(stub, MapIndexConfig())["checkpoint_sha256"] != key["checkpoint_sha256"]
+
+
+@pytest.mark.parametrize("change", ["fewer views", "moved view"])
+def test_a_stored_index_that_does_not_match_the_maps_views_is_rebuilt(tmp_path, monkeypatch, change, capsys):
+    from crossfire_ns.localize import map_index as module
+    from crossfire_ns.localize.map_index import index_key, index_path, load_or_build_index
+
+    stored = _index(5)
+    c2ws = stored.c2ws.copy()
+    if change == "fewer views":
+        c2ws = c2ws[:4]
+    else:
+        c2ws[2, :3, 3] += 0.01
+    stub = _stub_map(tmp_path, c2ws)
+    config = MapIndexConfig()
+    stored.key = index_key(stub, config, None)
+    stored.save(index_path(stub))
+    rebuilt = _index(len(c2ws))
+    rebuilt.stats = {"cells": 1, "cells_basic": 1, "cells_kept": 1, "seconds": 0.0}
+    calls = []
+
+    def build(crossfire_map, config, key, patch) -> MapIndex:
+        calls.append(key)
+        rebuilt.key = key
+        return rebuilt
+
+    monkeypatch.setattr(module, "build_map_index", build)
+    assert load_or_build_index(stub, config) is rebuilt and len(calls) == 1
+    assert "rebuilding" in capsys.readouterr().out
+
+    stub.train_c2w = rebuilt.c2ws  # the stored index is now the rebuilt one, matching the map: reused
+    loaded = load_or_build_index(stub, config)
+    assert len(calls) == 1 and np.array_equal(loaded.c2ws, rebuilt.c2ws)
