@@ -13,9 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from crossfire_ns.localize.folder import LocalizeError, overlay_name, prepare_output_dir
+from crossfire_ns.localize.folder import (
+    FolderInputs,
+    LocalizeError,
+    overlay_name,
+    prepare_output_dir,
+    read_inputs,
+    run_identity,
+)
+from crossfire_ns.map import CrossfireMap
 from tests.helpers import tiny_map_matcher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +47,83 @@ def test_output_folder_is_checked_before_anything_runs(tmp_path):
     assert (tmp_path / "new" / "folder").is_dir() and list((tmp_path / "new" / "folder").iterdir()) == []
 
 
-def test_overlay_names_are_unique_across_subfolders():
-    names = {overlay_name(p) for p in ("a/q.png", "b/q.png", "q.jpg", "a/b/q.png")}
-    assert len(names) == 4 and all("/" not in n and n.endswith(".png") for n in names)
+def _inside(folder: Path, name: str) -> bool:
+    """Whether ``folder / name`` is a file directly in ``folder`` (not above it, not in a sub-folder)."""
+    return (folder / name).resolve().parent == folder.resolve() and name not in ("", ".", "..")
+
+
+def test_overlay_names_are_unique_across_subfolders_and_extensions(tmp_path):
+    paths = ("a/q.png", "b/q.png", "q.jpg", "q.png", "q.JPG", "a/b/q.png", "a__b/q.png", "a/b__q.png", "a_/_b.png")
+    names = [overlay_name(p) for p in paths]
+    assert len(set(names)) == len(paths), names
+    assert all(_inside(tmp_path, n) and n.endswith(".png") for n in names)
+    assert overlay_name("images/query_000.png") == "images__query_000.png"  # a plain path reads as itself
+
+
+@pytest.mark.parametrize(
+    "file_path",
+    ["/etc/passwd.png", "../../escape.png", "../q.png", "a/../../b.png", "C:\\Users\\q.png", "\\\\host\\share\\q.png",
+     "/", "..", ".", "a/./q.png", "./q.png", "x" * 300 + ".png", "dir/" * 100 + "q.png", "q\x00.png", "ü/ß.png"],
+)  # fmt: skip
+def test_an_overlay_name_never_leaves_the_overlays_folder(tmp_path, file_path):
+    name = overlay_name(file_path)
+    assert _inside(tmp_path, name) and name.endswith(".png") and len(name.encode()) <= 255
+    assert "/" not in name and "\\" not in name and "\x00" not in name
+    assert name != overlay_name("q.png") and name != overlay_name("escape.png")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=st.lists(st.text(min_size=1, max_size=40), min_size=2, max_size=8, unique=True))
+def test_distinct_query_paths_get_distinct_overlay_names_inside_the_folder(tmp_path, paths):
+    names = [overlay_name(p) for p in paths]
+    assert len(set(names)) == len(paths)
+    assert all(_inside(tmp_path, n) and n.endswith(".png") and len(n.encode()) <= 255 for n in names)
+
+
+def _image_folder(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray(np.full((6, 8, 3), 10 * i, np.uint8)).save(folder / f"q{i}.png")
+    return folder
+
+
+def test_max_queries_selects_the_first_and_keeps_the_rest_known(tmp_path):
+    folder = _image_folder(tmp_path / "queries", 4)
+    inputs = read_inputs(folder, max_queries=1)
+    assert [q.file_path for q in inputs.queries] == ["q0.png"]
+    assert [q.file_path for q in inputs.beyond] == ["q1.png", "q2.png", "q3.png"]
+    assert len(read_inputs(folder).queries) == 4 and read_inputs(folder).beyond == []
+    with pytest.raises(LocalizeError, match="--max-queries"):
+        read_inputs(folder, max_queries=-1)
+
+
+def test_a_run_is_keyed_on_the_checkpoint_and_transforms_content_not_their_names(tmp_path):
+    from crossfire_ns.localize.matchers import PriorMatcherConfig
+
+    folder = _image_folder(tmp_path / "queries", 2)
+    inputs = FolderInputs(folder, [])
+    checkpoint = tmp_path / "run" / "nerfstudio_models" / "step-000000100.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights A" * 1000)
+
+    def identity(path: Path) -> dict:
+        fake = CrossfireMap(None, np.eye(4)[:3], 1.0, config_path=tmp_path / "run" / "config.yml", checkpoint=path)
+        return run_identity(fake, inputs, PriorMatcherConfig())
+
+    first = identity(checkpoint)
+    renamed = checkpoint.with_name("step-000000200.ckpt")
+    renamed.write_bytes(checkpoint.read_bytes())
+    assert identity(renamed) == first  # the same weights under another name: the same run
+    retrained = checkpoint.with_name("retrained.tmp")
+    retrained.write_bytes(b"weights B" * 1000)  # same name and size once moved into place
+    os.replace(retrained, checkpoint)
+    assert identity(checkpoint)["checkpoint_sha256"] != first["checkpoint_sha256"]
+
+    (folder / "transforms.json").write_text('{"frames": []}')
+    with_transforms = identity(renamed)
+    assert with_transforms["queries_sha256"] is not None and with_transforms != first
+    (folder / "transforms.json").write_text('{"frames": [1]}')
+    assert identity(renamed)["queries_sha256"] != with_transforms["queries_sha256"]
 
 
 # ---------------------------------------------------------------------------------------------- on a trained map
@@ -111,7 +195,7 @@ def test_sigint_stops_cleanly_and_the_same_command_resumes(trained_map, many_que
     driver = tmp_path / "gated_ns_localize.py"
     driver.write_text(GATED_NS_LOCALIZE)
     log = tmp_path / "interrupted.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = _env()
     with log.open("w") as sink:
         process = subprocess.Popen([sys.executable, str(driver), str(gates), *args], stdout=sink, stderr=sink, env=env)
     try:
@@ -154,6 +238,94 @@ def test_sigint_stops_cleanly_and_the_same_command_resumes(trained_map, many_que
     assert [r["seconds"] for r in rows[: len(done)]] == [r["seconds"] for r in done]  # reused, not redone
 
 
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow
+def test_sigkill_loses_nothing_finished_and_the_same_command_resumes(trained_map, bundled_scene, tmp_path):
+    out = tmp_path / "out"
+    args = _ns_localize_args(trained_map[0], bundled_scene / "queries", out)
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    driver = tmp_path / "gated_ns_localize.py"
+    driver.write_text(GATED_NS_LOCALIZE)
+    log = tmp_path / "killed.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, str(driver), str(gates), *args], stdout=sink, stderr=sink, env=_env()
+        )
+    try:
+        (gates / "1").touch()
+        (gates / "2").touch()
+        deadline = time.time() + 600  # generous: loading the map comes first
+        while time.time() < deadline and process.poll() is None and not (gates / "waiting-3").exists():
+            time.sleep(0.05)
+        assert (gates / "waiting-3").exists(), (
+            f"not held at the third query (exit {process.poll()}):\n{log.read_text()}"
+        )
+        process.kill()  # SIGKILL: no handler runs, nothing is flushed or rewritten
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done = _rows(out)
+    assert len(done) == 2
+    command = [sys.executable, "-m", "crossfire_ns.scripts.localize", *args]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 of 4 queries reused" in again.stdout.replace("\n", " ")
+    rows = _rows(out)
+    assert len(rows) == 4 and rows[:2] == done and not list(out.glob(".*.tmp"))
+
+
+DISK_FULL_NS_LOCALIZE = """
+import resource
+import signal
+import sys
+
+from crossfire_ns.scripts.localize import entrypoint
+
+limit = int(sys.argv.pop(1))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+sys.argv[0] = "ns-localize"
+entrypoint()
+"""
+"""ns-localize (arguments: a size in bytes, then ns-localize's) in a process that cannot write past that size in any
+file: the write that crosses it lands partly, then fails, as a write to a disk that fills up does."""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_mid_row_stops_with_a_message_and_the_cut_row_is_redone(
+    trained_map, bundled_scene, tmp_path
+):
+    from crossfire_ns.localize.outputs import RESULT_COLUMNS
+
+    out = tmp_path / "out"
+    args = _ns_localize_args(trained_map[0], bundled_scene / "queries", out)
+    driver = tmp_path / "disk_full_ns_localize.py"
+    driver.write_text(DISK_FULL_NS_LOCALIZE)
+    limit = len(",".join(RESULT_COLUMNS)) + 2 + 700  # the header, then about one and a half rows
+    full = subprocess.run(
+        [sys.executable, str(driver), str(limit), *args], capture_output=True, text=True, timeout=600, env=_env()
+    )
+    output = (full.stdout + full.stderr).replace("\n", " ")
+    assert full.returncode == 2 and "cannot write" in output and "run the same command again" in output, output
+    data = (out / "results.csv").read_bytes()
+    assert len(data) == limit and not data.endswith(b"\r\n")  # the last row was cut by the failed write
+    kept = _rows(out)[:-1]  # the rows before the cut one
+    command = [sys.executable, "-m", "crossfire_ns.scripts.localize", *args]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(kept)} of 4 queries reused" in again.stdout.replace("\n", " ") or not kept
+    rows = _rows(out)
+    assert len(rows) == 4 and rows[: len(kept)] == kept
+    assert all(r["status"] == "localized" and len(json.loads(r["c2w"])) == 4 for r in rows)
+
+
 @pytest.mark.slow
 def test_a_different_run_is_refused_and_overwrite_starts_afresh(trained_map, bundled_scene, tmp_path):
     from crossfire_ns.scripts.localize import Localize
@@ -169,6 +341,35 @@ def test_a_different_run_is_refused_and_overwrite_starts_afresh(trained_map, bun
     assert Localize(**base, matcher=SiftMatcherConfig()).main() == 2  # another method: refused before it runs
     assert Localize(**base, matcher=PriorMatcherConfig(), overwrite=True).main() == 0
     assert json.loads((out / "summary.json").read_text())["reused"] == 0
+
+
+@pytest.mark.slow
+def test_fewer_queries_keep_the_finished_rows_and_a_broken_row_is_redone(trained_map, bundled_scene, tmp_path):
+    from crossfire_ns.localize.matchers import PriorMatcherConfig
+    from crossfire_ns.scripts.localize import Localize
+
+    out = tmp_path / "out"
+    base = dict(load_config=trained_map[0], query_dir=bundled_scene / "queries", output_dir=out)
+    assert Localize(**base, matcher=PriorMatcherConfig(), max_queries=4).main() == 0
+    first = _rows(out)
+    assert len(first) == 4 and all(r["status"] == "localized" for r in first)
+
+    assert Localize(**base, matcher=PriorMatcherConfig(), max_queries=2).main() == 0  # fewer: nothing is lost
+    assert _rows(out) == first
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["reused"], summary["kept"], summary["num_queries"], summary["complete"]) == (2, 2, 4, True)
+    assert len(json.loads((out / "poses.json").read_text())["frames"]) == 4
+
+    data = (out / "results.csv").read_bytes().decode("utf-8")
+    last = data.rstrip("\r\n").rsplit("\r\n", 1)[1]
+    cut = data[: data.index(last) + last.index(",localized,") + len(",localized,")]
+    (out / "results.csv").write_text(cut, encoding="utf-8", newline="")  # a crash after the status of the 4th row
+    assert Localize(**base, matcher=PriorMatcherConfig()).main() == 0
+    rows = _rows(out)
+    assert [r["file_path"] for r in rows] == [r["file_path"] for r in first]
+    assert rows[:3] == first[:3]  # reused as they were
+    assert rows[3]["status"] == "localized" and len(json.loads(rows[3]["c2w"])) == 4  # redone, whole
+    assert json.loads((out / "summary.json").read_text())["reused"] == 3
 
 
 @pytest.mark.slow
