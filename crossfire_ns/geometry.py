@@ -95,6 +95,41 @@ def normalized_to_original(c2w_norm: np.ndarray, transform: np.ndarray, scale: f
     return np.linalg.inv(as_4x4(transform)) @ out
 
 
+def pose_error_vector(c2w_est: np.ndarray, c2w_true: np.ndarray) -> np.ndarray:
+    """(6,) how far the true pose lies from an estimate in the order and frame of a pose covariance
+    (``pnp.pose_covariance``): the world-axes rotation vector ``dtheta`` with ``R_true = exp([dtheta]_x) R_est``
+    (radians), then ``centre_true - centre_est``. Either camera axes (OpenGL or OpenCV), the same for both."""
+    est, true = as_4x4(c2w_est), as_4x4(c2w_true)
+    return np.concatenate([rotation_vector(true[:3, :3] @ est[:3, :3].T), true[:3, 3] - est[:3, 3]])
+
+
+def rotation_vector(R: np.ndarray) -> np.ndarray:
+    """(3,) axis times angle (radians) of a rotation matrix, exact for tiny angles too (OpenCV's Rodrigues rounds
+    angles under 1e-5 rad to zero)."""
+    R = np.asarray(R, dtype=np.float64)
+    half_skew = 0.5 * np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    sine = float(np.linalg.norm(half_skew))
+    angle = float(np.arctan2(sine, 0.5 * (np.trace(R) - 1.0)))
+    if angle > np.pi - 1e-3:  # near a half turn the skew part vanishes: OpenCV's branch for it
+        return cv2.Rodrigues(R)[0].reshape(3)
+    return half_skew if sine < 1e-12 else half_skew * (angle / sine)
+
+
+def covariance_normalized_to_original(covariance: np.ndarray, transform: np.ndarray, scale: float) -> np.ndarray:
+    """A 6x6 pose covariance (world rotation vector, then camera centre; ``pnp.pose_covariance``) from the normalised
+    frame to the original one, the frame change of ``normalized_to_original``.
+
+    ``x_norm = scale (A x_orig + b)`` with ``A`` the rotation of ``transform``: a world rotation vector maps by
+    ``A^-1`` and a centre by ``A^-1 / scale``, so the rotation block turns with the frame, the centre block also
+    shrinks by ``scale^2`` and the cross block by ``scale``."""
+    inverse = np.linalg.inv(as_4x4(transform)[:3, :3])
+    change = np.zeros((6, 6))
+    change[:3, :3] = inverse
+    change[3:, 3:] = inverse / scale
+    out = change @ np.asarray(covariance, dtype=np.float64).reshape(6, 6) @ change.T
+    return 0.5 * (out + out.T)
+
+
 def saved_frame_normalization(
     transform: np.ndarray,
     scale: float,

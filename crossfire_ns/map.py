@@ -23,6 +23,7 @@ import torch
 from crossfire_ns.compat import allow_nerfstudio_checkpoints
 from crossfire_ns.errors import CrossfireInputError
 from crossfire_ns.geometry import (
+    covariance_normalized_to_original,
     normalized_to_original,
     original_to_normalized,
     saved_frame_normalization,
@@ -157,6 +158,10 @@ class CrossfireMap:
     def to_original(self, c2w: np.ndarray) -> np.ndarray:
         """Normalised-frame pose(s) -> the training data's original frame."""
         return normalized_to_original(c2w, self.transform, self.scale)
+
+    def covariance_to_original(self, covariance: np.ndarray) -> np.ndarray:
+        """A normalised-frame 6x6 pose covariance (``pnp.pose_covariance``) in the original frame."""
+        return covariance_normalized_to_original(covariance, self.transform, self.scale)
 
     def to_normalized(self, c2w: np.ndarray) -> np.ndarray:
         """Original-frame pose(s) -> the normalised frame the model renders in."""

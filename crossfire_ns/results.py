@@ -49,17 +49,23 @@ class QueryResult:
     """Of ``seconds``: refinement and the final estimate; the rest of ``seconds`` is reading, resizing and set-up."""
     confidence: Optional[float] = None
     """The method's confidence that the pose is right (0..1), where it has one."""
+    covariance: Optional[np.ndarray] = None
+    """6x6 covariance of the pose (original frame: world rotation vector, then camera centre; see
+    ``localize.api.Localization.covariance``); None unless localized by a method that gives one."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if self.c2w is not None:
             self.c2w = np.asarray(self.c2w, dtype=np.float64).reshape(4, 4)
+        if self.covariance is not None:
+            self.covariance = np.asarray(self.covariance, dtype=np.float64).reshape(6, 6)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict (matrix as nested lists, NaN as None)."""
         out = dataclasses.asdict(self)
         out["c2w"] = None if self.c2w is None else self.c2w.tolist()
+        out["covariance"] = None if self.covariance is None else self.covariance.tolist()
         for key, value in out.items():
             if isinstance(value, float) and not math.isfinite(value):
                 out[key] = None
@@ -91,6 +97,8 @@ class QueryResult:
                 continue
             elif name == "c2w":
                 kwargs[name] = _matrix(text)
+            elif name == "covariance":
+                kwargs[name] = _covariance(text)
             elif name == "has_gt":
                 if text not in ("True", "False"):
                     raise ValueError(f"results.csv row: has_gt is {text!r}, not True or False")
@@ -133,6 +141,16 @@ def _matrix(text: str) -> np.ndarray:
     matrix = np.asarray(json.loads(text), dtype=np.float64)
     if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
         raise ValueError(f"results.csv row: c2w is not a finite 4x4 matrix ({text[:40]!r})")
+    return matrix
+
+
+def _covariance(text: str) -> np.ndarray:
+    """The 6x6 ``covariance`` of a results.csv row: JSON of 36 finite numbers, symmetric, a non-negative diagonal."""
+    matrix = np.asarray(json.loads(text), dtype=np.float64)
+    if matrix.shape != (6, 6) or not np.isfinite(matrix).all():
+        raise ValueError(f"results.csv row: covariance is not a finite 6x6 matrix ({text[:40]!r})")
+    if np.any(np.diag(matrix) < 0) or not np.allclose(matrix, matrix.T, rtol=1e-9, atol=0.0):
+        raise ValueError("results.csv row: covariance is not symmetric with a non-negative diagonal")
     return matrix
 
 

@@ -60,12 +60,22 @@ def pose(x: float):
     return c2w
 
 
+def sample_covariance():
+    """A 6x6 pose covariance (symmetric, positive definite, with correlations), as a localized result carries."""
+    import numpy as np
+
+    factor = np.random.default_rng(7).normal(0.0, 1.0, (6, 6))
+    return factor @ factor.T * 1e-4 + np.diag([1e-6] * 3 + [1e-4] * 3)
+
+
 def sample_results():
     """One localized, one failed and one unreadable query, all with ground truth."""
     from crossfire_ns.results import QueryResult
 
+    localized = QueryResult("images/a.png", "localized", pose(1.0), 120, 300, 0.8, 1.5, "localized", 0.02, 0.4, True)
+    localized.covariance = sample_covariance()
     return [
-        QueryResult("images/a.png", "localized", pose(1.0), 120, 300, 0.8, 1.5, "localized", 0.02, 0.4, True),
+        localized,
         QueryResult(
             "images/b.png", "failed", None, 3, 40, None, 2.5, "only 3 inliers, need at least 12", None, None, True
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from crossfire_ns.io.atomic import write_csv_atomic
 from crossfire_ns.localize.outputs import RESULT_COLUMNS
 from crossfire_ns.results import QueryResult, read_results_csv
-from tests.helpers import pose, sample_results
+from tests.helpers import pose, sample_covariance, sample_results
 
 
 def _write(path: Path, results) -> bytes:
@@ -68,6 +69,11 @@ def test_the_rows_before_a_cut_row_are_kept(tmp_path: Path):
         ("c2w", "[[1, 0], [0, 1]]"),  # not 4x4
         ("c2w", "[[1, 0, 0, NaN], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]"),
         ("c2w", ""),  # localized without a pose
+        ("covariance", "[[1, 0], [0, 1]]"),  # not 6x6
+        ("covariance", json.dumps(np.diag([1.0, 1, 1, 1, 1, float("nan")]).tolist())),
+        ("covariance", json.dumps((np.eye(6) - 2 * np.eye(6)).tolist())),  # a negative variance
+        ("covariance", json.dumps((np.eye(6) + np.triu(np.ones((6, 6)), 1)).tolist())),  # not symmetric
+        ("covariance", "[[1, 2, 3"),  # cut
         ("t_err", "nan"),
         ("t_err", "0.0.2"),
         ("num_inliers", "12.5"),
@@ -124,6 +130,7 @@ results = st.builds(
     has_gt=st.booleans(),
     num_renders=st.integers(0, 1000),
     confidence=st.none() | st.floats(0, 1),
+    covariance=st.none() | st.just(sample_covariance()),
 ).map(lambda r: QueryResult(**{**r.__dict__, "c2w": pose(1.5) if r.status == "localized" else None}))
 
 
@@ -159,3 +166,9 @@ def test_every_prefix_of_a_file_reuses_only_the_rows_it_holds_whole(tmp_path: Pa
 def test_a_localized_row_keeps_its_pose():
     row = _cells(sample_results()[0])
     np.testing.assert_allclose(QueryResult.from_csv_row(row).c2w, pose(1.0))
+
+
+def test_a_localized_row_keeps_its_covariance_bit_for_bit():
+    row = _cells(sample_results()[0])
+    np.testing.assert_array_equal(QueryResult.from_csv_row(row).covariance, sample_covariance())
+    assert QueryResult.from_csv_row(_cells(sample_results()[1])).covariance is None

@@ -66,9 +66,9 @@ def write_poses_json(
     """Estimated poses in nerfstudio's transforms.json format, one frame per query, in the query set's order.
 
     ``transform_matrix`` is the estimated camera-to-world (OpenGL, original frame) or null when the query was
-    not localized; ``status``, ``num_inliers``, ``seconds`` etc. are extra per-frame keys. Intrinsics come from
-    the matching ``queries`` (by ``file_path``); set ``K``/``width``/``height`` on them first to record defaults
-    the localizer used.
+    not localized; ``status``, ``num_inliers``, ``covariance`` (6x6, ``QueryResult.covariance``), ``seconds`` etc. are
+    extra per-frame keys. Intrinsics come from the matching ``queries`` (by ``file_path``); set ``K``/``width``/
+    ``height`` on them first to record defaults the localizer used.
     """
     by_path = {q.file_path: q for q in queries or []}
     frames: List[Dict[str, Any]] = []
@@ -83,6 +83,7 @@ def write_poses_json(
             num_inliers=r.num_inliers,
             num_matches=r.num_matches,
             reprojection_error_px=r.reprojection_error_px,
+            covariance=r.covariance if r.status == "localized" else None,
             seconds=r.seconds,
             translation_error=r.t_err,
             rotation_error_deg=r.r_err,

@@ -5,10 +5,11 @@ benchmarks share.
 
     localizer = MapLocalizer.load("outputs/scene/crossfire-lite/run/config.yml")   # seconds, once
     answer = localizer.localize("frame.png", K=K)                                   # then per image
-    answer.status, answer.c2w, answer.qvec, answer.tvec, answer.num_inliers, answer.seconds
+    answer.status, answer.c2w, answer.qvec, answer.tvec, answer.covariance, answer.num_inliers, answer.seconds
 
 Poses are in the training data's original frame: ``c2w`` camera-to-world with OpenGL camera axes (as in
-transforms.json and poses.json); ``qvec``/``tvec`` the same pose world-to-camera in COLMAP's convention.
+transforms.json and poses.json); ``qvec``/``tvec`` the same pose world-to-camera in COLMAP's convention;
+``covariance`` its 6x6 uncertainty (``Localization.covariance``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class Localization:
     """Where the coarse prior came from: given, sequence, retrieval (or sequence, then retrieval)."""
     crashed: bool = False
     """The failure is an exception in our code (``message`` names it), not a lack of evidence."""
+    covariance: Optional[np.ndarray] = None
+    """6x6 covariance of the pose, original frame: a small rotation vector about the world axes (radians,
+    ``R_true = exp([dtheta]_x) R``), then the camera centre (world units); first order, from the final PnP's inliers
+    (``pnp.pose_covariance``). None unless localized with one."""
 
     @property
     def localized(self) -> bool:
@@ -107,6 +112,7 @@ class Localization:
             "seconds_coarse": self.seconds_coarse,
             "seconds_refine": self.seconds_refine,
             "confidence": self.confidence,
+            "covariance": None if self.covariance is None else self.covariance.tolist(),
             "diagnostics": self.diagnostics,
             "prior_source": self.prior_source,
             "message": self.message,
@@ -292,4 +298,6 @@ class MapLocalizer:
             answer.c2w = self.map.to_original(estimate.c2w)
             answer.num_inliers = estimate.num_inliers
             answer.reprojection_error_px = estimate.reprojection_error_px
+            if estimate.covariance is not None:
+                answer.covariance = self.map.covariance_to_original(estimate.covariance)
         return answer

@@ -28,6 +28,9 @@ class PnPResult:
     reprojection_error_px: float = float("nan")
     """Mean reprojection error over the inliers, in pixels."""
     message: str = ""
+    covariance: Optional[np.ndarray] = None
+    """6x6 first-order covariance of the pose (``pose_covariance``: world-frame rotation vector, then camera centre)
+    for a successful ``solve_pnp``; None otherwise or when the inliers leave the pose unconstrained."""
 
 
 def _reprojection(points3d: np.ndarray, points2d: np.ndarray, rvec, tvec, K, dist) -> tuple:
@@ -235,6 +238,70 @@ def camera_centre_sigma(
     return float(np.sqrt(max(np.trace(d_centre @ pose_covariance @ d_centre.T), 0.0)))
 
 
+def pose_covariance(
+    points3d: np.ndarray,
+    points2d: np.ndarray,
+    K: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    sigma_px: Optional[float] = None,
+) -> Optional[np.ndarray]:
+    """First-order 6x6 covariance of a camera pose from its inlier correspondences: ``sigma^2 (J^T J)^-1`` with ``J``
+    the Jacobian of the reprojections over the pose.
+
+    Order and frame (what a filter fusing odometry wants, both in the world frame of ``points3d``): a small rotation
+    vector ``dtheta`` (radians) about the world axes, ``R_c2w_true = exp([dtheta]_x) R_c2w``, then the camera centre
+    ``c = -R^T t`` (world units). The perturbation acts on the camera's orientation in the world, so the camera axes
+    (OpenCV or OpenGL) do not change it. ``points3d`` (N, 3) world, ``points2d`` (N, 2) pixels in ``K``'s convention,
+    ``R, t`` OpenCV world-to-camera. ``sigma_px``: the pixel noise; None takes it from the residuals
+    (``sum r^2 / (2N - 6)``). Every point counts alike (no robust weights): pass the inliers only. Returns None when
+    fewer than 4 points, a point behind the camera or a singular ``J^T J`` leave the pose unconstrained."""
+    points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
+    points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
+    n = len(points3d)
+    if n < MIN_POINTS or len(points2d) != n:
+        return None
+    K = np.asarray(K, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64).reshape(3, 3)
+    t = np.asarray(t, dtype=np.float64).reshape(3)
+    cam = points3d @ R.T + t
+    z = cam[:, 2]
+    if not np.all(z > 1e-9):
+        return None
+    fx, fy = K[0, 0], K[1, 1]
+    x, y, inv_z = cam[:, 0] / z, cam[:, 1] / z, 1.0 / z
+    pixels = np.stack([x * fx, y * fy], axis=1) + K[:2, 2]
+    # in camera axes: d(x_cam) = [x_cam]_x R dtheta - R dc, so J = J_cam blockdiag(R, R) with J_cam's rows below
+    zero = np.zeros(n)
+    jacobian_cam = np.empty((n, 2, 6))
+    jacobian_cam[:, 0] = fx * np.stack([x * y, -(1 + x**2), y, -inv_z, zero, x * inv_z], axis=1)
+    jacobian_cam[:, 1] = fy * np.stack([1 + y**2, -x * y, -x, zero, -inv_z, y * inv_z], axis=1)
+    jacobian_cam = jacobian_cam.reshape(2 * n, 6)
+    if sigma_px is None:
+        residual = pixels - points2d
+        variance = float(np.sum(residual**2)) / max(2 * n - 6, 1)
+    else:
+        variance = float(sigma_px) ** 2
+    rotate = np.zeros((6, 6))
+    rotate[:3, :3] = rotate[3:, 3:] = R
+    information = rotate.T @ (jacobian_cam.T @ jacobian_cam) @ rotate
+    if not np.isfinite(information).all() or np.linalg.cond(information) > 1e12:
+        return None
+    covariance = variance * np.linalg.inv(information)
+    return 0.5 * (covariance + covariance.T)
+
+
+def with_covariance(result: PnPResult, points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> PnPResult:
+    """``result`` with its ``covariance`` from its inliers among ``points3d``/``points2d`` when it succeeded; its pose,
+    inliers and message untouched."""
+    points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
+    points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
+    if result.success and result.R is not None and result.inliers.shape == (len(points3d),) == (len(points2d),):
+        mask = result.inliers
+        result.covariance = pose_covariance(points3d[mask], points2d[mask], K, result.R, result.t)
+    return result
+
+
 @dataclass
 class PnPConfig:
     """The absolute-pose solver of the index path, and when its pose counts as found."""
@@ -280,7 +347,9 @@ def solve_pnp(
             min_inliers=config.min_inliers, image_size=(image_shape[1], image_shape[0]),
             min_iterations=config.ransac_min_iterations, max_points=config.ransac_max_points,
         )  # fmt: skip
-    return refuse_low_inlier_ratio(result, len(points3d), config.min_inlier_ratio)
+    return with_covariance(
+        refuse_low_inlier_ratio(result, len(points3d), config.min_inlier_ratio), points3d, points2d, K
+    )
 
 
 @dataclass

@@ -139,5 +139,6 @@ def _fill(result: QueryResult, answer: Localization, query: QueryImage) -> None:
     if answer.localized:
         result.c2w, result.num_inliers = answer.c2w, answer.num_inliers
         result.reprojection_error_px = answer.reprojection_error_px
+        result.covariance = answer.covariance
         if query.c2w_gt is not None:
             result.t_err, result.r_err = c2w_pose_errors(result.c2w, query.c2w_gt)

@@ -9,7 +9,7 @@ import numpy as np
 
 from crossfire_ns.io.queries import QueryImage
 from crossfire_ns.io.transforms import read_poses_json, write_poses_json
-from tests.helpers import pose, sample_results
+from tests.helpers import pose, sample_covariance, sample_results
 
 
 def test_poses_json_is_nerfstudio_format(tmp_path: Path):
@@ -37,6 +37,8 @@ def test_poses_json_is_nerfstudio_format(tmp_path: Path):
     np.testing.assert_allclose(frames[0]["transform_matrix"], pose(1.0))
     assert frames[1]["transform_matrix"] is None and frames[2]["transform_matrix"] is None
     assert frames[0]["num_inliers"] == 120 and frames[0]["seconds"] == 1.5
+    np.testing.assert_array_equal(frames[0]["covariance"], sample_covariance())
+    assert frames[1]["covariance"] is None and frames[2]["covariance"] is None
     assert (frames[0]["fl_x"], frames[0]["cy"], frames[0]["w"], frames[0]["k1"]) == (50.0, 15.0, 40, 0.1)
     assert frames[1]["camera_model"] == "PINHOLE" and "k1" not in frames[1]
     assert "fl_x" not in frames[2]

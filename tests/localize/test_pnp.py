@@ -6,8 +6,25 @@ import cv2
 import numpy as np
 import pytest
 
-from crossfire_ns.geometry import backproject, pose_errors
-from crossfire_ns.localize.pnp import PnPResult, camera_centre_sigma, solve_pnp_poselib, solve_pnp_ransac
+from crossfire_ns.geometry import (
+    backproject,
+    covariance_normalized_to_original,
+    normalized_to_original,
+    opencv_w2c_to_opengl_c2w,
+    pose_error_vector,
+    pose_errors,
+    rotation_vector,
+)
+from crossfire_ns.localize.matchers.feature import localized
+from crossfire_ns.localize.pnp import (
+    PnPConfig,
+    PnPResult,
+    camera_centre_sigma,
+    pose_covariance,
+    solve_pnp,
+    solve_pnp_poselib,
+    solve_pnp_ransac,
+)
 
 K = np.array([[300.0, 0.0, 160.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]])
 WIDTH, HEIGHT = 320, 240
@@ -146,3 +163,106 @@ def test_camera_centre_sigma_matches_the_scatter_of_noisy_solutions_and_shrinks_
     many = camera_centre_sigma(points3d, exact, K, R, t)  # noise-free: the 0.5 px floor
     assert 1.5 < few / many < 4.0  # sqrt(60 / 15) = 2 for the same spread of points (these 15 spread less: 2.9)
     assert camera_centre_sigma(points3d[:3], exact[:3], K, R, t) == float("inf")
+
+
+def _noisy_solutions(num_trials: int, noise_px: float, seed: int):
+    """(estimated R, t, their covariance, the error vector to the true pose) of PnP under Gaussian pixel noise."""
+    points3d, _, R, t, _ = synthetic(80, 0.0, 0.0, seed=seed)
+    exact, _ = cv2.projectPoints(points3d, cv2.Rodrigues(R)[0], t, K, None)
+    exact = exact.reshape(-1, 2)
+    true_c2w = opencv_w2c_to_opengl_c2w(R, t)
+    rng = np.random.default_rng(seed)
+    for _ in range(num_trials):
+        noisy = exact + rng.normal(0.0, noise_px, exact.shape)
+        ok, rvec, tvec = cv2.solvePnP(points3d, noisy, K, None, cv2.Rodrigues(R)[0], t.copy(), True)
+        assert ok
+        Rs, ts = cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+        error = pose_error_vector(opencv_w2c_to_opengl_c2w(Rs, ts), true_c2w)
+        yield Rs, ts, pose_covariance(points3d, noisy, K, Rs, ts), error
+
+
+def test_pose_covariance_is_calibrated_under_gaussian_pixel_noise():
+    """Under the noise it assumes, the true pose falls inside the 50/90/99% chi-square(6) ellipsoids as often as
+    their levels say (300 solves, noise estimated from the residuals)."""
+    distances = np.array([e @ np.linalg.solve(cov, e) for _, _, cov, e in _noisy_solutions(300, 1.0, seed=5)])
+    for level, quantile in ((0.5, 5.348), (0.9, 10.645), (0.99, 16.812)):
+        assert abs(np.mean(distances < quantile) - level) < 0.06, level
+
+
+def test_pose_covariance_centre_block_agrees_with_camera_centre_sigma_and_scales_with_the_noise():
+    points3d, points2d, R, t, _ = synthetic(200, 0.0, 0.0, seed=2)
+    cov = pose_covariance(points3d, points2d, K, R, t, sigma_px=1.0)
+    assert cov.shape == (6, 6) and np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
+    centre_sigma = camera_centre_sigma(points3d, points2d, K, R, t, min_sigma_px=1.0)  # noise-free: the 1 px floor
+    assert np.sqrt(np.trace(cov[3:, 3:])) == pytest.approx(centre_sigma, rel=1e-6)
+    np.testing.assert_allclose(pose_covariance(points3d, points2d, K, R, t, sigma_px=2.0) / 4.0,
+                               pose_covariance(points3d, points2d, K, R, t, sigma_px=1.0), rtol=1e-12)  # fmt: skip
+
+
+def test_pose_covariance_refuses_an_unconstrained_pose():
+    points3d, points2d, R, t, _ = synthetic(30, 0.0, 0.5, seed=3)
+    assert pose_covariance(points3d[:3], points2d[:3], K, R, t) is None
+    behind = points3d.copy()
+    behind[0] = -R.T @ t - 2.0 * R[2]  # two units behind the camera
+    assert pose_covariance(behind, points2d, K, R, t) is None
+    same = np.repeat(points3d[:1], 30, axis=0)
+    assert pose_covariance(same, np.repeat(points2d[:1], 30, axis=0), K, R, t) is None
+
+
+@pytest.mark.parametrize("solver", ["poselib", "opencv"])
+def test_solve_pnp_adds_the_covariance_of_its_inliers_and_leaves_the_pose_alone(solver):
+    points3d, points2d, *_ = synthetic(400, 0.3, 0.5, seed=6)
+    config = PnPConfig(solver=solver)
+    result = solve_pnp(config, points3d, points2d, K, 3.0, (HEIGHT, WIDTH, 3))
+    assert result.success and result.covariance.shape == (6, 6)
+    mask = result.inliers
+    np.testing.assert_array_equal(
+        result.covariance, pose_covariance(points3d[mask], points2d[mask], K, result.R, result.t)
+    )
+    if solver == "opencv":  # deterministic: the same pose with or without the covariance
+        plain = solve_pnp_ransac(points3d, points2d, K, reprojection_threshold_px=3.0,
+                                 iterations=config.ransac_iterations, min_inliers=config.min_inliers)  # fmt: skip
+        np.testing.assert_array_equal(plain.R, result.R)
+        np.testing.assert_array_equal(plain.t, result.t)
+    failed = solve_pnp(config, points3d[:8], points2d[:8], K, 3.0, (HEIGHT, WIDTH, 3))
+    assert not failed.success and failed.covariance is None
+
+
+def test_covariance_to_the_original_frame_follows_the_poses():
+    """A small error of a normalised-frame pose, carried through ``normalized_to_original``, is the error the
+    converted covariance describes: with cov = e e^T, the converted one is e' e'^T."""
+    rng = np.random.default_rng(4)
+    transform = np.eye(4)
+    transform[:3, :3] = cv2.Rodrigues(np.array([0.3, -0.5, 1.1]))[0]
+    transform[:3, 3] = [0.4, -2.0, 0.7]
+    scale = 0.37
+    estimate = opencv_w2c_to_opengl_c2w(cv2.Rodrigues(np.array([0.2, 0.1, -0.4]))[0], np.array([0.1, 0.3, 2.0]))
+    error = rng.normal(0.0, 1e-6, 6)
+    truth = estimate.copy()
+    truth[:3, :3] = cv2.Rodrigues(error[:3])[0] @ estimate[:3, :3]
+    truth[:3, 3] += error[3:]
+    error_original = pose_error_vector(
+        normalized_to_original(estimate, transform, scale), normalized_to_original(truth, transform, scale)
+    )
+    converted = covariance_normalized_to_original(np.outer(error, error), transform, scale)
+    np.testing.assert_allclose(converted, np.outer(error_original, error_original), rtol=1e-4, atol=1e-20)
+    assert np.linalg.norm(error_original[3:]) == pytest.approx(np.linalg.norm(error[3:]) / scale, rel=1e-4)
+
+
+def test_a_localized_estimate_carries_the_covariance_of_its_pnp():
+    points3d, points2d, *_ = synthetic(200, 0.0, 0.5, seed=7)
+    result = solve_pnp(PnPConfig(solver="opencv"), points3d, points2d, K, 3.0, (HEIGHT, WIDTH, 3))
+    estimate = localized(result, 200)
+    assert estimate.success and estimate.covariance is result.covariance
+
+
+def test_rotation_vector_is_exact_for_tiny_angles_and_agrees_with_opencv_elsewhere():
+    for vector in ([1e-9, -2e-9, 3e-9], [2e-6, 0.0, -1e-6], [0.3, -0.2, 0.9], [0.0, 3.1, 0.0]):
+        R = cv2.Rodrigues(np.array(vector))[0] if np.linalg.norm(vector) > 1e-4 else _exact_small(np.array(vector))
+        np.testing.assert_allclose(rotation_vector(R), vector, rtol=1e-6, atol=1e-15)
+
+
+def _exact_small(vector: np.ndarray) -> np.ndarray:
+    """exp([v]_x) by its series, for angles OpenCV's Rodrigues would round."""
+    skew = np.array([[0, -vector[2], vector[1]], [vector[2], 0, -vector[0]], [-vector[1], vector[0], 0]])
+    return np.eye(3) + skew + skew @ skew / 2.0

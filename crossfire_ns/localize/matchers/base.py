@@ -42,6 +42,9 @@ class PoseEstimate:
     """How sure the method is that the pose is right (0..1 where the method estimates it; NaN otherwise)."""
     diagnostics: Dict[str, Any] = field(default_factory=dict)
     """Method-specific figures behind the estimate (for calibration and reports)."""
+    covariance: Optional[np.ndarray] = None
+    """6x6 covariance of the pose from the final PnP's inliers (``pnp.pose_covariance``: world rotation vector, then
+    camera centre; normalised frame); None where the method has none."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 
 from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w, scale_intrinsics
 from crossfire_ns.localize.matchers.base import Matcher, MatcherConfig, PoseEstimate
-from crossfire_ns.localize.pnp import PnPResult, refuse_low_inlier_ratio, solve_pnp_ransac
+from crossfire_ns.localize.pnp import PnPResult, refuse_low_inlier_ratio, solve_pnp_ransac, with_covariance
 from crossfire_ns.localize.render import RenderedView
 
 MIN_ACCUMULATION = 0.5
@@ -37,7 +37,8 @@ class Correspondences:
 
 
 def localized(result: PnPResult, num_matches: int) -> PoseEstimate:
-    """A successful PnP result as a localized estimate (camera-to-world, OpenGL, normalised frame)."""
+    """A successful PnP result as a localized estimate (camera-to-world, OpenGL, normalised frame), with the PnP's
+    pose covariance."""
     return PoseEstimate(
         True,
         opencv_w2c_to_opengl_c2w(result.R, result.t),
@@ -45,6 +46,7 @@ def localized(result: PnPResult, num_matches: int) -> PoseEstimate:
         num_matches,
         result.reprojection_error_px,
         "localized",
+        covariance=result.covariance,
     )
 
 
@@ -195,4 +197,5 @@ class FeatureMatcher(Matcher):
             iterations=config.ransac_iterations,
             min_inliers=config.min_inliers,
         )
-        return refuse_low_inlier_ratio(result, len(matches), config.min_inlier_ratio), len(matches)
+        result = refuse_low_inlier_ratio(result, len(matches), config.min_inlier_ratio)
+        return with_covariance(result, matches.points3d, matches.points2d, K), len(matches)
