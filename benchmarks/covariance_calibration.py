@@ -1,0 +1,157 @@
+"""Whether the pose covariance can be trusted: localize query folders with ground truth and count how often the true
+pose lies inside the 50%, 90% and 99% ellipsoids of the reported covariance (chi-square with 6 degrees of freedom),
+and which scale factor of the covariance would make those shares match their levels.
+
+    python -m benchmarks.covariance_calibration collect --output cal.json --jobs MAP/config.yml=QUERY_DIR ...
+    python -m benchmarks.covariance_calibration report cal.json [--scale 1.0] [--groups calibration=DIR_A,DIR_B ...]
+
+``collect`` writes one record per query (status, the error vector to the truth in the covariance's order and frame,
+``d2 = e^T C^-1 e``, the covariance's standard deviations) of the first-order covariance (``covariance_scale=1``) and
+prints the report; ``report`` reads records back, with the covariance multiplied by ``--scale`` (the API's default:
+``crossfire_ns.localize.api.COVARIANCE_SCALE``). The scale that calibrates a set is ``median(d2) / 5.348`` (the 50%
+quantile of chi-square(6)); the report also gives the scale each level would need alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+from crossfire_ns.io.atomic import write_json_atomic
+
+CONSOLE = Console(width=140)
+
+CHI2_6 = {0.5: 5.348121, 0.9: 10.644641, 0.99: 16.811894}
+"""Quantiles of chi-square with 6 degrees of freedom: the squared Mahalanobis radius of each ellipsoid."""
+
+
+def mahalanobis_squared(error: np.ndarray, covariance: np.ndarray) -> float:
+    """``e^T C^-1 e`` of a (6,) error under a 6x6 covariance (inf when the covariance is singular)."""
+    try:
+        return float(error @ np.linalg.solve(covariance, error))
+    except np.linalg.LinAlgError:
+        return float("inf")
+
+
+def calibration(d2: Sequence[float], scale: float = 1.0) -> Dict[str, float]:
+    """Shares of ``d2`` (squared Mahalanobis distances under the covariance, before ``scale``) inside each
+    ellipsoid once the covariance is multiplied by ``scale``, and the scale factors that would calibrate them: one for
+    the median (``scale_50``) and one per level."""
+    values = np.asarray(d2, dtype=np.float64) / scale
+    out: Dict[str, float] = {"count": int(len(values))}
+    if not len(values):
+        return out
+    for level, quantile in CHI2_6.items():
+        out[f"inside_{round(100 * level)}"] = float(np.mean(values <= quantile))
+        out[f"scale_{round(100 * level)}"] = float(np.quantile(values, level) / quantile * scale)
+    return out
+
+
+@dataclass
+class Collect:
+    """Localize each MAP=QUERY_DIR job (ns-localize's defaults) and record each query's error against its covariance."""
+
+    output: Path
+    jobs: List[str] = field(default_factory=list)
+    """MAP_CONFIG=QUERY_DIR pairs (query folders with transforms.json and ground truth)."""
+    max_queries: int = 0
+    """> 0: at most this many queries per folder (a short run)."""
+
+    def main(self) -> None:
+        from crossfire_ns.geometry import c2w_pose_errors, pose_error_vector
+        from crossfire_ns.io.queries import load_query_set, read_query_image
+        from crossfire_ns.localize.api import MapLocalizer
+
+        rows = []
+        localizers: Dict[str, MapLocalizer] = {}
+        for job in self.jobs:
+            config, query_dir = job.split("=", 1)
+            if config not in localizers:
+                localizers[config] = MapLocalizer.load(config, covariance_scale=1.0)  # the first-order figure
+                localizers[config].warm_up()
+            localizer = localizers[config]
+            try:
+                queries = [q for q in load_query_set(Path(query_dir))[0] if q.c2w_gt is not None]
+            except (OSError, ValueError) as err:  # an empty or missing folder: said, and the others go on
+                CONSOLE.print(f"[yellow]{query_dir}: skipped ({err})")
+                continue
+            for q in queries[: self.max_queries or None]:
+                a = localizer.localize(read_query_image(q), K=q.K)
+                row = {"map": config, "dir": query_dir, "file": q.file_path, "status": a.status, "seconds": a.seconds}
+                row["set"] = "/".join(Path(query_dir).parts[-2:])
+                if a.localized and a.covariance is not None:
+                    error = pose_error_vector(a.c2w, q.c2w_gt)
+                    t_err, r_err = c2w_pose_errors(a.c2w, q.c2w_gt)
+                    row.update(
+                        error=error.tolist(),
+                        d2=mahalanobis_squared(error, a.covariance),
+                        sigma_rotation_deg=np.degrees(np.sqrt(np.diag(a.covariance)[:3])).tolist(),
+                        sigma_centre=np.sqrt(np.diag(a.covariance)[3:]).tolist(),
+                        t_err=t_err,
+                        r_err=r_err,
+                        num_inliers=a.num_inliers,
+                        covariance=a.covariance.tolist(),
+                        map_scale=localizer.map.scale,
+                    )
+                rows.append(row)
+                CONSOLE.print(f"{query_dir} {q.file_path}: {a.status} d2={row.get('d2', float('nan')):.3g}")
+        write_json_atomic(self.output, rows)
+        Report(files=[self.output]).main()
+
+
+@dataclass
+class Report:
+    """Shares inside the 50/90/99% ellipsoids per query folder, per group and in all, and the calibrating scale."""
+
+    files: tyro.conf.Positional[List[Path]] = field(default_factory=list)
+    scale: float = 1.0
+    """Multiply every covariance by this before counting."""
+    groups: List[str] = field(default_factory=list)
+    """NAME=DIR,DIR,... sets of query folders reported together (e.g. the calibration split)."""
+
+    def main(self) -> None:
+        rows = [row for path in self.files for row in json.loads(Path(path).read_text())]
+        sets: Dict[str, List[dict]] = {}
+        for row in rows:
+            sets.setdefault(row.get("set", row["dir"]), []).append(row)
+        for group in self.groups:
+            name, dirs = group.split("=", 1)
+            sets[name] = [row for row in rows if row["dir"] in dirs.split(",")]
+        sets["all"] = rows
+        table = Table(title=f"Pose covariance calibration (covariance x {self.scale:g})")
+        for column in ("set", "queries", "with cov", "in 50%", "in 90%", "in 99%", "scale 50", "scale 90", "scale 99",
+                       "sigma deg / centre", "error deg / centre"):  # fmt: skip
+            table.add_column(column, justify="left" if column == "set" else "right")
+        for name, members in sets.items():
+            known = [row for row in members if "d2" in row]
+            result = calibration([row["d2"] for row in known], self.scale)
+            shares = [f"{100 * result[f'inside_{p}']:.0f}%" if known else "-" for p in (50, 90, 99)]
+            scales = [f"{result[f'scale_{p}']:.3g}" if known else "-" for p in (50, 90, 99)]
+            sigma = (
+                f"{np.median([np.linalg.norm(r['sigma_rotation_deg']) for r in known]) * np.sqrt(self.scale):.3g} / "
+                f"{np.median([np.linalg.norm(r['sigma_centre']) for r in known]) * np.sqrt(self.scale):.3g}"
+                if known
+                else "-"
+            )
+            errors = (
+                f"{np.median([r['r_err'] for r in known]):.3g} / {np.median([r['t_err'] for r in known]):.3g}"
+                if known
+                else "-"
+            )
+            table.add_row(name, str(len(members)), str(len(known)), *shares, *scales, sigma, errors)
+        CONSOLE.print(table)
+
+
+def entrypoint() -> None:
+    tyro.extras.subcommand_cli_from_dict({"collect": Collect, "report": Report}).main()
+
+
+if __name__ == "__main__":
+    entrypoint()
