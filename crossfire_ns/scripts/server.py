@@ -3,6 +3,9 @@
     ns-localize-server --load-config RUN/config.yml [--host 127.0.0.1] [--port 8750]
     curl -F image=@frame.png -F fx=120 -F fy=120 -F cx=80 -F cy=60 http://127.0.0.1:8750/localize
 
+Several maps: ``--map floor2=RUN2/config.yml`` (repeated), each answered at ``/maps/NAME/localize``; with a token and
+``--map-root DIR``, ``POST /maps/NAME`` (form field ``config``) loads another under DIR while the others serve.
+
 With a token (``CROSSFIRE_SERVER_TOKEN=<secret>`` in the environment, or ``--token-file FILE``) every request but
 ``GET /health`` needs ``Authorization: Bearer <secret>``; serving beyond this machine (``--host 0.0.0.0``) needs one.
 Endpoints and answers: ``crossfire_ns.server.app`` (and ``/docs`` on the running server).
@@ -15,14 +18,25 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
+
+import tyro
+from typing_extensions import Annotated
 
 from crossfire_ns.errors import CrossfireInputError
 from crossfire_ns.localize.api import MAX_IMAGE_SIDE, MapLocalizer
 from crossfire_ns.localize.matchers import AnyMatcherConfig, CrossfireMatcherConfig
 from crossfire_ns.localize.priors import RetrievalScore
 from crossfire_ns.scripts.cli import run
-from crossfire_ns.server.app import BODY_TIMEOUT, MAX_UPLOAD_BYTES, QUEUE_SIZE, create_app
+from crossfire_ns.server.app import (
+    BODY_TIMEOUT,
+    DEFAULT_MAP,
+    MAP_NAME,
+    MAX_MAPS,
+    MAX_UPLOAD_BYTES,
+    QUEUE_SIZE,
+    create_app,
+)
 from crossfire_ns.server.guard import LOOPBACK_HOSTS
 
 TOKEN_ENV = "CROSSFIRE_SERVER_TOKEN"
@@ -75,10 +89,17 @@ def read_token(token_file: Optional[Path]) -> Optional[str]:
 
 @dataclass
 class Serve:
-    """Serve localization of single images against one trained crossfire map."""
+    """Serve localization of single images against trained crossfire maps."""
 
-    load_config: Path
-    """config.yml of a crossfire run (written by ns-train)."""
+    load_config: Optional[Path] = None
+    """config.yml of a crossfire run (written by ns-train): the default map, answered at /localize and /map."""
+    map: Annotated[List[str], tyro.conf.UseAppendAction] = field(default_factory=list)
+    """Another map, NAME=RUN/config.yml (repeat the flag for more): answered at /maps/NAME/localize. Without
+    --load-config the first is the default map."""
+    map_name: str = DEFAULT_MAP
+    """Name of the --load-config map under /maps."""
+    map_root: Optional[Path] = None
+    """Folder under which POST /maps/{name} may load more maps while the others serve (needs a token)."""
     host: str = "127.0.0.1"
     """Interface to bind; 127.0.0.1 serves this machine only (another, e.g. 0.0.0.0, needs a token)."""
     port: int = 8750
@@ -118,48 +139,90 @@ class Serve:
             problems.append(f"--max-image-pixels {self.max_image_pixels}: must be at least 1")
         if not (math.isfinite(self.body_timeout) and self.body_timeout > 0):
             problems.append(f"--body-timeout {self.body_timeout}: must be a finite number of seconds above 0")
+        if self.load_config is None and not self.map:
+            problems.append("no map: give --load-config RUN/config.yml or --map NAME=RUN/config.yml")
+        names = [self.map_name] if self.load_config is not None else []
+        for item in self.map:
+            name, sep, config = item.partition("=")
+            if not sep or not config:
+                problems.append(f"--map {item}: must be NAME=RUN/config.yml")
+            elif not MAP_NAME.fullmatch(name):
+                problems.append(f"--map {item}: a name is 1 to 64 letters, digits, '.', '_' or '-'")
+            elif name in names:
+                problems.append(f"--map {item}: the name {name!r} is given twice")
+            names.append(name)
+        if self.load_config is not None and not MAP_NAME.fullmatch(self.map_name):
+            problems.append(f"--map-name {self.map_name}: a name is 1 to 64 letters, digits, '.', '_' or '-'")
+        if len(names) > MAX_MAPS:
+            problems.append(f"{len(names)} maps: at most {MAX_MAPS}")
+        if self.map_root is not None and not self.map_root.is_dir():
+            problems.append(f"--map-root {self.map_root}: not a folder")
         return problems
 
-    def main(self) -> int:
-        from nerfstudio.utils.rich_utils import CONSOLE
+    def configs(self) -> List[Tuple[str, Path]]:
+        """(name, config.yml) of every map to serve, the default first (after ``check``)."""
+        named = [(name, Path(config)) for name, _, config in (item.partition("=") for item in self.map)]
+        return ([(self.map_name, self.load_config)] if self.load_config is not None else []) + named
 
-        try:
-            problems = self.check()
-            if problems:
-                raise ServerSetupError("; ".join(problems))
-            token = read_token(self.token_file)
-            loopback = is_loopback(self.host)
-            if token is None and not loopback:
-                raise ServerSetupError(
-                    f"--host {self.host} serves other machines, so requests must carry a token; {TOKEN_HOW}. "
-                    f"(Or serve this machine only: --host 127.0.0.1.)"
-                )
-            localizer = MapLocalizer.load(
-                self.load_config,
-                self.data,
-                matcher=self.matcher,
-                retrieval=self.retrieval,
-                max_image_side=self.max_image_side,
+    def load_localizer(self, config: Path) -> MapLocalizer:
+        """The localizer of one map, warmed up (the retrieval and map indexes), with this server's options."""
+        localizer = MapLocalizer.load(
+            config, self.data, matcher=self.matcher, retrieval=self.retrieval, max_image_side=self.max_image_side
+        )
+        localizer.warm_up()  # so that the first request does not wait for the indexes
+        return localizer
+
+    def setup(self) -> Tuple[Optional[str], bool]:
+        """(the token, whether serving this machine only); ``ServerSetupError`` naming the flag when the flags cannot
+        be used (checked before any map is loaded)."""
+        problems = self.check()
+        if problems:
+            raise ServerSetupError("; ".join(problems))
+        token = read_token(self.token_file)
+        loopback = is_loopback(self.host)
+        if token is None and not loopback:
+            raise ServerSetupError(
+                f"--host {self.host} serves other machines, so requests must carry a token; {TOKEN_HOW}. "
+                f"(Or serve this machine only: --host 127.0.0.1.)"
             )
-        except CrossfireInputError as err:
-            CONSOLE.print(f"[bold red]ns-localize-server: {err}")
-            return 2
-        import uvicorn
+        if self.map_root is not None and token is None:
+            raise ServerSetupError(f"--map-root lets clients load maps, so requests must carry a token; {TOKEN_HOW}")
+        return token, loopback
 
-        localizer.warm_up()  # the retrieval and map indexes, so that the first request does not wait for them
-        app = create_app(
-            localizer,
+    def build_app(self, token: Optional[str], loopback: bool):
+        """Load every map and build the service on them (the plain server and each Ray Serve replica do this)."""
+        localizers: Dict[str, MapLocalizer] = {name: self.load_localizer(config) for name, config in self.configs()}
+        default = next(iter(localizers))
+        return create_app(
+            localizers.pop(default),
             self.max_upload_bytes,
             self.queue_size,
             token=token,
             allowed_hosts=LOOPBACK_HOSTS if loopback else None,
             max_pixels=self.max_image_pixels,
             body_timeout=self.body_timeout,
+            name=default,
+            more_maps=localizers,
+            map_loader=self.load_localizer,
+            map_root=self.map_root,
         )
+
+    def main(self) -> int:
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        try:
+            token, loopback = self.setup()
+            app = self.build_app(token, loopback)
+        except CrossfireInputError as err:
+            CONSOLE.print(f"[bold red]ns-localize-server: {err}")
+            return 2
+        import uvicorn
+
         guarded = "token required" if token else "no token: this machine only"
+        names = ", ".join(name for name, _ in self.configs())
         CONSOLE.print(
-            f"Serving {self.load_config} on http://{self.host}:{self.port} ({guarded}; POST /localize, GET /map, "
-            f"/health, /docs)"
+            f"Serving maps {names} on http://{self.host}:{self.port} ({guarded}; POST /localize, "
+            f"/maps/NAME/localize, GET /map, /maps, /health, /docs)"
         )
         uvicorn.run(
             app,

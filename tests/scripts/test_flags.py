@@ -80,6 +80,10 @@ def _serve(tmp_path: Path, **flags) -> Serve:
         ({"max_image_side": 0}, "--max-image-side 0"),
         ({"max_image_pixels": 0}, "--max-image-pixels 0"),
         ({"body_timeout": math.inf}, "--body-timeout inf"),
+        ({"map": ["floor2"]}, "--map floor2: must be NAME=RUN/config.yml"),
+        ({"map": ["a b=x/config.yml"]}, "--map a b=x/config.yml: a name is"),
+        ({"map": ["default=x/config.yml"]}, "the name 'default' is given twice"),
+        ({"map_root": Path("/nonexistent-root")}, "--map-root /nonexistent-root: not a folder"),
     ],
 )
 def test_a_bad_server_flag_is_named_and_exits_2(tmp_path, capsys, flags, words):
@@ -99,6 +103,23 @@ def test_with_a_token_the_host_is_accepted_and_the_map_is_looked_for(tmp_path, c
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     assert _serve(tmp_path, host="0.0.0.0").main() == 2  # now it got as far as the (missing) config
     assert "never-read.yml" in capsys.readouterr().out.replace("\n", "")
+
+
+def test_without_any_map_or_with_a_map_root_but_no_token_the_server_refuses_to_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert Serve().main() == 2
+    assert "no map: give --load-config" in capsys.readouterr().out.replace("\n", "")
+    assert _serve(tmp_path, map_root=tmp_path).main() == 2
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "--map-root lets clients load maps" in out and "never-read" not in out
+
+
+def test_maps_of_the_command_line_are_named_in_order(tmp_path):
+    serve = _serve(tmp_path, map=["floor2=b/config.yml", "roof=c/config.yml"], map_name="lobby")
+    assert serve.check() == []
+    assert serve.configs() == [
+        ("lobby", tmp_path / "never-read.yml"), ("floor2", Path("b/config.yml")), ("roof", Path("c/config.yml"))
+    ]  # fmt: skip
 
 
 def test_tokens(tmp_path, monkeypatch):

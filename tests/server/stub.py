@@ -68,7 +68,13 @@ class StubLocalizer:
         time.sleep(self.delay)
         if self.crash:
             return Localization("failed", message="RuntimeError: the stub crashed", crashed=True)
-        return Localization("localized", c2w=np.eye(4) if prior is None else prior, num_inliers=50, seconds=0.01)
+        return Localization(
+            "localized",
+            c2w=np.eye(4) if prior is None else prior,
+            num_inliers=50,
+            seconds=0.01,
+            covariance=np.diag([1e-6] * 3 + [1e-4] * 3),
+        )
 
     def end_sequence(self, sequence: str) -> None:
         self.ended.append(sequence)

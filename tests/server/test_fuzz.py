@@ -54,7 +54,16 @@ def test_the_fuzzed_fields_are_the_schemas(client):
     body = schema["paths"]["/localize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     properties = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]["properties"]
     assert set(properties) == {"image", *FIELDS}
-    assert set(schema["paths"]) == {"/health", "/map", "/localize"}
+    assert set(schema["paths"]) == {
+        "/health",
+        "/map",
+        "/localize",
+        "/maps",
+        "/maps/{map_name}",
+        "/maps/{map_name}/localize",
+    }
+    named = schema["paths"]["/maps/{map_name}/localize"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert schema["components"]["schemas"][named["schema"]["$ref"].rsplit("/", 1)[-1]]["properties"] == properties
 
 
 @FUZZ
@@ -82,7 +91,9 @@ def test_localize_answers_every_request_with_a_named_status(client, image, field
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"]),
     path=st.one_of(
-        st.sampled_from(["/health", "/map", "/localize", "/docs", "/openapi.json"]),
+        st.sampled_from(
+            ["/health", "/map", "/localize", "/docs", "/openapi.json", "/maps", "/maps/default", "/maps/x/localize"]
+        ),
         st.text(alphabet=string.ascii_letters + string.digits + "/._-%~", max_size=20),
     ),
     headers=st.dictionaries(

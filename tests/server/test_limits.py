@@ -197,7 +197,7 @@ def test_health_says_the_map_cannot_answer_after_crashes_in_a_row():
     assert "the stub crashed" in health.json()["detail"]
     stub.crash = False
     assert _post(client, data=INTRINSICS).status_code == 200
-    assert client.get("/health").json() == {"status": "ok", "map_ready": True, "pending": 0}
+    assert client.get("/health").json() == {"status": "ok", "map_ready": True, "pending": 0, "maps": {"default": True}}
 
 
 # --- authentication ---------------------------------------------------------------------------------------------
