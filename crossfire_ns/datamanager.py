@@ -2,21 +2,28 @@
 
 The metric-learning loss needs several rays from the same image (in-image negatives) and the image to
 run the encoder on, so each step samples ``images_per_batch`` images and ``num_rays // images_per_batch``
-random pixels in each, in image-major order.
+random pixels in each, in image-major order. Before any of that, the scene's box is chosen from the training views
+(``scene_bounds``): a scene seen from inside is modelled without contraction, in a box that holds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type, Union
+from typing import Dict, Literal, Optional, Tuple, Type, Union
 
+import numpy as np
 import torch
 from jaxtyping import Int
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.utils.rich_utils import CONSOLE
+from PIL import Image
 from torch import Tensor
+
+from crossfire_ns.scene_bounds import SCENE_BOUNDS_KEY, SceneBounds, scene_bounds
 
 
 def sample_grouped_pixels(
@@ -129,12 +136,47 @@ class CrossfireDataManagerConfig(VanillaDataManagerConfig):
     _target: Type = field(default_factory=lambda: CrossfireDataManager)
     pixel_sampler: PixelSamplerConfig = field(default_factory=ImageGroupedPixelSamplerConfig)
     """Pixel sampler; the default groups rays by image, which the descriptor loss needs."""
+    scene_bounds: Literal["auto", "dataparser"] = "auto"
+    """auto: a scene the training views see from inside (a room) is modelled without scene contraction in a box
+    that holds its content, found by triangulating SIFT matches between the views; dataparser: the dataparser's box
+    and the model's contraction setting as given."""
 
 
 class CrossfireDataManager(VanillaDataManager[InputDataset]):
     """Adds ``batch["group_images"]`` (G, H, W, 3) and ``batch["rays_per_image"]`` to training batches."""
 
     config: CrossfireDataManagerConfig
+
+    def __init__(self, config: CrossfireDataManagerConfig, *args, **kwargs) -> None:
+        super().__init__(config, *args, **kwargs)
+        if config.scene_bounds == "auto":
+            self.apply_scene_bounds(self.measure_scene_bounds())
+
+    def measure_scene_bounds(self) -> SceneBounds:
+        """``scene_bounds.scene_bounds`` of the training views (cameras in the normalised frame)."""
+        outputs = self.train_dataparser_outputs
+        cameras = outputs.cameras
+        c2ws = np.concatenate(
+            [cameras.camera_to_worlds.numpy(), np.tile([[[0.0, 0.0, 0.0, 1.0]]], (len(cameras), 1, 1))], axis=1
+        )
+        Ks = cameras.get_intrinsics_matrices().numpy()
+        greys = [np.asarray(Image.open(path).convert("L")) for path in outputs.image_filenames]
+        return scene_bounds(greys, c2ws.astype(np.float64), Ks.astype(np.float64))
+
+    def apply_scene_bounds(self, bounds: SceneBounds) -> None:
+        """Hand ``bounds`` to the model (dataset metadata) and, for a scene seen from inside, give both datasets its
+        box."""
+        for dataset in (self.train_dataset, self.eval_dataset):
+            if dataset is None:
+                continue
+            dataset.metadata[SCENE_BOUNDS_KEY] = bounds.as_dict()
+            if bounds.inside:
+                dataset.scene_box = SceneBox(aabb=torch.tensor([[-bounds.scale] * 3, [bounds.scale] * 3]))
+        if bounds.inside:
+            CONSOLE.print(
+                f"The training views see the scene from inside: no scene contraction, scene box +/-{bounds.scale:g} "
+                "(--pipeline.datamanager.scene-bounds dataparser keeps the dataparser's box and contraction)."
+            )
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         self.train_count += 1

@@ -29,6 +29,7 @@ from crossfire_ns.compat import offline_lpips, use_gather_hash_encoding, use_lin
 from crossfire_ns.descriptor_field import DescriptorField
 from crossfire_ns.encoder import FeatureEncoder, FeatureEncoderConfig, sample_features
 from crossfire_ns.losses import dense_negative_info_nce, masked_info_nce
+from crossfire_ns.scene_bounds import SCENE_BOUNDS_KEY
 from crossfire_ns.surface_cache import SurfaceCache
 from crossfire_ns.warp_supervision import RandomWarp, WarpedPairs
 
@@ -125,6 +126,9 @@ class CrossfireModel(NerfactoModel):
     config: CrossfireModelConfig
 
     def populate_modules(self):
+        bounds = self.kwargs.get("metadata", {}).get(SCENE_BOUNDS_KEY)
+        if bounds is not None and bounds["inside"]:  # a room seen from inside: its walls get the field's resolution
+            self.config.disable_scene_contraction = True
         with offline_lpips():
             super().populate_modules()
         use_linf_contraction(self)  # before the descriptor field takes the field's contraction

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Type
 
 import tyro
@@ -14,7 +13,5 @@ TYRO_CONFIG = (tyro.conf.CascadeSubcommandArgs, tyro.conf.SuppressFixed)
 
 def run(command: Type) -> None:
     """Parse ``command`` (a dataclass with ``main() -> int``) from sys.argv, run it and exit with its status."""
-    # nerfstudio 1.1.5 indexes tensors in a way torch 2.14 warns about on every render; it is harmless.
-    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
     tyro.extras.set_accent_color("bright_yellow")
     sys.exit(tyro.cli(command, config=TYRO_CONFIG).main())

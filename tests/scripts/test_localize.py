@@ -95,6 +95,7 @@ def _help(*args: str) -> str:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr, out.stderr  # a quiet start: the known third-party warnings are filtered
     return out.stdout
 
 
