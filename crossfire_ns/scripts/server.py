@@ -122,6 +122,11 @@ class Serve:
     """File holding the bearer token clients must send (else the CROSSFIRE_SERVER_TOKEN environment variable)."""
     body_timeout: float = BODY_TIMEOUT
     """Seconds a request's body may pause before the request is dropped (408)."""
+    replicas: int = 0
+    """> 0: serve with this many replicas on Ray Serve, each holding the maps (pip install crossfire_ns[serve]); 0: one
+    uvicorn process."""
+    torch_threads: int = 1
+    """With --replicas: torch threads (and Ray CPUs) per replica."""
 
     def check(self) -> List[str]:
         """What is wrong with the flags (each message names its flag); empty when they can be used."""
@@ -139,6 +144,8 @@ class Serve:
             problems.append(f"--max-image-pixels {self.max_image_pixels}: must be at least 1")
         if not (math.isfinite(self.body_timeout) and self.body_timeout > 0):
             problems.append(f"--body-timeout {self.body_timeout}: must be a finite number of seconds above 0")
+        if self.replicas < 0 or self.torch_threads < 1:
+            problems.append(f"--replicas {self.replicas} --torch-threads {self.torch_threads}: must be >= 0 and >= 1")
         if self.load_config is None and not self.map:
             problems.append("no map: give --load-config RUN/config.yml or --map NAME=RUN/config.yml")
         names = [self.map_name] if self.load_config is not None else []
@@ -210,6 +217,8 @@ class Serve:
     def main(self) -> int:
         from nerfstudio.utils.rich_utils import CONSOLE
 
+        if self.replicas > 0:
+            return self.main_replicas()
         try:
             token, loopback = self.setup()
             app = self.build_app(token, loopback)
@@ -232,6 +241,23 @@ class Serve:
             limit_concurrency=self.queue_size + 1 + CONNECTION_HEADROOM,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
+        return 0
+
+    def main_replicas(self) -> int:
+        """Serve on Ray Serve with ``replicas`` replicas (``crossfire_ns.server.ray_app``)."""
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        try:
+            from crossfire_ns.server import ray_app
+        except ImportError as err:
+            CONSOLE.print(f"[bold red]ns-localize-server: --replicas needs Ray Serve ({err}); pip install '.[serve]'")
+            return 2
+        try:
+            CONSOLE.print(f"Serving on http://{self.host}:{self.port} with {self.replicas} replicas on Ray Serve")
+            ray_app.run(self, self.replicas, self.torch_threads)
+        except CrossfireInputError as err:
+            CONSOLE.print(f"[bold red]ns-localize-server: {err}")
+            return 2
         return 0
 
 
