@@ -31,6 +31,22 @@ from crossfire_ns.io.queries import load_query_set
 CONSOLE = Console()
 
 
+def tree_memory(process: psutil.Process) -> Dict[str, object]:
+    """Resident memory (MB) of ``process`` with all its descendants, and of each Ray Serve replica among them."""
+    members = [process, *process.children(recursive=True)]
+    total, replicas = 0.0, []
+    for member in members:
+        try:
+            rss = member.memory_info().rss / 2**20
+            title = " ".join(member.cmdline())
+        except psutil.Error:
+            continue
+        total += rss
+        if "ServeReplica" in title:
+            replicas.append(round(rss, 1))
+    return {"tree_mb": round(total, 1), "replica_mb": sorted(replicas)}
+
+
 @dataclass
 class ServerLoad:
     load_config: Path
@@ -45,15 +61,21 @@ class ServerLoad:
     """The server's queue (more waiting requests are answered 503)."""
     output: Optional[Path] = None
     """Also write the figures here as JSON."""
+    replicas: int = 0
+    """> 0: the server runs this many replicas on Ray Serve (one torch thread each); memory is then reported per
+    replica and for the server's whole process tree (Ray's own processes included)."""
 
     def main(self) -> Dict:
         queries, _ = load_query_set(self.query_dir)
         payloads = [(q.path.name, q.path.read_bytes(), q.K) for q in queries]
         started = time.perf_counter()
-        with running_server(self.load_config, "--queue-size", str(self.queue_size)) as (server, url):
+        flags = ["--queue-size", str(self.queue_size)]
+        if self.replicas > 0:
+            flags += ["--replicas", str(self.replicas), "--torch-threads", "1"]
+        with running_server(self.load_config, *flags) as (server, url):
             load_seconds = time.perf_counter() - started
             process = psutil.Process(server.pid)
-            memory = {"after_load_mb": process.memory_info().rss / 2**20}
+            memory = {"after_load_mb": process.memory_info().rss / 2**20, **tree_memory(process)}
             samples: List[float] = []
             after_request: List[float] = []
             stop = threading.Event()
@@ -91,6 +113,7 @@ class ServerLoad:
             wall = time.perf_counter() - wall
             stop.set()
             sampler.join()
+            memory.update({f"after_{key}": value for key, value in tree_memory(process).items()})
             memory.update(
                 during_max_mb=max(samples) if samples else None,
                 after_each_request_mb=[round(m, 1) for m in after_request],
@@ -101,6 +124,7 @@ class ServerLoad:
         for code, _ in calls:
             codes[str(code)] = codes.get(str(code), 0) + 1
         report = {
+            "replicas": self.replicas,
             "clients": self.clients,
             "requests_per_client": self.requests,
             "codes": codes,
