@@ -13,12 +13,14 @@ Endpoints and answers: ``crossfire_ns.server.app`` (and ``/docs`` on the running
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import tyro
 from typing_extensions import Annotated
@@ -243,22 +245,60 @@ class Serve:
         )
         return 0
 
+    def replica_application(self):
+        """The Ray Serve application of this server's maps with ``replicas`` replicas (``crossfire_ns.server.ray_app``);
+        the flags are checked first (``ServerSetupError``)."""
+        from crossfire_ns.server.ray_app import replicated
+
+        if self.replicas < 1:
+            raise ServerSetupError(f"--replicas {self.replicas}: must be at least 1 to serve on Ray")
+        token, loopback = self.setup()
+        build = functools.partial(self.build_app, token, loopback)
+        return replicated(build, self.replicas, self.torch_threads, self.queue_size + 1 + CONNECTION_HEADROOM)
+
     def main_replicas(self) -> int:
-        """Serve on Ray Serve with ``replicas`` replicas (``crossfire_ns.server.ray_app``)."""
+        """Serve on Ray Serve with ``replicas`` replicas."""
         from nerfstudio.utils.rich_utils import CONSOLE
 
         try:
-            from crossfire_ns.server import ray_app
+            from crossfire_ns.server.ray_app import serve_blocking
         except ImportError as err:
             CONSOLE.print(f"[bold red]ns-localize-server: --replicas needs Ray Serve ({err}); pip install '.[serve]'")
             return 2
         try:
-            CONSOLE.print(f"Serving on http://{self.host}:{self.port} with {self.replicas} replicas on Ray Serve")
-            ray_app.run(self, self.replicas, self.torch_threads)
+            app = self.replica_application()
         except CrossfireInputError as err:
             CONSOLE.print(f"[bold red]ns-localize-server: {err}")
             return 2
+        CONSOLE.print(f"Serving on http://{self.host}:{self.port} with {self.replicas} replicas on Ray Serve")
+        serve_blocking(app, self.host, self.port)
         return 0
+
+
+def _flag_value(spec: dataclasses.Field, text: str) -> Any:
+    """A flag's value of ``ray_build``'s arguments, typed as the field of ``Serve`` (``map``: comma-separated)."""
+    kind = str(spec.type)
+    if spec.name == "map":
+        return [item for item in text.split(",") if item]
+    if "Path" in kind:
+        return Path(text)
+    if kind.startswith("int") or "Optional[int]" in kind:
+        return int(text)
+    if kind.startswith("float"):
+        return float(text)
+    return text
+
+
+def ray_build(args: Dict[str, str]):
+    """``serve run crossfire_ns.scripts.server:ray_build key=value ...``: any flag of ``ns-localize-server`` but the
+    method's (dashes or underscores; ``replicas`` defaults to 1)."""
+    args = {key.replace("-", "_"): value for key, value in args.items()}
+    args.setdefault("replicas", "1")
+    fields = {spec.name: spec for spec in dataclasses.fields(Serve)}
+    unknown = sorted(set(args) - set(fields) - {"matcher"})
+    if unknown:
+        raise ServerSetupError(f"unknown arguments {', '.join(unknown)} (ns-localize-server --help lists the flags)")
+    return Serve(**{key: _flag_value(fields[key], value) for key, value in args.items()}).replica_application()
 
 
 def entrypoint() -> None:

@@ -2,32 +2,24 @@
 token, several maps) in each replica, each replica holding its maps, Ray's proxy spreading requests over them.
 
     ns-localize-server --load-config RUN/config.yml --replicas 2 [--torch-threads 1]
-    serve run crossfire_ns.server.ray_app:build load_config=RUN/config.yml replicas=2     # Ray's own CLI
+    serve run crossfire_ns.scripts.server:ray_build load_config=RUN/config.yml replicas=2     # Ray's own CLI
 
-``build`` takes ``ns-localize-server``'s flags as ``key=value`` (dashes or underscores; ``map`` may list several
-``NAME=config.yml`` separated by commas). On a cluster of several machines (``ray start --head`` on one,
-``ray start --address HEAD:6379`` on the others, the maps at the same path on each), ``serve run --address
-ray://HEAD:10001 ...`` (or ``RAY_ADDRESS``) places the replicas over the nodes. Each replica counts one torch
-thread (``num_cpus``) unless told otherwise; the token comes from the driver's ``CROSSFIRE_SERVER_TOKEN`` or
-``--token-file`` and travels to the replicas as a constructor argument (not an environment variable, which Ray's
-dashboard shows).
+``ray_build`` (in ``crossfire_ns.scripts.server``) takes ``ns-localize-server``'s flags as ``key=value``. On a cluster
+of several machines (``ray start --head`` on one, ``ray start --address HEAD:6379`` on the others, the maps at the
+same path on each), ``serve run`` with ``RAY_ADDRESS=ray://HEAD:10001`` places the replicas over the nodes. Each
+replica counts its torch threads as Ray CPUs; the token travels to the replicas inside the app's builder, a
+constructor argument (not an environment variable, which Ray's dashboard shows).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 from ray import serve
 from ray.serve.deployment import Application
 
-from crossfire_ns.scripts.server import CONNECTION_HEADROOM, Serve, ServerSetupError
-from crossfire_ns.server.app import QUEUE_SIZE
-
 MAX_QUEUED_PER_REPLICA = 8
-"""Requests Ray's proxy holds per replica when every replica is full; more are answered 503 by Ray."""
+"""Requests Ray's proxy holds per replica when every replica is full; more are refused (Ray's back-pressure)."""
 
 
 class LocalizerReplica:
@@ -44,65 +36,27 @@ class LocalizerReplica:
         return self.asgi_app
 
 
-def replicated(build_app: Callable[[], Any], replicas: int, torch_threads: int = 1, queue_size: int = QUEUE_SIZE):
-    """A Serve application of ``replicas`` replicas, each serving the app ``build_app()`` returns on it."""
+def replicated(
+    build_app: Callable[[], Any], replicas: int, torch_threads: int = 1, max_ongoing_requests: int = 18
+) -> Application:
+    """A Serve application of ``replicas`` replicas, each serving the app ``build_app()`` returns on it, reserving
+    ``torch_threads`` CPUs and taking at most ``max_ongoing_requests`` at once (its queue, plus room for /health)."""
     deployment = serve.deployment(
         serve.ingress()(LocalizerReplica),
         name="crossfire-localizer",
         num_replicas=replicas,
         ray_actor_options={"num_cpus": torch_threads},
-        max_ongoing_requests=queue_size + 1 + CONNECTION_HEADROOM,
+        max_ongoing_requests=max_ongoing_requests,
         max_queued_requests=MAX_QUEUED_PER_REPLICA * replicas,
         health_check_period_s=10,
     )
     return deployment.bind(build_app, torch_threads)
 
 
-def application(config: Serve, replicas: int, torch_threads: int = 1) -> Application:
-    """The Serve application of ``config``'s maps with ``replicas`` replicas (flags checked first: a
-    ``ServerSetupError`` names the one to fix)."""
-    if replicas < 1:
-        raise ServerSetupError(f"--replicas {replicas}: must be at least 1")
-    if torch_threads < 1:
-        raise ServerSetupError(f"--torch-threads {torch_threads}: must be at least 1")
-    token, loopback = config.setup()
-    return replicated(functools.partial(config.build_app, token, loopback), replicas, torch_threads, config.queue_size)
-
-
-def _value(field: dataclasses.Field, text: str) -> Any:
-    """A flag's value of ``build``'s arguments, typed as the field of ``Serve``."""
-    kind = str(field.type)
-    if field.name == "map":
-        return [item for item in text.split(",") if item]
-    if "Path" in kind:
-        return Path(text)
-    if kind.startswith("int") or "Optional[int]" in kind:
-        return int(text)
-    if kind.startswith("float"):
-        return float(text)
-    return text
-
-
-def build(args: Dict[str, str]) -> Application:
-    """``serve run crossfire_ns.server.ray_app:build key=value ...``: ``replicas``, ``torch_threads`` and any flag of
-    ``ns-localize-server`` but the method's (the default matcher serves)."""
-    args = {key.replace("-", "_"): value for key, value in args.items()}
-    replicas = int(args.pop("replicas", "1"))
-    torch_threads = int(args.pop("torch_threads", "1"))
-    fields = {field.name: field for field in dataclasses.fields(Serve)}
-    unknown = sorted(set(args) - set(fields) - {"matcher"})
-    if unknown:
-        raise ServerSetupError(f"unknown arguments {', '.join(unknown)} (ns-localize-server --help lists the flags)")
-    config = Serve(**{key: _value(fields[key], value) for key, value in args.items()})
-    return application(config, replicas, torch_threads)
-
-
-def run(config: Serve, replicas: int, torch_threads: int = 1) -> None:
-    """Start Ray here (or join ``RAY_ADDRESS``), serve ``config`` on its host and port with ``replicas`` replicas,
-    and block until interrupted."""
+def serve_blocking(app: Application, host: str, port: int) -> None:
+    """Start Ray here (or join ``RAY_ADDRESS``), serve ``app`` on ``host:port`` and block until interrupted."""
     import ray
 
-    app = application(config, replicas, torch_threads)
     ray.init(include_dashboard=False, ignore_reinit_error=True)
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options={"host": host, "port": port})
     serve.run(app, name="crossfire", route_prefix="/", blocking=True)

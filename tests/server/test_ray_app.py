@@ -12,8 +12,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray Serve is not installed (pip install '.[serve]'): replicas not tested")
 serve = pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install '.[serve]')")
 
-from crossfire_ns.scripts.server import Serve, ServerSetupError  # noqa: E402
-from crossfire_ns.server.ray_app import application, build, replicated  # noqa: E402
+from crossfire_ns.scripts.server import Serve, ServerSetupError, ray_build  # noqa: E402
+from crossfire_ns.server.ray_app import replicated  # noqa: E402
 from crossfire_ns.viewer.serve import free_port  # noqa: E402
 from tests.server.stub import TOKEN, H, W, png_bytes  # noqa: E402
 
@@ -82,10 +82,13 @@ def test_behind_rays_proxy_the_token_and_the_limits_still_hold(two_node_url):
     assert too_big.status_code == 413
 
 
-def test_flags_are_checked_before_ray_starts(tmp_path):
+def test_flags_are_checked_before_ray_starts(tmp_path, monkeypatch):
+    monkeypatch.delenv("CROSSFIRE_SERVER_TOKEN", raising=False)
     with pytest.raises(ServerSetupError, match="--replicas 0"):
-        application(Serve(load_config=tmp_path / "config.yml"), replicas=0)
+        Serve(load_config=tmp_path / "config.yml").replica_application()
     with pytest.raises(ServerSetupError, match="unknown arguments colour"):
-        build({"load_config": str(tmp_path / "config.yml"), "colour": "red"})
+        ray_build({"load_config": str(tmp_path / "config.yml"), "colour": "red"})
     with pytest.raises(ServerSetupError, match="no map"):
-        build({"replicas": "2"})
+        ray_build({"replicas": "2"})
+    with pytest.raises(ServerSetupError, match="--map-root lets clients load maps"):
+        ray_build({"map": "a=x/config.yml,b=y/config.yml", "map-root": str(tmp_path), "replicas": "2"})
