@@ -23,6 +23,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
 
+from crossfire_ns.geometry import as_4x4
 from crossfire_ns.scene_bounds import SCENE_BOUNDS_KEY, SceneBounds, scene_bounds
 
 
@@ -155,13 +156,10 @@ class CrossfireDataManager(VanillaDataManager[InputDataset]):
     def measure_scene_bounds(self) -> SceneBounds:
         """``scene_bounds.scene_bounds`` of the training views (cameras in the normalised frame)."""
         outputs = self.train_dataparser_outputs
-        cameras = outputs.cameras
-        c2ws = np.concatenate(
-            [cameras.camera_to_worlds.numpy(), np.tile([[[0.0, 0.0, 0.0, 1.0]]], (len(cameras), 1, 1))], axis=1
-        )
-        Ks = cameras.get_intrinsics_matrices().numpy()
+        c2ws = as_4x4(outputs.cameras.camera_to_worlds.numpy())
+        Ks = outputs.cameras.get_intrinsics_matrices().numpy().astype(np.float64)
         greys = [np.asarray(Image.open(path).convert("L")) for path in outputs.image_filenames]
-        return scene_bounds(greys, c2ws.astype(np.float64), Ks.astype(np.float64))
+        return scene_bounds(greys, c2ws, Ks)
 
     def apply_scene_bounds(self, bounds: SceneBounds) -> None:
         """Hand ``bounds`` to the model (dataset metadata) and, for a scene seen from inside, give both datasets its

@@ -210,6 +210,22 @@ def project_c2w(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> Tuple[np.
     return pixels, np.linalg.norm(cam, axis=1), cam[:, 2] > 1e-6
 
 
+def camera_spacing(centres: np.ndarray) -> float:
+    """Median distance from each of (N, 3) camera centres to its nearest neighbour (1 for fewer than two)."""
+    if len(centres) < 2:
+        return 1.0
+    return float(np.median(np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1]))
+
+
+def pose_nearness(c2ws: np.ndarray, c2w: np.ndarray, spacing: float) -> np.ndarray:
+    """(N,) how far each of ``c2ws`` (N, 4, 4) is from ``c2w`` (OpenGL camera-to-world): camera-centre distance in
+    units of ``spacing`` plus the angle between the viewing directions (1 per 30 degrees); smaller is nearer."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    distance = np.linalg.norm(c2ws[:, :3, 3] - c2w[:3, 3], axis=1)
+    angle = np.degrees(np.arccos(np.clip(-c2ws[:, :3, 2] @ (-c2w[:3, 2]), -1.0, 1.0)))
+    return distance / max(spacing, 1e-9) + angle / 30.0
+
+
 def inside_image(pixels: np.ndarray, in_front: np.ndarray, width: float, height: float, margin: float = 0.0):
     """(M,) bool: the (M, 2) ``pixels`` of points ``in_front`` of the camera that lie at least ``margin`` pixels
     inside a ``width`` x ``height`` image (a search of that radius around them stays in the image)."""

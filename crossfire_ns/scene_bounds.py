@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence
 import cv2
 import numpy as np
 
-from crossfire_ns.geometry import opengl_c2w_to_opencv_w2c, project_points
+from crossfire_ns.geometry import camera_spacing, opengl_c2w_to_opencv_w2c, pose_nearness, project_points
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,13 @@ MIN_POINTS = 50
 
 
 def _neighbour_pairs(c2ws: np.ndarray, per_view: int, max_pairs: int) -> List[tuple]:
-    """Pairs of views (i, j), each view with its ``per_view`` nearest by centre distance plus viewing angle."""
-    centres, forward = c2ws[:, :3, 3], -c2ws[:, :3, 2]
-    distance = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
-    spacing = np.median(np.sort(distance, axis=1)[:, 1]) if len(c2ws) > 1 else 1.0
-    angle = np.degrees(np.arccos(np.clip(forward @ forward.T, -1.0, 1.0)))
-    score = distance / max(spacing, 1e-9) + angle / 30.0
-    np.fill_diagonal(score, np.inf)
-    pairs = {tuple(sorted((i, int(j)))) for i in range(len(c2ws)) for j in np.argsort(score[i])[:per_view]}
+    """Pairs of views (i, j), each view with its ``per_view`` nearest (``geometry.pose_nearness``)."""
+    spacing = camera_spacing(c2ws[:, :3, 3])
+    pairs = set()
+    for i in range(len(c2ws)):
+        score = pose_nearness(c2ws, c2ws[i], spacing)
+        score[i] = np.inf
+        pairs |= {tuple(sorted((i, int(j)))) for j in np.argsort(score)[:per_view]}
     pairs = sorted(pairs)
     step = max(1, int(np.ceil(len(pairs) / max_pairs)))
     return pairs[::step]

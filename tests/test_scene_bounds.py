@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from crossfire_ns.geometry import as_4x4
 from crossfire_ns.scene_bounds import SCENE_BOUNDS_KEY, axes_convergence, direction_coverage, scene_bounds
 from crossfire_ns.synthetic.cameras import look_at
 
@@ -44,10 +45,9 @@ def _normalised_views(scene: Path):
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
     outputs = NerfstudioDataParserConfig(data=scene, eval_mode="all").setup().get_dataparser_outputs("train")
-    cameras = outputs.cameras
-    c2ws = np.concatenate([cameras.camera_to_worlds.numpy(), np.tile([[[0, 0, 0, 1.0]]], (len(cameras), 1, 1))], 1)
     greys = [np.asarray(Image.open(path).convert("L")) for path in outputs.image_filenames]
-    return greys, c2ws.astype(np.float64), cameras.get_intrinsics_matrices().numpy().astype(np.float64)
+    c2ws = as_4x4(outputs.cameras.camera_to_worlds.numpy())
+    return greys, c2ws, outputs.cameras.get_intrinsics_matrices().numpy().astype(np.float64)
 
 
 @pytest.mark.parametrize("layout", ["inside-out", "orbit"])

@@ -31,9 +31,11 @@ from rich.progress import track
 
 from crossfire_ns.geometry import (
     backproject,
+    camera_spacing,
     distances_along_rays,
     inside_image,
     opengl_c2w_to_opencv_w2c,
+    pose_nearness,
     project_c2w,
     scale_intrinsics,
 )
@@ -161,10 +163,7 @@ class MapIndex:
     @cached_property
     def spacing(self) -> float:
         """Median distance from a training camera to its nearest neighbour (computed once, used per query)."""
-        centres = self.c2ws[:, :3, 3]
-        if len(centres) < 2:
-            return 1.0
-        return float(np.median(np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1]))
+        return camera_spacing(self.c2ws[:, :3, 3])
 
     @cached_property
     def extent(self) -> float:
@@ -174,13 +173,7 @@ class MapIndex:
     def nearest_views(self, c2w: np.ndarray, k: int) -> List[int]:
         """The k training views whose pose is closest to ``c2w`` (normalised frame): camera-centre distance in units
         of the views' spacing plus the angle between the viewing directions (1 per 30 degrees)."""
-        centres = self.c2ws[:, :3, 3]
-        forward = -self.c2ws[:, :3, 2]
-        c2w = np.asarray(c2w, dtype=np.float64)
-        distance = np.linalg.norm(centres - c2w[:3, 3], axis=1)
-        spacing = self.spacing
-        angle = np.degrees(np.arccos(np.clip(forward @ (-c2w[:3, 2]), -1.0, 1.0)))
-        score = distance / max(spacing, 1e-9) + angle / 30.0
+        score = pose_nearness(self.c2ws, c2w, self.spacing)
         return [int(i) for i in np.argsort(score, kind="stable")[:k]]
 
     @cached_property
