@@ -103,9 +103,15 @@ class CoarseResult:
         )  # fmt: skip
 
 
+def best_positions(hypotheses: Sequence[Hypothesis], k: int) -> List[int]:
+    """Positions of the ``k`` (at least 1) hypotheses with most inliers, best first; a tie keeps the earlier one
+    first."""
+    return sorted(range(len(hypotheses)), key=lambda i: -hypotheses[i].pnp.num_inliers)[: max(1, k)]
+
+
 def best_hypotheses(hypotheses: Sequence[Hypothesis], k: int) -> List[Hypothesis]:
-    """The ``k`` (at least 1) hypotheses with most inliers; a tie keeps the earlier one first."""
-    return sorted(hypotheses, key=lambda h: -h.pnp.num_inliers)[: max(1, k)]
+    """The ``k`` (at least 1) hypotheses with most inliers (``best_positions``)."""
+    return [hypotheses[i] for i in best_positions(hypotheses, k)]
 
 
 def coarse_hypotheses(

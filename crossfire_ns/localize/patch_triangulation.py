@@ -14,7 +14,13 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from crossfire_ns.geometry import distances_along_rays, opengl_c2w_to_opencv_w2c, project_points, scale_intrinsics
+from crossfire_ns.geometry import (
+    distances_along_rays,
+    inside_image,
+    opengl_c2w_to_opencv_w2c,
+    project_points,
+    scale_intrinsics,
+)
 from crossfire_ns.localize.patch_alignment import align_patches, local_contrast, smoothed_grey
 
 
@@ -97,8 +103,7 @@ def patch_triangulated_points(
             cameras.append((K, R, t))
             pixels, cam = project_points(seed, K, R, t)
             margin = radius + search_px + 2
-            inside = (cam[:, 2] > 0) & (pixels[:, 0] >= margin) & (pixels[:, 0] < other.shape[1] - margin)
-            inside = np.flatnonzero(inside & (pixels[:, 1] >= margin) & (pixels[:, 1] < other.shape[0] - margin))
+            inside = np.flatnonzero(inside_image(pixels, cam[:, 2] > 0, other.shape[1], other.shape[0], margin))
             if len(inside) == 0:
                 continue
             xy, score, ok = align_patches(other, grey, *camera, seed[inside], K, R, t, radius, search_px)

@@ -9,7 +9,7 @@ clearly better than a few pixels off.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, List, Literal, Mapping
 
 import numpy as np
@@ -42,7 +42,9 @@ class VerifyConfig:
 
     def without_floors(self) -> "VerifyConfig":
         """These settings with every floor switched off."""
-        return VerifyConfig(0.0, 0.0, float("inf"), float("-inf"), self.report_unconfirmed, self.diagnostic_figures)
+        return replace(
+            self, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"), min_contrast=float("-inf")
+        )
 
 
 @dataclass(frozen=True)

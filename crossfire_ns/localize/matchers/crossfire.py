@@ -21,7 +21,7 @@ from crossfire_ns.localize.coarse import (
     CoarseConfig,
     CoarseResult,
     RetrievalConfig,
-    best_hypotheses,
+    best_positions,
     coarse_hypotheses,
     retrieved_views,
 )
@@ -173,8 +173,7 @@ class CrossfireMatcher(Matcher):
 
     def candidates(self, coarse: CoarseResult) -> List[int]:
         """Which of ``coarse``'s hypotheses the refinement tries (their positions in ``coarse.hypotheses``)."""
-        best = best_hypotheses(coarse.hypotheses, self.config.refine.hypotheses) if coarse.hypotheses else []
-        return [next(i for i, h in enumerate(coarse.hypotheses) if h is b) for b in best]
+        return best_positions(coarse.hypotheses, self.config.refine.hypotheses) if coarse.hypotheses else []
 
     def localize_from(self, index: MapIndex, query: QueryFeatures, K: np.ndarray, coarse: CoarseResult):
         """The best of ``coarse``'s hypotheses refined, patch- and render-refined, and judged."""
@@ -248,7 +247,7 @@ class CrossfireMatcher(Matcher):
         estimate = found.estimate
         estimate.history = history
         estimate.seconds_refine, estimate.seconds_coarse = seconds_refine, seconds_coarse
-        estimate.diagnostics = diagnostics(found, self.config)
+        estimate.diagnostics = diagnostics(found)
         refinement = found.refinement
         estimate.confidence = refinement.last.ratio if refinement is not None else float("nan")
         if found.verdict.status == "doubted" and not self.config.verify.report_unconfirmed:
@@ -289,14 +288,13 @@ class CrossfireMatcher(Matcher):
             self.index()
 
 
-def diagnostics(found: IndexLocalization, config: CrossfireMatcherConfig) -> Dict[str, Any]:
+def diagnostics(found: IndexLocalization) -> Dict[str, Any]:
     """The figures behind ``found``'s estimate, by name, as the API answer and the calibration benchmark record them
     (the one place they are named)."""
     figures: Dict[str, Any] = {}
     refinement = found.refinement
-    if refinement is None:
-        figures.update({k: v for k, v in found.figures.items() if k in ("retried", "views_tried")})
-        return figures
+    if refinement is None:  # no hypothesis: only the second pass's figures, if it ran
+        return dict(found.figures)
     hypothesis, last = refinement.hypothesis, refinement.last
     figures.update(
         views_tried=len(found.coarse.tried), hypotheses_refined=refinement.num_trials,
