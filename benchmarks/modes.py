@@ -2,7 +2,8 @@
 on a CPU). Every value can be overridden on the command line of ``benchmarks.run``.
 
 Quick mode: scenes synthetic (10 queries), the held-out family (heldout-room, heldout-orbit: 12 each), fox (all
-17), fern (its 3), lego (10); conditions original, lighting, blur, lowlight, plus relit for the generated scenes;
+17), fern (its 3), lego (10); conditions original, lighting, blur, lowlight, plus relit and novel-view for the
+generated scenes;
 methods crossfire, sift, prior and the two peers (sfm-sift, sfm-sift-lowpeak). **photometric is dropped from quick
 mode** (about 12 s per query on every query and condition, about an hour here; ``--methods`` brings it back).
 
@@ -65,7 +66,7 @@ MODES: Dict[str, ModeSettings] = {
             fox_downscale=8,
         ),
         iterations=800,
-        conditions=("original", "lighting", "blur", "lowlight", "relit"),
+        conditions=("original", "lighting", "blur", "lowlight", "relit", "novel-view"),
         methods=("crossfire", "sift", "prior", "sfm-sift", "sfm-sift-lowpeak"),
         description="10-17 queries per scene (fern 3), 800-iteration crossfire-lite maps, images of 100 to 250 px, "
         "no photometric",
@@ -80,7 +81,7 @@ MODES: Dict[str, ModeSettings] = {
             fern_images="images_8",
         ),  # fmt: skip
         iterations=5000,
-        conditions=("original", "lighting", "blur", "lowlight", "relit"),
+        conditions=("original", "lighting", "blur", "lowlight", "relit", "novel-view"),
         description="10 queries per scene (fern: 3), 5000-iteration maps, images of 200 to 500 px",
     ),
 }

@@ -14,6 +14,7 @@ under ``OUT`` (never into the repository).
 | ``lego`` | ``train`` (100) | a subset of ``test`` | RGBA composited on white, resized |
 | ``heldout-room`` | 60 inside-out views, 128x96 | 12, at the training lighting | ``relit``: the same 12 under the changed lighting |
 | ``heldout-orbit`` | 48 orbit views, 144x108, another seed, finer textures | 12, at the training lighting | ``relit`` as above |
+| (generated scenes) | | | ``novel-view``: as many queries from viewpoints no training camera took (closer, farther, other heights, headings and rolls; training lighting) |
 | ``7scenes:PATH`` / ``cambridge:PATH`` | the dataset's train split | its test split | the published protocol (``datasets``) |
 
 ``synthetic-heldout`` names the held-out family (``HELDOUT_SCENES``): generated scenes with fixed seeds that no default
@@ -245,16 +246,24 @@ def synthetic_to_transforms(
     seed: int = 0,
     with_relit: bool = False,
     config=None,
+    with_novel: bool = False,
 ):
     """A generated scene: ``out_dir/train`` (training views) and ``out_dir/query`` (queries at training lighting).
 
     ``crossfire-make-scene`` renders its queries under a changed lighting; for the ``original`` condition the
     same query views are rendered under the training lighting instead (``generate_scene``'s
     ``query_lighting``). With ``with_relit`` the scene's own relit queries go to ``out_dir/relit``.
-    ``config`` (a ``SyntheticSceneConfig``) replaces the size arguments (the held-out family's scenes).
-    Returns (train transforms.json, query transforms.json, relit transforms.json or None).
+    ``config`` (a ``SyntheticSceneConfig``) replaces the size arguments (the held-out family's scenes). With
+    ``with_novel`` as many queries from viewpoints no training camera took (``NovelViewConfig``, training lighting)
+    go to ``out_dir/novel``. Returns (train transforms.json, query transforms.json, relit transforms.json or None).
     """
-    from crossfire_ns.synthetic import TRAIN_LIGHTING, SyntheticSceneConfig, generate_scene
+    from crossfire_ns.synthetic import (
+        TRAIN_LIGHTING,
+        NovelViewConfig,
+        SyntheticSceneConfig,
+        generate_novel_views,
+        generate_scene,
+    )
 
     if config is None:
         config = SyntheticSceneConfig(width=width, height=height, num_train=num_train, num_query=num_queries, seed=seed)
@@ -264,10 +273,14 @@ def synthetic_to_transforms(
     if with_relit:
         other = generate_scene(out_dir / "relit-render", replace(config, write_depth=False))
         relit = _move_queries(other / "queries", out_dir / "relit")
+    if with_novel:
+        generate_novel_views(out_dir / "novel", config, NovelViewConfig(views=max(1, config.num_query)))
     return train_dir / "transforms.json", query, relit
 
 
-def heldout_to_transforms(name: str, out_dir: Path, num_queries: Optional[int] = None, with_relit: bool = False):
+def heldout_to_transforms(
+    name: str, out_dir: Path, num_queries: Optional[int] = None, with_relit: bool = False, with_novel: bool = False
+):
     """A scene of the held-out family (``HELDOUT_SCENES``), written with depth; ``num_queries`` caps its queries
     (smoke mode). Returns what ``synthetic_to_transforms`` returns."""
     from crossfire_ns.synthetic import SyntheticSceneConfig
@@ -283,7 +296,7 @@ def heldout_to_transforms(name: str, out_dir: Path, num_queries: Optional[int] =
         layout=spec.layout,  # type: ignore[arg-type]
         write_depth=True,
     )
-    return synthetic_to_transforms(out_dir, with_relit=with_relit, config=config)
+    return synthetic_to_transforms(out_dir, with_relit=with_relit, config=config, with_novel=with_novel)
 
 
 def _move_queries(src: Path, dst: Path) -> Path:
@@ -359,11 +372,15 @@ def _count_and_size(transforms: Path) -> Tuple[int, Tuple[int, int]]:
 
 
 def prepare_scene(
-    name: str, out_dir: Path, data_root: Path, sizes: SceneSizes, with_relit: bool = False
+    name: str, out_dir: Path, data_root: Path, sizes: SceneSizes, with_relit: bool = False, with_novel: bool = False
 ) -> PreparedScene:
-    """Convert (or reuse, when ``out_dir/prepared.json`` says it was made with the same settings) one scene."""
+    """Convert (or reuse, when ``out_dir/prepared.json`` says it was made with the same settings) one scene;
+    ``with_relit`` / ``with_novel``: the generated scenes' relit and novel-view queries too."""
     out_dir = Path(out_dir)
-    key = {"name": name, "sizes": asdict(sizes), "data_root": str(data_root), "relit": with_relit, "version": 3}
+    key = {
+        "name": name, "sizes": asdict(sizes), "data_root": str(data_root), "relit": with_relit, "novel": with_novel,
+        "version": 4,
+    }  # fmt: skip
     key = json.loads(json.dumps(key))  # as it reads back from prepared.json (tuples become lists)
     marker = out_dir / "prepared.json"
     cached = json.loads(marker.read_text()) if marker.is_file() else None
@@ -373,10 +390,11 @@ def prepare_scene(
         if name == "synthetic":
             width, height = sizes.synthetic_size
             train, query, relit = synthetic_to_transforms(
-                out_dir, width, height, sizes.synthetic_num_train, num_queries, with_relit=with_relit
-            )
+                out_dir, width, height, sizes.synthetic_num_train, num_queries, with_relit=with_relit,
+                with_novel=with_novel,
+            )  # fmt: skip
         elif name in HELDOUT_SCENES:
-            train, query, relit = heldout_to_transforms(name, out_dir, num_queries, with_relit)
+            train, query, relit = heldout_to_transforms(name, out_dir, num_queries, with_relit, with_novel)
         elif name == "fox":
             train, query = fox_to_transforms(data_root / "ingp_fox", out_dir, sizes.fox_downscale, num_queries)
         elif name == "fern":
@@ -398,12 +416,17 @@ def prepare_scene(
             "train": str(train),
             "query": str(query),
             "relit": None if relit is None else str(relit),
+            "novel": str(out_dir / "novel")
+            if (out_dir / "novel" / "transforms.json").is_file() and with_novel
+            else None,
         }
         write_json_atomic(marker, cached)
     train, query = Path(cached["train"]), Path(cached["query"])
     num_train, size = _count_and_size(train)
     num_queries, _ = _count_and_size(query)
     extra = {"relit": Path(cached["relit"]).parent} if cached.get("relit") else {}
+    if cached.get("novel"):
+        extra["novel-view"] = Path(cached["novel"])
     metric = name.partition(":")[0] in DATASET_PREFIXES
     return PreparedScene(
         name=name,

@@ -13,7 +13,14 @@ from typing import Optional, Sequence
 
 import tyro
 
-from crossfire_ns.synthetic import SyntheticSceneConfig, WalkConfig, generate_scene, generate_walk
+from crossfire_ns.synthetic import (
+    NovelViewConfig,
+    SyntheticSceneConfig,
+    WalkConfig,
+    generate_novel_views,
+    generate_scene,
+    generate_walk,
+)
 
 
 @dataclass
@@ -26,6 +33,8 @@ class MakeSceneArgs:
     """Scene parameters."""
     walk: WalkConfig = field(default_factory=WalkConfig)
     """With --walk.frames N: also a smooth camera path of N frames through the room in walk/ (for tracking)."""
+    novel: NovelViewConfig = field(default_factory=NovelViewConfig)
+    """With --novel.views N: also N queries from viewpoints no training camera took, in novel/."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Processes rendering views at once (default: one per CPU); the files are the same for any number."""
 
@@ -47,6 +56,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             task = progress.add_task("Rendering the walk", total=args.walk.frames)
             generate_walk(out / "walk", config, args.walk, on_view=lambda _: progress.advance(task))
         console.print(f"Wrote a walk of {args.walk.frames} frames to {out / 'walk'}", markup=False, highlight=False)
+    if args.novel.views > 0:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("Rendering novel viewpoints", total=args.novel.views)
+            generate_novel_views(out / "novel", config, args.novel, on_view=lambda _: progress.advance(task))
+        console.print(f"Wrote {args.novel.views} novel-view queries to {out / 'novel'}", markup=False, highlight=False)
     console.print(
         f"Wrote {config.num_train} training views and {config.num_query} queries "
         f"({config.width}x{config.height}, {config.layout}, seed {config.seed}"

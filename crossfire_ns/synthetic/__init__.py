@@ -26,7 +26,7 @@ Modules: ``config`` (what to generate, intrinsics, lightings), ``textures`` (sol
 ``crossfire-make-scene`` (``crossfire_ns.scripts.make_scene``) is the command.
 """
 
-from crossfire_ns.synthetic.cameras import look_at, sample_poses, walk_poses
+from crossfire_ns.synthetic.cameras import look_at, novel_view_poses, sample_poses, walk_poses
 from crossfire_ns.synthetic.config import (
     GENERATOR_VERSION,
     NUM_ROOM_FACES,
@@ -34,6 +34,7 @@ from crossfire_ns.synthetic.config import (
     TRAIN_LIGHTING,
     WORLD_UP,
     Lighting,
+    NovelViewConfig,
     PinholeIntrinsics,
     SyntheticSceneConfig,
     WalkConfig,
@@ -41,7 +42,7 @@ from crossfire_ns.synthetic.config import (
 from crossfire_ns.synthetic.geometry import Scene, build_scene, cast_rays, surface_distance
 from crossfire_ns.synthetic.render import pixel_rays, render_view, to_uint8
 from crossfire_ns.synthetic.textures import Material
-from crossfire_ns.synthetic.writer import generate_scene, generate_walk
+from crossfire_ns.synthetic.writer import generate_novel_views, generate_scene, generate_walk
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -55,6 +56,9 @@ __all__ = [
     "Scene",
     "SyntheticSceneConfig",
     "WalkConfig",
+    "NovelViewConfig",
+    "novel_view_poses",
+    "generate_novel_views",
     "build_scene",
     "cast_rays",
     "generate_scene",

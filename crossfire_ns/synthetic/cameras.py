@@ -4,11 +4,11 @@ near the centre looking out) and the queries between them."""
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from crossfire_ns.synthetic.config import WORLD_UP, SyntheticSceneConfig, WalkConfig
+from crossfire_ns.synthetic.config import WORLD_UP, NovelViewConfig, SyntheticSceneConfig, WalkConfig
 
 
 def look_at(eye: Sequence[float], target: Sequence[float], roll_deg: float = 0.0) -> np.ndarray:
@@ -119,3 +119,51 @@ def walk_poses(config: SyntheticSceneConfig, walk: WalkConfig) -> np.ndarray:
         return np.zeros((0, 4, 4))
     steps = np.linspace(0.0, 1.0, walk.frames)
     return np.stack([walk_pose(config, walk, float(u)) for u in steps])
+
+
+def _novel_pose(rng: np.random.Generator, index: int, config: SyntheticSceneConfig, novel: NovelViewConfig):
+    """One pose off the capture path (see ``NovelViewConfig``): inside-out, a centre farther from the axis than any
+    training camera's, looking out; orbit, a ring closer or farther than the training ring (alternately), looking
+    past the centre."""
+    middle = 0.5 * (config.camera_height_min + config.camera_height_max)
+    half = 0.5 * (config.camera_height_max - config.camera_height_min) * novel.height_scale
+    height = middle + rng.uniform(-1.0, 1.0) * half
+    roll = rng.uniform(-1.0, 1.0) * novel.max_roll_deg
+    if config.layout == "inside-out":
+        lo, hi = novel.distance_range
+        radius = config.inside_out_radius * rng.uniform(lo, hi)
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        eye = np.array([radius * math.cos(angle), radius * math.sin(angle), height])
+        limit = config.inside_out_elevation_deg + novel.extra_pitch_deg
+        elevation = math.radians(rng.uniform(-1.0, 1.0) * limit)
+        azimuth = rng.uniform(0.0, 2.0 * math.pi)
+        return look_at(eye, eye + _outward_direction(azimuth, elevation), roll_deg=roll)
+    scale = rng.uniform(0.75, 0.9) if index % 2 == 0 else rng.uniform(1.15, 1.45)
+    azimuth = rng.uniform(0.0, 2.0 * math.pi)
+    radius = config.camera_radius * scale
+    eye = np.array([radius * math.cos(azimuth), radius * math.sin(azimuth), height])
+    # look at the centre, then turn the heading and pitch by up to the extra angles
+    forward = -eye / np.linalg.norm(eye)
+    yaw = math.radians(rng.uniform(-1.0, 1.0) * novel.extra_yaw_deg)
+    pitch = math.radians(rng.uniform(-1.0, 1.0) * novel.extra_pitch_deg)
+    heading = math.atan2(forward[1], forward[0]) + yaw
+    elevation = math.asin(float(np.clip(forward[2], -1.0, 1.0))) + pitch
+    return look_at(eye, eye + _outward_direction(heading, elevation), roll_deg=roll)
+
+
+def novel_view_poses(
+    config: SyntheticSceneConfig, novel: NovelViewConfig, accept: Optional[Callable[[np.ndarray], bool]] = None
+) -> np.ndarray:
+    """(novel.views, 4, 4) OpenGL camera-to-world poses off the capture path (``NovelViewConfig``), deterministic
+    given both seeds. ``accept(c2w)`` may reject a pose (e.g. a camera too near a surface); it is drawn again."""
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, novel.seed, 13]))
+    poses = []
+    for i in range(novel.views):
+        for _ in range(1000):
+            c2w = _novel_pose(rng, i, config, novel)
+            if accept is None or accept(c2w):
+                break
+        else:
+            raise ValueError("no novel viewpoint keeps its clearance from the surfaces; lower min_clearance")
+        poses.append(c2w)
+    return np.stack(poses) if poses else np.zeros((0, 4, 4))

@@ -90,6 +90,32 @@ class WalkConfig:
     """Seeds the path's start and wiggles."""
 
 
+@dataclass
+class NovelViewConfig:
+    """Queries from viewpoints the training cameras never took: off the capture path, closer and farther, at other
+    heights, headings and rolls (what a structure-based map cannot match and a radiance field can render)."""
+
+    views: int = 0
+    """Novel-view queries (0: none)."""
+    distance_range: Tuple[float, float] = (0.5, 2.0)
+    """Inside-out: camera centres this many times the training disc's radius from the room's axis (walls up to
+    twice as close). Orbit: the ring radius scaled by 0.75-0.9 (closer) or 1.15-1.45 (farther), alternately."""
+    height_scale: float = 2.0
+    """The training heights' range, widened this many times around its middle."""
+    extra_yaw_deg: float = 15.0
+    """Headings turned by up to this many degrees beyond the training views' (orbit: away from the centre)."""
+    extra_pitch_deg: float = 10.0
+    """Elevation beyond the training range by up to this many degrees."""
+    max_roll_deg: float = 10.0
+    """Roll uniformly within +/- this (the training views roll by +/- roll_jitter_deg)."""
+    min_clearance: float = 0.4
+    """Camera centres stay at least this far (world units) from every surface."""
+    lighting: str = "train"
+    """train (the training views' lighting, no noise) or query (the queries' changed lighting)."""
+    seed: int = 0
+    """Seeds the novel poses (with the scene's seed)."""
+
+
 @dataclass(frozen=True)
 class PinholeIntrinsics:
     """Pinhole intrinsics in nerfstudio's convention (pixel centres at +0.5)."""

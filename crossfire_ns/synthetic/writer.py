@@ -13,18 +13,19 @@ import numpy as np
 
 from crossfire_ns.io.atomic import atomic_open, write_json_atomic, write_png_atomic
 from crossfire_ns.io.transforms import write_transforms
-from crossfire_ns.synthetic.cameras import sample_poses, walk_pose, walk_poses
+from crossfire_ns.synthetic.cameras import novel_view_poses, sample_poses, walk_pose, walk_poses
 from crossfire_ns.synthetic.config import (
     GENERATOR_VERSION,
     QUERY_LIGHTING,
     TRAIN_LIGHTING,
     WORLD_UP,
     Lighting,
+    NovelViewConfig,
     PinholeIntrinsics,
     SyntheticSceneConfig,
     WalkConfig,
 )
-from crossfire_ns.synthetic.geometry import Scene, build_scene
+from crossfire_ns.synthetic.geometry import Scene, build_scene, surface_distance
 from crossfire_ns.synthetic.render import render_view, to_uint8
 
 
@@ -228,4 +229,41 @@ def generate_walk(
         if on_view is not None:
             on_view(rel)
     write_transforms(output_dir / "transforms.json", frames, **intrinsics.to_transforms(), walk=asdict(walk))
+    return output_dir
+
+
+def generate_novel_views(
+    output_dir: Path,
+    config: Optional[SyntheticSceneConfig] = None,
+    novel: Optional[NovelViewConfig] = None,
+    on_view: Optional[Callable[[str], None]] = None,
+) -> Path:
+    """Render queries from viewpoints no training camera took (``NovelViewConfig``) into ``output_dir``
+    (``transforms.json`` with ground truth + ``images/novel_XXX.png``; with ``config.write_depth`` also
+    ``depth/novel_XXX.npy``) and return ``output_dir``. Cameras keep ``novel.min_clearance`` from every surface."""
+    config = config if config is not None else SyntheticSceneConfig()
+    novel = novel if novel is not None else NovelViewConfig(views=12)
+    _validate(config)
+    if novel.views < 1 or novel.lighting not in ("query", "train"):
+        raise ValueError(f"novel views need views >= 1 and lighting query|train, got {novel}")
+    output_dir = Path(output_dir)
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    scene = build_scene(config)
+    intrinsics = PinholeIntrinsics.from_fov(config.width, config.height, config.fov_x_deg)
+    lighting = QUERY_LIGHTING if novel.lighting == "query" else Lighting(**{**asdict(TRAIN_LIGHTING), "noise_std": 0.0})
+    clear = lambda c2w: float(surface_distance(c2w[None, :3, 3], scene)[0]) >= novel.min_clearance  # noqa: E731
+    poses = novel_view_poses(config, novel, accept=clear)
+    frames = []
+    for i, c2w in enumerate(poses):
+        rel = f"images/novel_{i:03d}.png"
+        rgb, depth = render_view(
+            c2w, intrinsics, lighting, scene, config.supersample, noise_seed=_noise_seed(config, 3, i)
+        )
+        _write_png(output_dir / rel, rgb)
+        if config.write_depth:
+            _write_npy(output_dir / f"depth/novel_{i:03d}.npy", depth)
+        frames.append({"file_path": rel, "transform_matrix": c2w.tolist()})
+        if on_view is not None:
+            on_view(rel)
+    write_transforms(output_dir / "transforms.json", frames, **intrinsics.to_transforms(), novel_views=asdict(novel))
     return output_dir

@@ -208,7 +208,7 @@ def test_quick_mode_scenes_methods_and_queries():
     assert BenchmarkRun(mode="quick", methods=("photometric",)).method_list() == ("photometric",)
     sizes = MODES["quick"].sizes
     assert [sizes.queries_for(s) for s in ("synthetic", "fox", "lego", "fern")] == [10, 17, 10, 17]
-    assert {"blur", "lowlight", "relit", "lighting", "original"} == set(MODES["quick"].conditions)
+    assert {"blur", "lowlight", "relit", "novel-view", "lighting", "original"} == set(MODES["quick"].conditions)
     assert BenchmarkRun(mode="quick", num_queries=4).settings().sizes.queries_for("synthetic") == 4
     assert scene_label("7scenes:/data/7scenes/stairs/") == "7scenes-stairs"
 

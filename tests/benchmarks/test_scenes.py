@@ -102,3 +102,13 @@ def test_heldout_family_expands_and_is_generated_with_depth(tmp_path, monkeypatc
     assert meta["config"]["layout"] == "inside-out" and meta["config"]["seed"] == 101
     assert len(meta["depth"]["train"]) == 4 and (scene.train_dir / meta["depth"]["query"][0]).is_file()
     assert "relit" in scene.extra_conditions and scene.protocol == "relative"
+
+
+def test_generated_scene_has_novel_view_queries_off_its_training_poses(tmp_path):
+    sizes = SceneSizes(num_queries=2, synthetic_size=(40, 30), synthetic_num_train=6)
+    scene = prepare_scene("synthetic", tmp_path, tmp_path, sizes, with_novel=True)
+    novel, _ = load_query_set(scene.extra_conditions["novel-view"])
+    original, _ = load_query_set(scene.query_dir)
+    assert len(novel) == 2
+    assert all(not np.allclose(n.c2w_gt, o.c2w_gt) for n in novel for o in original)
+    assert "novel-view" not in prepare_scene("synthetic", tmp_path / "plain", tmp_path, sizes).extra_conditions
