@@ -12,6 +12,8 @@ under ``OUT`` (never into the repository).
 | ``fox`` | ``split_train.txt`` (50) | ``split_query.txt`` (17) | phone images, OpenCV distortion kept (k1, k2, p1, p2) |
 | ``fern`` | the 17 others | views 0, 8, 16 | LLFF forward-facing, ``images_16`` or ``images_8`` |
 | ``lego`` | ``train`` (100) | a subset of ``test`` | RGBA composited on white, resized |
+| ``lego-elevation`` | the 55 ``train`` views at 30 deg elevation or above | ``test`` views over 5 deg below them (46: 7 to 24 deg) | real-data novel-view split (queries from viewpoints outside the training views' range), as ``lego`` otherwise; not run by default |
+| ``fox-arc`` | 36 of ``split_train.txt``, one azimuth arc (-66 to -2 deg) | the 17 views of both lists over 5 deg past it | real-data novel-view split (queries from viewpoints outside the training views' range), as ``fox`` otherwise; not run by default |
 | ``heldout-room`` | 60 inside-out views, 128x96 | 12, at the training lighting | ``relit``: the same 12 under the changed lighting |
 | ``heldout-orbit`` | 48 orbit views, 144x108, another seed, finer textures | 12, at the training lighting | ``relit`` as above |
 | (generated scenes) | | | ``novel-view``: as many queries from viewpoints no training camera took (closer, farther, other heights, headings and rolls; training lighting) |
@@ -69,7 +71,7 @@ HELDOUT_SCENES: Dict[str, HeldoutScene] = {
 SCENE_FAMILIES: Dict[str, Tuple[str, ...]] = {"synthetic-heldout": tuple(HELDOUT_SCENES)}
 """Names that stand for several scenes on the command line."""
 
-SCENE_NAMES = ("synthetic", *HELDOUT_SCENES, "fox", "fern", "lego")
+SCENE_NAMES = ("synthetic", *HELDOUT_SCENES, "fox", "fern", "lego", "lego-elevation", "fox-arc")
 """Every named scene the benchmark knows, in the order it runs them (plus ``7scenes:PATH`` / ``cambridge:PATH``)."""
 
 DEFAULT_SCENES = ("synthetic", "synthetic-heldout", "fox", "fern", "lego")
@@ -237,6 +239,214 @@ def blender_to_transforms(
     return tuple(outputs)
 
 
+LEGO_ELEVATION_SPLIT: Tuple[float, float] = (30.0, 5.0)
+"""``lego-elevation``: (lowest training elevation, query margin) in degrees. ``train`` views at or above 30 deg (55 of
+100, 30.1 to 89.0 deg, no azimuth gap over 39 deg) train the map; ``test`` views below 30.1 - 5 deg (46 of 100, 7.1 to
+24.0 deg) are the queries: every one looks from 5 to 23 deg lower than any training camera."""
+
+FOX_ARC_SPLIT: Tuple[float, float] = (0.72, 5.0)
+"""``fox-arc``: (share of ``split_train.txt`` in the training arc, query margin in degrees). The capture spans about
+93 deg of azimuth around the point the cameras look at; the arc holds the first 36 of its 50 training views (-66.0 to
+-1.7 deg) and the queries are the 17 views of both lists more than 5 deg past its end (4.3 to 24.8 deg)."""
+
+
+def camera_elevations_deg(
+    c2ws: np.ndarray, up: Sequence[float] = (0.0, 0.0, 1.0), centre: Sequence[float] = (0.0, 0.0, 0.0)
+) -> np.ndarray:
+    """Angle (degrees) of each camera centre above the plane through ``centre`` normal to ``up``."""
+    up_dir = np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
+    offsets = np.asarray(c2ws, dtype=np.float64)[:, :3, 3] - np.asarray(centre, dtype=np.float64)
+    heights = offsets @ up_dir
+    return np.degrees(np.arctan2(heights, np.linalg.norm(offsets - np.outer(heights, up_dir), axis=1)))
+
+
+def camera_look_at(c2ws: np.ndarray) -> np.ndarray:
+    """The point nearest (least squares) to every camera's optical axis (OpenGL: along -z): what an orbit looks at."""
+    poses = np.asarray(c2ws, dtype=np.float64)
+    normal, rhs = np.zeros((3, 3)), np.zeros(3)
+    for pose in poses:
+        axis = -pose[:3, 2] / np.linalg.norm(pose[:3, 2])
+        projector = np.eye(3) - np.outer(axis, axis)
+        normal += projector
+        rhs += projector @ pose[:3, 3]
+    return np.linalg.lstsq(normal, rhs, rcond=None)[0]
+
+
+def camera_azimuths_deg(
+    c2ws: np.ndarray, up: Optional[Sequence[float]] = None, centre: Optional[Sequence[float]] = None
+) -> np.ndarray:
+    """Angle (degrees, -180 to 180) of each camera centre around ``up`` (default: the cameras' mean y axis) through
+    ``centre`` (default: ``camera_look_at``), counterclockwise seen from above, from world x (y when up is near x)."""
+    poses = np.asarray(c2ws, dtype=np.float64)
+    up_dir = poses[:, :3, 1].mean(axis=0) if up is None else np.asarray(up, dtype=np.float64)
+    up_dir = up_dir / np.linalg.norm(up_dir)
+    origin = camera_look_at(poses) if centre is None else np.asarray(centre, dtype=np.float64)
+    ref = np.eye(3)[0 if abs(up_dir[0]) < 0.9 else 1]
+    ref = ref - (ref @ up_dir) * up_dir
+    ref = ref / np.linalg.norm(ref)
+    side = np.cross(up_dir, ref)
+    offsets = poses[:, :3, 3] - origin
+    return np.degrees(np.arctan2(offsets @ side, offsets @ ref))
+
+
+def azimuth_arc(azimuths_deg: Sequence[float], fraction: float) -> Tuple[float, float]:
+    """(start, end) in degrees, start <= end < start + 360: the contiguous arc counterclockwise from the first azimuth
+    after the widest empty gap that holds ``round(fraction * n)`` of the ``n`` azimuths (at least one)."""
+    ordered = np.sort(np.mod(np.asarray(azimuths_deg, dtype=np.float64), 360.0))
+    gaps = np.diff(np.r_[ordered, ordered[0] + 360.0])
+    first = (int(np.argmax(gaps)) + 1) % len(ordered)
+    unrolled = np.r_[ordered[first:], ordered[:first] + 360.0]
+    count = min(len(unrolled), max(1, int(round(fraction * len(unrolled)))))
+    start = float((unrolled[0] + 180.0) % 360.0 - 180.0)
+    return start, start + float(unrolled[count - 1] - unrolled[0])
+
+
+def degrees_outside_arc(azimuths_deg: Sequence[float], arc: Tuple[float, float]) -> np.ndarray:
+    """How far (degrees, around the circle) each azimuth lies outside ``arc`` = (start, end); 0 inside it."""
+    start, end = arc
+    rel = np.mod(np.asarray(azimuths_deg, dtype=np.float64) - start, 360.0)
+    past = rel - (end - start)
+    return np.where(past <= 1e-9, 0.0, np.minimum(past, 360.0 - rel))
+
+
+def _ordered_queries(gaps: np.ndarray, candidates: np.ndarray, num_queries: Optional[int]) -> List[int]:
+    """Indices of ``candidates`` ordered by ``gaps`` (nearest first, ties in source order), ``num_queries`` of them
+    spread evenly over that order."""
+    ordered = [int(i) for i in np.flatnonzero(candidates)[np.argsort(gaps[candidates], kind="stable")]]
+    return [ordered[i] for i in select_evenly(len(ordered), num_queries)]
+
+
+def lego_elevation_split(
+    train_c2ws: np.ndarray,
+    test_c2ws: np.ndarray,
+    min_train_elevation: float = LEGO_ELEVATION_SPLIT[0],
+    margin: float = LEGO_ELEVATION_SPLIT[1],
+    num_queries: Optional[int] = None,
+) -> Tuple[List[int], List[int]]:
+    """(training indices, query indices) of a Blender scene's elevation split: ``train`` views at or above
+    ``min_train_elevation``; ``test`` views more than ``margin`` below the lowest of them, ``num_queries`` spread
+    evenly from the nearest to the lowest."""
+    train_el = camera_elevations_deg(train_c2ws)
+    kept = [int(i) for i in np.flatnonzero(train_el >= min_train_elevation)]
+    if not kept:
+        raise ValueError(f"no training view at or above {min_train_elevation} deg elevation")
+    below = train_el[kept].min() - camera_elevations_deg(test_c2ws)
+    return kept, _ordered_queries(below, below > margin, num_queries)
+
+
+def fox_arc_split(
+    train_c2ws: np.ndarray,
+    other_c2ws: np.ndarray,
+    fraction: float = FOX_ARC_SPLIT[0],
+    margin: float = FOX_ARC_SPLIT[1],
+    num_queries: Optional[int] = None,
+) -> Tuple[List[int], List[int], Tuple[float, float]]:
+    """(training indices into ``train_c2ws``, query indices into both lists concatenated, the arc in degrees): the
+    arc (``azimuth_arc``) holds ``fraction`` of the training views, azimuths around all cameras' mean up direction
+    through the point they look at; queries lie more than ``margin`` outside it, ``num_queries`` spread evenly."""
+    every = np.concatenate([np.asarray(train_c2ws, dtype=np.float64), np.asarray(other_c2ws, dtype=np.float64)])
+    azimuths = camera_azimuths_deg(every)
+    arc = azimuth_arc(azimuths[: len(train_c2ws)], fraction)
+    outside = degrees_outside_arc(azimuths, arc)
+    kept = [int(i) for i in np.flatnonzero(outside[: len(train_c2ws)] == 0.0)]
+    return kept, _ordered_queries(outside, outside > margin, num_queries), arc
+
+
+def _blender_frames(scene_dir: Path, out_dir: Path, source: str, frames_in: List[dict], size: int, meta: dict):
+    """Write ``frames_in`` of ``transforms_<source>.json`` (``meta``) as ``out_dir/transforms.json``, images as
+    ``blender_to_transforms`` writes them."""
+    focal = 0.5 * size / math.tan(0.5 * float(meta["camera_angle_x"]))
+    intrinsics = {"fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size}
+    intrinsics.update({"k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0})
+    frames = []
+    for frame in frames_in:
+        src = scene_dir / frame["file_path"]
+        src = src if src.suffix else src.with_suffix(".png")
+        rel = f"images/{source}_{src.stem}.png"
+        with Image.open(src) as img:
+            _save_png(out_dir / rel, resize_rgb(img, (size, size)))
+        frames.append({"file_path": rel, "transform_matrix": frame["transform_matrix"]})
+    return _write_transforms(out_dir / "transforms.json", intrinsics, frames)
+
+
+def blender_elevation_to_transforms(
+    scene_dir: Path,
+    out_dir: Path,
+    size: int = 100,
+    num_queries: Optional[int] = None,
+    min_train_elevation: float = LEGO_ELEVATION_SPLIT[0],
+    margin: float = LEGO_ELEVATION_SPLIT[1],
+):
+    """A Blender scene split by elevation (``lego_elevation_split``): the map sees it only from above, the queries
+    come from lower; images as ``blender_to_transforms`` makes them."""
+    train_meta = json.loads((scene_dir / "transforms_train.json").read_text())
+    test_meta = json.loads((scene_dir / "transforms_test.json").read_text())
+    kept, queries = lego_elevation_split(
+        np.array([f["transform_matrix"] for f in train_meta["frames"]], dtype=np.float64),
+        np.array([f["transform_matrix"] for f in test_meta["frames"]], dtype=np.float64),
+        min_train_elevation,
+        margin,
+        num_queries,
+    )
+    return (
+        _blender_frames(
+            scene_dir, out_dir / "train", "train", [train_meta["frames"][i] for i in kept], size, train_meta
+        ),
+        _blender_frames(
+            scene_dir, out_dir / "query", "test", [test_meta["frames"][i] for i in queries], size, test_meta
+        ),
+    )
+
+
+def _fox_intrinsics(meta: dict, downscale: int) -> dict:
+    """The fox camera at 1/``downscale`` size, distortion kept (as ``fox_to_transforms`` writes it)."""
+    full_w, full_h = int(meta["w"]), int(meta["h"])
+    width, height = round(full_w / downscale), round(full_h / downscale)
+    sx, sy = width / full_w, height / full_h
+    return {
+        "fl_x": meta["fl_x"] * sx,
+        "fl_y": meta["fl_y"] * sy,
+        "cx": meta["cx"] * sx,
+        "cy": meta["cy"] * sy,
+        "w": width,
+        "h": height,
+        **{k: float(meta.get(k, 0.0)) for k in ("k1", "k2", "p1", "p2")},
+    }
+
+
+def fox_arc_to_transforms(
+    scene_dir: Path,
+    out_dir: Path,
+    downscale: int = 8,
+    num_queries: Optional[int] = None,
+    fraction: float = FOX_ARC_SPLIT[0],
+    margin: float = FOX_ARC_SPLIT[1],
+):
+    """instant-ngp fox split by azimuth (``fox_arc_split``): train on one arc of ``split_train.txt``, query the views
+    of ``split_train.txt`` + ``split_query.txt`` beyond it; images and camera as ``fox_to_transforms`` makes them."""
+    meta = json.loads((scene_dir / "transforms.json").read_text())
+    intrinsics = _fox_intrinsics(meta, downscale)
+    by_path = {f["file_path"]: f for f in meta["frames"]}
+    lists = [(scene_dir / name).read_text().split() for name in ("split_train.txt", "split_query.txt")]
+    for list_file, names in zip(("split_train.txt", "split_query.txt"), lists):
+        missing = [name for name in names if name not in by_path]
+        if missing:
+            raise ValueError(f"{scene_dir / list_file}: {missing[0]} is not a frame of transforms.json")
+    poses = [np.array([by_path[n]["transform_matrix"] for n in names], dtype=np.float64) for names in lists]
+    kept, queries, _ = fox_arc_split(poses[0], poses[1], fraction, margin, num_queries)
+    every = lists[0] + lists[1]
+    outputs = []
+    for split, names in (("train", [lists[0][i] for i in kept]), ("query", [every[i] for i in queries])):
+        frames = []
+        for name in names:
+            rel = f"images/{Path(name).stem}.png"
+            with Image.open(scene_dir / name) as img:
+                _save_png(out_dir / split / rel, resize_rgb(img, (intrinsics["w"], intrinsics["h"])))
+            frames.append({"file_path": rel, "transform_matrix": by_path[name]["transform_matrix"]})
+        outputs.append(_write_transforms(out_dir / split / "transforms.json", intrinsics, frames))
+    return tuple(outputs)
+
+
 def synthetic_to_transforms(
     out_dir: Path,
     width: int = 160,
@@ -362,6 +572,7 @@ class PreparedScene:
 
 SCENE_TRAIN_ARGS: Dict[str, Tuple[str, ...]] = {
     "lego": ("--pipeline.model.background-color", "white"),
+    "lego-elevation": ("--pipeline.model.background-color", "white"),
 }
 """lego's images are composited on white: the field renders a white background instead of learning one."""
 
@@ -405,6 +616,12 @@ def prepare_scene(
             train, query = blender_to_transforms(
                 data_root / "nerf_synthetic_lego", out_dir, sizes.lego_size, num_queries
             )
+        elif name == "lego-elevation":
+            train, query = blender_elevation_to_transforms(
+                data_root / "nerf_synthetic_lego", out_dir, sizes.lego_size, num_queries
+            )
+        elif name == "fox-arc":
+            train, query = fox_arc_to_transforms(data_root / "ingp_fox", out_dir, sizes.fox_downscale, num_queries)
         elif name.partition(":")[0] in DATASET_PREFIXES:
             train, query = convert_dataset(name, out_dir, num_queries, sizes.dataset_downscale)
         else:

@@ -112,3 +112,100 @@ def test_generated_scene_has_novel_view_queries_off_its_training_poses(tmp_path)
     assert len(novel) == 2
     assert all(not np.allclose(n.c2w_gt, o.c2w_gt) for n in novel for o in original)
     assert "novel-view" not in prepare_scene("synthetic", tmp_path / "plain", tmp_path, sizes).extra_conditions
+
+
+def _ring(elevations_deg, azimuths_deg, radius=4.0):
+    """OpenGL cameras on a sphere about the origin, z up, each looking at the origin."""
+    poses = []
+    for el, az in zip(np.radians(elevations_deg), np.radians(azimuths_deg)):
+        centre = radius * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        back = centre / np.linalg.norm(centre)
+        right = np.cross([0.0, 0.0, 1.0], back)
+        right /= np.linalg.norm(right)
+        pose = np.eye(4)
+        pose[:3, :3] = np.stack([right, np.cross(back, right), back], axis=1)
+        pose[:3, 3] = centre
+        poses.append(pose)
+    return np.array(poses)
+
+
+def test_camera_elevations_azimuths_and_arcs():
+    from benchmarks.scenes import azimuth_arc, camera_azimuths_deg, camera_elevations_deg, degrees_outside_arc
+
+    poses = _ring([10.0, 30.0, 60.0, 45.0], [0.0, 90.0, 170.0, -100.0])
+    assert camera_elevations_deg(poses) == pytest.approx([10.0, 30.0, 60.0, 45.0])
+    assert camera_azimuths_deg(poses, up=(0, 0, 1)) == pytest.approx([0.0, 90.0, 170.0, -100.0])
+    even = np.arange(-180.0, 180.0, 45.0)
+    assert camera_azimuths_deg(_ring([20.0] * 8, even)) == pytest.approx(even, abs=1e-6)  # mean up z, look-at origin
+    # the arc starts after the widest empty gap and may wrap through 180 deg
+    assert azimuth_arc([170.0, -170.0, -150.0, 160.0, 0.0], 0.6) == pytest.approx((160.0, 190.0))
+    assert degrees_outside_arc([175.0, -175.0, -100.0, 150.0, 90.0], (160.0, 210.0)) == pytest.approx(
+        [0, 0, 50, 10, 70]
+    )
+
+
+def test_novel_view_splits_are_named_but_not_run_by_default():
+    from benchmarks import scenes
+
+    for name in ("lego-elevation", "fox-arc"):
+        assert name in scenes.SCENE_NAMES and name not in scenes.DEFAULT_SCENES and name not in scenes.HELDOUT_SCENES
+        assert scenes.expand_scenes([name]) == [name]
+    assert scenes.SCENE_TRAIN_ARGS["lego-elevation"] == scenes.SCENE_TRAIN_ARGS["lego"]
+
+
+def _c2ws(transforms) -> np.ndarray:
+    return np.array([f["transform_matrix"] for f in json.loads(transforms.read_text())["frames"]], dtype=np.float64)
+
+
+@pytest.mark.shared_data
+def test_lego_elevation_queries_look_from_below_every_training_view(tmp_path):
+    from benchmarks.scenes import SCENE_TRAIN_ARGS, camera_elevations_deg, lego_elevation_split, transforms_extent
+
+    lego = shared_scene("nerf_synthetic_lego")
+    every = lego_elevation_split(_c2ws(lego / "transforms_train.json"), _c2ws(lego / "transforms_test.json"))
+    assert [len(split) for split in every] == [55, 46]
+    sizes = SceneSizes(num_queries=12, lego_size=32)
+    scene = prepare_scene("lego-elevation", tmp_path, lego.parent, sizes)
+    assert (scene.num_train, scene.num_queries, scene.image_size) == (55, 12, (32, 32))
+    train = camera_elevations_deg(_c2ws(scene.train_dir / "transforms.json"))
+    query = camera_elevations_deg(_c2ws(scene.query_dir / "transforms.json"))
+    print(
+        f"lego-elevation: training {train.min():.1f}..{train.max():.1f} deg, queries {query.min():.1f}..{query.max():.1f}"
+    )
+    assert train.min() >= 30.0 and query.max() < train.min() - 5.0 and query.min() < 10.0
+    assert scene.scene_extent == pytest.approx(transforms_extent(scene.train_dir / "transforms.json"))
+    assert scene.train_args == SCENE_TRAIN_ARGS["lego"] and scene.protocol == "relative"
+    meta = json.loads((scene.query_dir / "transforms.json").read_text())
+    image = np.asarray(Image.open(scene.query_dir / meta["frames"][0]["file_path"]))
+    assert image.shape == (32, 32, 3) and (image[0, 0] == 255).all()
+    stamp = (scene.train_dir / "transforms.json").stat().st_mtime_ns
+    assert prepare_scene("lego-elevation", tmp_path, lego.parent, sizes).num_queries == 12
+    assert (scene.train_dir / "transforms.json").stat().st_mtime_ns == stamp  # cached by prepared.json
+
+
+@pytest.mark.shared_data
+def test_fox_arc_queries_lie_outside_the_training_arc(tmp_path):
+    from benchmarks.scenes import camera_azimuths_deg, fox_arc_split, transforms_extent
+
+    fox = shared_scene("ingp_fox")
+    meta = json.loads((fox / "transforms.json").read_text())
+    names = [(fox / f).read_text().split() for f in ("split_train.txt", "split_query.txt")]
+    by_path = {f["file_path"]: f["transform_matrix"] for f in meta["frames"]}
+    poses = [np.array([by_path[n] for n in split], dtype=np.float64) for split in names]
+    kept, queries, arc = fox_arc_split(*poses)
+    assert (len(kept), len(queries)) == (36, 17) and sum(i >= 50 for i in queries) == 4  # 4 from split_query.txt
+    azimuth = dict(zip([f"images/{n[7:11]}.png" for n in names[0] + names[1]], camera_azimuths_deg(np.vstack(poses))))
+    scene = prepare_scene("fox-arc", tmp_path, fox.parent, SceneSizes(num_queries=12, fox_downscale=16))
+    assert (scene.num_train, scene.num_queries, scene.image_size) == (36, 12, (68, 120))
+    train = np.array(
+        [azimuth[f["file_path"]] for f in json.loads((scene.train_dir / "transforms.json").read_text())["frames"]]
+    )
+    qmeta = json.loads((scene.query_dir / "transforms.json").read_text())
+    query = np.array([azimuth[f["file_path"]] for f in qmeta["frames"]])
+    print(
+        f"fox-arc: training {train.min():.1f}..{train.max():.1f} deg (arc {arc[0]:.1f}..{arc[1]:.1f}), queries {query.min():.1f}..{query.max():.1f}"
+    )
+    assert train.max() - train.min() < 90.0 and (train.min(), train.max()) == pytest.approx(arc)
+    assert ((query > train.max() + 5.0) | (query < train.min() - 5.0)).all()
+    assert qmeta["k1"] == pytest.approx(0.0578421) and qmeta["fl_x"] == pytest.approx(1375.52 * 68 / 1080)
+    assert scene.scene_extent == pytest.approx(transforms_extent(scene.train_dir / "transforms.json"))
