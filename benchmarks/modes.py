@@ -3,19 +3,14 @@ on a CPU). Every value can be overridden on the command line of ``benchmarks.run
 
 Quick mode: scenes synthetic (10 queries), the held-out family (heldout-room, heldout-orbit: 12 each), fox (all
 17), fern (its 3), lego (10); conditions original, lighting, blur, lowlight, plus relit and novel-view for the
-generated scenes;
-methods crossfire, sift, prior and the two peers (sfm-sift, sfm-sift-lowpeak). **photometric is dropped from quick
-mode** (about 12 s per query on every query and condition, about an hour here; ``--methods`` brings it back).
+generated scenes; methods crossfire, prior and the two peers (sfm-sift, sfm-sift-lowpeak). **The render-loop methods
+(sift, photometric) are dropped from quick mode**: they take 8-40 s per query, hours over every query and condition
+(``--methods`` brings them back).
 
-Its budget on 2 idle cores, estimated from the last quick run (BENCHMARKS.md, 800-iteration maps, 2026-11-24):
-maps 191-605 s each (synthetic 263, fox 365, fern 605, lego 191; the two held-out scenes have smaller images than
-synthetic, about 250 s each): about 32 min for six. Queries: 50 (synthetic) + 120 (held-out) + 68 (fox) + 12
-(fern) + 40 (lego) = 290 query-condition pairs; today's localizer takes 7-27 s per query for crossfire and 8-39 s
-for sift (median about 12 and 15 s), the prior 0.1 s and each peer 0.05-0.8 s: about 28 s per pair, 2.3 h. So
-**quick mode does not fit 45 minutes with today's localizer: about 2.8 h.** With issue 12's target (crossfire at
-<= 2 s per query; sift shares its render loop) localization is about 30 min and the whole run about an hour; to
-get under 45 min, drop ``sift`` as well (``--methods crossfire prior sfm-sift sfm-sift-lowpeak``: about 45 min).
-With another job on the CPU everything takes several times longer: torch's two threads then wait on each other.
+Its budget on 2 idle cores: six 800-iteration maps of 3-10 min each (about 30 min), each map's index (1-3 min), and
+about 330 query-condition pairs at about 0.5-1 s for crossfire and well under 1 s for each peer: under an hour in
+all. The measured wall time of the last quick run is in BENCHMARKS.md (``run.json`` has it per scene). With another
+job on the CPU everything takes several times longer: torch's two threads then wait on each other.
 """
 
 from __future__ import annotations
@@ -67,9 +62,9 @@ MODES: Dict[str, ModeSettings] = {
         ),
         iterations=800,
         conditions=("original", "lighting", "blur", "lowlight", "relit", "novel-view"),
-        methods=("crossfire", "sift", "prior", "sfm-sift", "sfm-sift-lowpeak"),
+        methods=("crossfire", "prior", "sfm-sift", "sfm-sift-lowpeak"),
         description="10-17 queries per scene (fern 3), 800-iteration crossfire-lite maps, images of 100 to 250 px, "
-        "no photometric",
+        "no render-loop methods (sift, photometric)",
     ),
     "full": ModeSettings(
         sizes=SceneSizes(

@@ -198,8 +198,8 @@ class MapLocalizer:
     def warm_up(self) -> None:
         """Build what the first image would otherwise wait for: the retrieval index of the map's training views and
         the method's own (the crossfire map index, stored beside the map after its first build)."""
-        retrieval_index(self.map, self.retrieval, self.retrieval_min_similarity)
         self.localizer.matcher.warm_up()
+        self._retrieval_index()
 
     def max_side_for(self, width: int, height: int, K: np.ndarray) -> int:
         """The longer side a query is localized at: ``max_image_side``, and with ``match_training_scale`` no finer
@@ -283,12 +283,16 @@ class MapLocalizer:
 
     def _from_retrieval(self, rgb: np.ndarray, K: np.ndarray) -> PoseEstimate:
         start = time.perf_counter()
-        index = retrieval_index(self.map, self.retrieval, self.retrieval_min_similarity)
-        priors = index.query(rgb, self.matcher.num_priors)
+        priors = self._retrieval_index().query(rgb, self.matcher.num_priors)
         seconds = time.perf_counter() - start
         estimate = self.localizer.estimate(rgb, K, priors)
         estimate.seconds_retrieval = seconds
         return estimate
+
+    def _retrieval_index(self):
+        """The map's retrieval index over its training views and the method's extra views (virtual views)."""
+        extra = self.localizer.matcher.extra_retrieval_views()
+        return retrieval_index(self.map, self.retrieval, self.retrieval_min_similarity, extra)
 
     def _answer(self, estimate: PoseEstimate, source: str) -> Localization:
         answer = Localization(

@@ -40,16 +40,16 @@ from crossfire_ns.geometry import (
     scale_intrinsics,
 )
 from crossfire_ns.io.atomic import atomic_open
+from crossfire_ns.io.index_file import INDEX_FILE
 from crossfire_ns.localize.patch_alignment import PatchConfig
 from crossfire_ns.localize.render import MapRenderer
+from crossfire_ns.localize.virtual_views import VirtualViewsConfig, render_virtual_views
 from crossfire_ns.metrics import camera_extent
 from crossfire_ns.texture import MIN_TEXTURE, local_std
 
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 """Bumped whenever what an index holds, or how it is computed, changes (older files are rebuilt)."""
 
-INDEX_FILE = "crossfire_index.pt"
-"""File name of the stored index, beside the map's config.yml."""
 
 SAMPLED_CELLS = 8192
 """About how many index cells ``MapIndex.covisible_views`` projects per call (evenly sampled; all below this)."""
@@ -120,6 +120,7 @@ class MapIndexConfig:
     patch_triangulate: bool = True
     """Place the textured cells again by grey-level patches, for the patch rounds."""
     patch_triangulation: PatchPlacementConfig = field(default_factory=PatchPlacementConfig)
+    virtual: VirtualViewsConfig = field(default_factory=VirtualViewsConfig)
 
 
 @dataclass
@@ -139,7 +140,8 @@ class ViewCells:
 
 @dataclass
 class MapIndex:
-    """Every training view's trusted cells, with the views' poses and intrinsics (normalised frame)."""
+    """Every view's trusted cells, with the views' poses and intrinsics (normalised frame): the training views first,
+    then the virtual views (``virtual_views``) rendered at poses no camera took."""
 
     c2ws: np.ndarray
     """(N, 4, 4) camera-to-world, OpenGL, normalised frame."""
@@ -155,20 +157,37 @@ class MapIndex:
     stats: Dict[str, Any] = field(default_factory=dict)
     """Build time, cells kept and dropped by reason."""
     fine: List[ViewCells] = field(default_factory=list)
-    """Per view, its trusted cells' pixels as 1-pixel cells (``MapIndexConfig.fine_cells``); empty when not built."""
+    """Per training view, its trusted cells' pixels as 1-pixel cells (``MapIndexConfig.fine_cells``); empty when not
+    built."""
+    num_training: int = -1
+    """Views ``[0, num_training)`` are the training views, the rest virtual (-1: all are training views)."""
+    virtual_rgb: List[torch.Tensor] = field(default_factory=list)
+    """Per virtual view, its rendered colour ((H, W, 3) uint8): for retrieval and the patch rounds."""
+    virtual_sources: List[int] = field(default_factory=list)
+    """Per virtual view, the training view it was moved from."""
 
     def __len__(self) -> int:
         return len(self.views)
 
+    @property
+    def training_views(self) -> int:
+        """How many of the views are training views (the rest are virtual)."""
+        return len(self.views) if self.num_training < 0 else self.num_training
+
+    @property
+    def virtual_c2ws(self) -> np.ndarray:
+        """(M, 4, 4) poses of the virtual views."""
+        return self.c2ws[self.training_views :]
+
     @cached_property
     def spacing(self) -> float:
         """Median distance from a training camera to its nearest neighbour (computed once, used per query)."""
-        return camera_spacing(self.c2ws[:, :3, 3])
+        return camera_spacing(self.c2ws[: self.training_views, :3, 3])
 
     @cached_property
     def extent(self) -> float:
         """Diagonal of the training cameras' bounding box (``metrics.camera_extent``): the scale of pose figures."""
-        return camera_extent(self.c2ws)
+        return camera_extent(self.c2ws[: self.training_views])
 
     def nearest_views(self, c2w: np.ndarray, k: int) -> List[int]:
         """The k training views whose pose is closest to ``c2w`` (normalised frame): camera-centre distance in units
@@ -249,6 +268,9 @@ class MapIndex:
             "cell_px": torch.from_numpy(self.cell_px),
             "views": [_stored(v) for v in self.views],
             "fine": [_stored(v) for v in self.fine],
+            "num_training": self.num_training,
+            "virtual_rgb": self.virtual_rgb,
+            "virtual_sources": self.virtual_sources,
         }
         with atomic_open(path, "wb") as handle:
             torch.save(payload, handle)
@@ -260,6 +282,8 @@ class MapIndex:
         return cls(
             payload["c2ws"].numpy(), payload["Ks"].numpy(), payload["sizes"].numpy(), payload["cell_px"].numpy(), views,
             payload["key"], payload.get("stats", {}), [_loaded(v) for v in payload.get("fine", [])],
+            int(payload.get("num_training", -1)), list(payload.get("virtual_rgb", [])),
+            [int(v) for v in payload.get("virtual_sources", [])],
         )  # fmt: skip
 
 
@@ -295,6 +319,7 @@ class RawView:
     K: np.ndarray  # (3, 3) at cell resolution
     cell: float  # cell side in training pixels
     pixel_descriptors: Optional[torch.Tensor] = None  # (D, h * cell, w * cell) per training pixel (fine, triangulate)
+    accumulation: Optional[np.ndarray] = None  # (h, w) rendered opacity
 
     @property
     def full_K(self) -> np.ndarray:
@@ -343,7 +368,7 @@ def describe_view(crossfire_map, renderer: MapRenderer, index: int, config: MapI
     keep = (accumulation >= config.min_accumulation) & textured & np.isfinite(distance)
     if config.max_depth_step > 0:
         keep &= ~depth_edges(distance, config.max_depth_step)
-    return RawView(pooled, distance, points, keep, K, float(cell), pixel_descriptors)
+    return RawView(pooled, distance, points, keep, K, float(cell), pixel_descriptors, accumulation)
 
 
 def fine_cells(view: RawView, trusted: np.ndarray, c2w: np.ndarray) -> ViewCells:
@@ -562,6 +587,10 @@ def build_map_index(
     index = MapIndex(c2ws, Ks, sizes, np.array([int(v.cell) for v in raw], dtype=np.int64), views, key or {}, {}, fine)
     if config.patch_triangulate and kept:
         index.stats["cells_patch_triangulated"] = _patch_triangulate(crossfire_map, index, config, patch)
+    if config.virtual.enabled and kept:
+        medians = np.array([_median_distance(view) for view in raw])
+        opaque = np.array([float(np.mean(view.accumulation >= config.min_accumulation)) for view in raw])
+        index.stats.update(add_virtual_views(crossfire_map, index, medians, opaque, config))
     index.stats.update(
         {
             "seconds": time.perf_counter() - start,
@@ -577,6 +606,35 @@ def build_map_index(
     if fine:
         index.stats["fine_cells"] = sum(len(v.points) for v in fine)
     return index
+
+
+def _median_distance(view: RawView) -> float:
+    """Median rendered distance of a view's opaque cells (NaN when it has none)."""
+    finite = view.distance[np.isfinite(view.distance) & view.keep]
+    return float(np.median(finite)) if len(finite) else float("nan")
+
+
+def add_virtual_views(
+    crossfire_map, index: MapIndex, median_distances: np.ndarray, opaque_shares: np.ndarray, config: MapIndexConfig
+) -> dict:
+    """Render the virtual views (``virtual_views``) around ``index``'s training views (their rendered cells' median
+    distances and opaque shares) and append them (in place); returns their build figures."""
+    trusted = np.concatenate([cells.points.numpy() for cells in index.views]).astype(np.float64)
+    num = index.training_views
+    made, figures = render_virtual_views(
+        crossfire_map, index.c2ws[:num], index.Ks[:num], index.sizes[:num], index.cell_px[:num], median_distances,
+        trusted, opaque_shares, index.spacing, config.virtual, config.proposal_share,
+    )  # fmt: skip
+    index.num_training = num
+    if made:
+        index.c2ws = np.concatenate([index.c2ws, np.stack([v.pose.c2w for v in made])])
+        index.Ks = np.concatenate([index.Ks, np.stack([v.K for v in made])])
+        index.sizes = np.concatenate([index.sizes, np.array([v.size for v in made], dtype=index.sizes.dtype)])
+        index.cell_px = np.concatenate([index.cell_px, np.array([v.cell for v in made], dtype=index.cell_px.dtype)])
+        index.views = index.views + [ViewCells(v.descriptors, v.points, v.pixels) for v in made]
+        index.virtual_rgb = [v.rgb for v in made]
+        index.virtual_sources = [v.pose.source for v in made]
+    return figures
 
 
 def _patch_triangulate(crossfire_map, index: MapIndex, config: MapIndexConfig, patch: PatchConfig) -> int:
@@ -642,25 +700,33 @@ def load_or_build_index(
             views = len(crossfire_map.train_dataset)
             c2ws = np.asarray(crossfire_map.train_c2w, dtype=np.float64)
             lengths = {len(stored.views), len(stored.c2ws), len(stored.Ks), len(stored.sizes), len(stored.cell_px)}
+            virtual = len(stored.views) - stored.training_views
             if what:
                 console.print(f"[yellow]{path}: map index built for another {', '.join(what)}; rebuilding it.")
-            elif lengths != {views}:
+            elif len(lengths) != 1 or stored.training_views != views or len(stored.virtual_rgb) != virtual:
                 console.print(
-                    f"[yellow]{path}: map index holds {len(stored.views)} views, the map {views}; rebuilding it."
+                    f"[yellow]{path}: map index holds {stored.training_views} training views, the map {views}; "
+                    "rebuilding it."
                 )
-            elif not np.allclose(stored.c2ws, c2ws, rtol=0.0, atol=1e-6):
+            elif not np.allclose(stored.c2ws[:views], c2ws, rtol=0.0, atol=1e-6):
                 console.print(f"[yellow]{path}: map index holds other poses than the map's views; rebuilding it.")
             else:
                 return stored
     index = build_map_index(crossfire_map, config, key, patch)
     s = index.stats
     console.print(
-        f"Map index: {len(index)} views, {s['cells_kept']} of {s['cells']} cells trusted "
+        f"Map index: {index.training_views} views, {s['cells_kept']} of {s['cells']} cells trusted "
         f"({s['cells_basic']} before the depth check"
         + (f", {s['cells_triangulated']} triangulated" if "cells_triangulated" in s else "")
         + (f", {s['cells_patch_triangulated']} placed by patches" if "cells_patch_triangulated" in s else "")
         + f"), {s['seconds']:.0f} s"
     )
+    if "virtual_views" in s:
+        console.print(
+            f"Virtual views: {s['virtual_views']} of {s['virtual_poses']} poses rendered into the index "
+            f"({s['virtual_cells']} trusted cells; {s['virtual_dropped_clearance']} without free space around them, "
+            f"{s['virtual_dropped_untrusted']} with no trusted cell), {s['virtual_render_seconds']:.0f} s of renders"
+        )
     if s.get("cells_triangulated") == 0:
         console.print(
             "[yellow]No cell of the map triangulated: its training views do not match one another (a map trained "

@@ -16,7 +16,7 @@ import numpy as np
 from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w, opengl_c2w_to_opencv_w2c, rotation_angle_deg
 from crossfire_ns.localize.map_index import MapIndex
 from crossfire_ns.localize.patch_alignment import PatchConfig, align_patches
-from crossfire_ns.localize.patch_triangulation import cell_contrast, training_greys, view_camera
+from crossfire_ns.localize.patch_triangulation import cell_contrast, view_camera, view_greys
 from crossfire_ns.localize.pnp import PnPResult, PoseSolver
 from crossfire_ns.localize.query_features import QueryFeatures
 from crossfire_ns.localize.refine import RefineConfig, projected_cells, refinement_views
@@ -50,7 +50,7 @@ def patch_round(
     R_query, t_query = opengl_c2w_to_opencv_w2c(c2w)
     margin = config.radius_px + search + 2
     views = refinement_views(index, c2w, K, grey.shape, views_config)
-    greys = training_greys(crossfire_map, config.radius_px, config.smoothing_px)
+    greys = view_greys(crossfire_map, index, config.radius_px, config.smoothing_px)
     points3d, points2d, searched = [], [], 0
     for view in views:
         cells = index.views[view]

@@ -35,6 +35,21 @@ def training_greys(crossfire_map, radius: int, sigma: float) -> List[Tuple[torch
     return crossfire_map.cached(("training_grey", radius, sigma), build)
 
 
+def view_greys(crossfire_map, index, radius: int, sigma: float) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``training_greys`` followed by the same of ``index``'s virtual views (their rendered colour): one per index
+    view, made once per map, index and setting."""
+    greys = training_greys(crossfire_map, radius, sigma)
+    if not index.virtual_rgb:
+        return greys
+
+    def build():
+        rendered = [smoothed_grey(rgb.float().div(255.0), sigma) for rgb in index.virtual_rgb]
+        return greys + [(grey, local_contrast(grey, radius)) for grey in rendered]
+
+    # cached beside the index itself (same map, same lifetime): id() names that cached object
+    return crossfire_map.cached(("view_grey", id(index), radius, sigma), build)
+
+
 def view_camera(index, view: int, grey: torch.Tensor):
     """(K at the grey image's resolution, R, t) of training ``view`` (OpenCV), and the (sx, sy) pixel scale."""
     width, height = (float(x) for x in index.sizes[view])

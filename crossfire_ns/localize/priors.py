@@ -83,15 +83,19 @@ def _cells(features: torch.Tensor) -> torch.Tensor:
     return features.reshape(features.shape[0], -1).T.contiguous()
 
 
-def retrieval_index(crossfire_map, score: RetrievalScore = "matches", min_similarity: float = 0.6) -> RetrievalIndex:
-    """The map's retrieval index, built once per map and settings (it holds the CNN features of every view)."""
+def retrieval_index(
+    crossfire_map, score: RetrievalScore = "matches", min_similarity: float = 0.6, extra_views=None
+) -> RetrievalIndex:
+    """The map's retrieval index, built once per map and settings (it holds the CNN features of every view).
+
+    ``extra_views``: (images (H, W, 3) uint8, poses (M, 4, 4) normalised frame) ranked beside the training views (the
+    map index's virtual views, ``Matcher.extra_retrieval_views``)."""
+    images, c2ws = crossfire_map.training_images(), np.asarray(crossfire_map.train_c2w)
+    key = ("retrieval_index", score, float(min_similarity), 0 if extra_views is None else len(extra_views[0]))
+    if extra_views is not None and len(extra_views[0]):
+        extra_images, extra_c2ws = extra_views
+        images = images + [torch.as_tensor(image).float().div(255.0) for image in extra_images]
+        c2ws = np.concatenate([c2ws, np.asarray(extra_c2ws)])
     return crossfire_map.cached(
-        ("retrieval_index", score, float(min_similarity)),
-        lambda: RetrievalIndex(
-            crossfire_map.model,
-            crossfire_map.training_images(),
-            crossfire_map.train_c2w,
-            score=score,
-            min_similarity=min_similarity,
-        ),
+        key, lambda: RetrievalIndex(crossfire_map.model, images, c2ws, score=score, min_similarity=min_similarity)
     )

@@ -131,7 +131,7 @@ def refinement_round(
     ``radius`` of where ``c2w`` projects them, then PnP; ``diagnose`` adds the per-view disagreement (a PnP per
     view)."""
     cells = index.fine if fine else index.views
-    views = refinement_views(index, c2w, K, query.shape, config)
+    views = [v for v in refinement_views(index, c2w, K, query.shape, config) if v < len(cells)]  # fine: training only
     points3d, descriptors = stacked_cells(cells, views)
     source = np.concatenate([np.full(len(cells[v].points), v) for v in views]) if views else np.zeros(0, int)
     pixels, keep = projected_cells(points3d, c2w, K, query.shape, margin=radius + 1)

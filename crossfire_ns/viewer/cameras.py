@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from crossfire_ns.geometry import original_to_normalized
+from crossfire_ns.io.index_file import read_index_cameras
 from crossfire_ns.io.queries import QueryImage
 from crossfire_ns.io.transforms import read_poses_json
 
@@ -26,6 +27,8 @@ STATUS_COLORS: Dict[str, RGB] = {"localized": (40, 200, 80), "failed": (230, 60,
 GROUND_TRUTH_COLOR: RGB = (70, 140, 255)
 """Frustum colour of a ground-truth pose whose query has an estimate."""
 OTHER_STATUS_COLOR: RGB = (150, 150, 150)
+VIRTUAL_VIEW_COLOR: RGB = (190, 90, 255)
+"""Frustum colour of the map index's virtual views (poses no training camera took, rendered into the index)."""
 
 
 @dataclass
@@ -34,7 +37,7 @@ class CameraMarker:
 
     file_path: str
     """The query's key in poses.json."""
-    kind: Literal["estimate", "ground_truth"]
+    kind: Literal["estimate", "ground_truth", "virtual"]
     status: str
     """The query's status in poses.json ("localized", "failed", ...)."""
     c2w: np.ndarray
@@ -171,3 +174,21 @@ def load_thumbnail(path: Path, height: int = 100) -> Optional[np.ndarray]:
             return np.asarray(image.resize((width, height), Image.BILINEAR))
     except (OSError, ValueError):
         return None
+
+
+def virtual_view_markers(index_path: Union[str, Path]) -> List[CameraMarker]:
+    """The virtual views of the map index stored at ``index_path`` as frustums (``VIRTUAL_VIEW_COLOR``), in the
+    normalised frame the index holds them in; none for an index without virtual views."""
+    cameras = read_index_cameras(Path(index_path))
+    markers = []
+    for number, view in enumerate(range(len(cameras.c2ws))[cameras.virtual]):
+        width, height = (float(x) for x in cameras.sizes[view])
+        fy = float(cameras.Ks[view][1, 1])
+        markers.append(
+            CameraMarker(
+                f"virtual_{number:04d}", "virtual", "virtual", np.asarray(cameras.c2ws[view], dtype=np.float64),
+                2.0 * math.atan(height / (2.0 * fy)), width / height, VIRTUAL_VIEW_COLOR,
+                description=f"virtual view {number}",
+            )
+        )  # fmt: skip
+    return markers

@@ -39,9 +39,17 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import Tensor, nn
 
+from crossfire_ns.io.index_file import INDEX_FILE
 from crossfire_ns.io.queries import QueryInputError, load_query_set
 from crossfire_ns.map import frame_normalization
-from crossfire_ns.viewer.cameras import CameraMarker, error_segments, load_thumbnail, localized_cameras, viser_pose
+from crossfire_ns.viewer.cameras import (
+    CameraMarker,
+    error_segments,
+    load_thumbnail,
+    localized_cameras,
+    virtual_view_markers,
+    viser_pose,
+)
 from crossfire_ns.viewer.pca import PCAProjection, apply_pca, fit_pca
 from crossfire_ns.viewer.similarity import cosine_similarity_map, similarity_heatmap
 
@@ -125,6 +133,12 @@ class CrossfireViewerTools(nn.Module):
         self.l5_clear_poses = ViewerButton("Clear localized cameras", cb_hook=lambda _: self.clear_cameras())
         self.l6_poses_info = ViewerMarkdown(
             "poses info", "Green: localized, blue: ground truth, red: ground truth of a failed query."
+        )
+        self.m1_show_virtual_views = ViewerCheckbox(
+            "Show virtual views",
+            False,
+            cb_hook=lambda element: self.set_virtual_views_visible(element.value),
+            hint="purple: the poses no camera took that the map index rendered (what the map can also recognise)",
         )
 
     def get_model(self) -> nn.Module:
@@ -339,9 +353,39 @@ class CrossfireViewerTools(nn.Module):
             if name.startswith(("ground_truth_", "error_")):
                 handle.visible = visible
 
+    def set_virtual_views_visible(self, visible: bool) -> int:
+        """Show (drawn once, from the map index beside the map's config.yml) or hide the virtual views; returns how
+        many are drawn."""
+        viewer = self._viewer()
+        names = [n for n in self._handles if n.startswith("virtual_")]
+        if not visible or names:
+            for name in names:
+                self._handles[name].visible = visible
+            return len(names)
+        if viewer is None:
+            CONSOLE.print("[yellow]crossfire viewer: drawing virtual views needs the viewer.")
+            return 0
+        path = Path(viewer.log_filename).parent / INDEX_FILE
+        try:
+            markers = virtual_view_markers(path)
+        except (OSError, ValueError) as err:
+            CONSOLE.print(f"[yellow]crossfire viewer: no virtual views to show ({err}); ns-localize builds the index.")
+            return 0
+        server = viewer.viser_server
+        scale = 0.5 * frustum_scale(np.stack([m.c2w[:3, 3] for m in markers])) if markers else 0.1
+        for index, marker in enumerate(markers):
+            wxyz, position = viser_pose(marker.c2w, VISER_SCALE)
+            handle = server.scene.add_camera_frustum(
+                f"{SCENE_ROOT}/virtual/{index:04d}", fov=marker.fov_y, aspect=marker.aspect, scale=scale,
+                color=marker.color, wxyz=wxyz, position=position,
+            )  # fmt: skip
+            self._handles[f"virtual_{index:04d}"] = handle
+        CONSOLE.print(f"crossfire viewer: {len(markers)} virtual views from {path}")
+        return len(markers)
+
     def clear_cameras(self) -> None:
-        """Remove the localized cameras (the similarity reference marker stays)."""
-        for name in [n for n in self._handles if n != "reference"]:
+        """Remove the localized cameras (the similarity reference marker and the virtual views stay)."""
+        for name in [n for n in self._handles if n != "reference" and not n.startswith("virtual_")]:
             with contextlib.suppress(Exception):
                 self._handles.pop(name).remove()
         self._markers = []

@@ -205,6 +205,7 @@ def test_quick_mode_scenes_methods_and_queries():
     run = BenchmarkRun(mode="quick")
     assert run.scene_list() == ("synthetic", "heldout-room", "heldout-orbit", "fox", "fern", "lego")
     assert "photometric" not in run.method_list() and "sfm-sift-lowpeak" in run.method_list()
+    assert "sift" not in run.method_list()  # the render loop: hours over every query and condition
     assert BenchmarkRun(mode="quick", methods=("photometric",)).method_list() == ("photometric",)
     sizes = MODES["quick"].sizes
     assert [sizes.queries_for(s) for s in ("synthetic", "fox", "lego", "fern")] == [10, 17, 10, 17]

@@ -24,6 +24,7 @@ from crossfire_ns.localize.map_index import (
     rescaled_distances,
     triangulated_distances,
 )
+from crossfire_ns.localize.virtual_views import VirtualViewsConfig
 from crossfire_ns.synthetic.cameras import look_at
 
 K = np.array([[50.0, 0, 20.0], [0, 50.0, 15.0], [0, 0, 1]])
@@ -187,18 +188,26 @@ def test_index_is_stored_beside_the_map_reused_and_rebuilt_when_settings_change(
     loaded = load_map(trained_map[0])
     path = index_path(loaded)
     path.unlink(missing_ok=True)
-    config = MapIndexConfig(triangulate=False)  # the 100-step map's views do not match one another (tiny_map_matcher)
+    # the 100-step map's views do not match one another (tiny_map_matcher); a few virtual views, to store them too
+    config = MapIndexConfig(triangulate=False, virtual=VirtualViewsConfig(enabled=True, max_views=8))
     built = load_or_build_index(loaded, config)
-    assert path.is_file() and built.stats["renders"] == len(built)
+    assert path.is_file() and built.stats["renders"] == built.training_views == len(loaded.train_dataset)
     assert sum(len(v.points) for v in built.views) > 0
+    # virtual views follow the training views, each with its rendered colour and source view
+    virtual = len(built) - built.training_views
+    assert virtual == built.stats["virtual_views"] == len(built.virtual_rgb) == len(built.virtual_sources)
+    assert 0 < built.stats["virtual_poses"] <= 8
     stamp = path.stat().st_mtime_ns
     again = load_or_build_index(loaded, config)
     assert path.stat().st_mtime_ns == stamp and again.key == built.key  # reused, not rebuilt
     for a, b in zip(again.views, built.views):  # what a later run loads is exactly what this one matched against
         assert torch.equal(a.descriptors, b.descriptors) and torch.equal(a.points, b.points)
-        assert torch.equal(a.patch_points, b.patch_points)
+        assert (a.patch_points is None) == (b.patch_points is None)
+        assert a.patch_points is None or torch.equal(a.patch_points, b.patch_points)
+    assert again.training_views == built.training_views and len(again.virtual_rgb) == len(built.virtual_rgb)
     assert "cells_patch_triangulated" in built.stats
-    load_or_build_index(loaded, MapIndexConfig(triangulate=False, consistency=0.1))
+    plain = load_or_build_index(loaded, MapIndexConfig(triangulate=False, consistency=0.1))
+    assert len(plain) == plain.training_views and not plain.virtual_rgb and "virtual_views" not in plain.stats
     assert "rebuilding" in capsys.readouterr().out
     path.write_bytes(b"not an index")
     assert len(load_or_build_index(loaded, config)) == len(built)  # unreadable: rebuilt

@@ -298,3 +298,65 @@ def test_frustum_size_follows_the_camera_spread():
     assert frustum_scale(ring) == pytest.approx(0.08 * 1.0 * 10.0)
     assert frustum_scale(3.0 * ring) == pytest.approx(3.0 * frustum_scale(ring))
     assert frustum_scale(np.zeros((1, 3))) == 0.1  # a single camera: the minimum
+
+
+# ---------------------------------------------------------------------------------------------- virtual views
+
+
+def _stored_index(path: Path, training: int, virtual: int) -> None:
+    """A map index file with ``training`` training views then ``virtual`` virtual views (empty cells)."""
+    from crossfire_ns.localize.map_index import MapIndex, ViewCells
+
+    n = training + virtual
+    c2ws = np.stack([c2w(float(i), 5.0 * i) for i in range(n)])
+    Ks = np.tile(np.array([[30.0, 0, 20.0], [0, 30.0, 15.0], [0, 0, 1]]), (n, 1, 1))
+    empty = ViewCells(torch.zeros((0, 4)), torch.zeros((0, 3)), torch.zeros((0, 2)))
+    MapIndex(
+        c2ws, Ks, np.tile([40, 30], (n, 1)), np.full(n, 2), [empty] * n, num_training=training,
+        virtual_rgb=[torch.zeros((30, 40, 3), dtype=torch.uint8)] * virtual, virtual_sources=list(range(virtual)),
+    ).save(path)  # fmt: skip
+
+
+def test_virtual_views_of_a_stored_index_become_markers_of_their_own_colour(tmp_path):
+    from crossfire_ns.viewer.cameras import VIRTUAL_VIEW_COLOR, virtual_view_markers
+
+    _stored_index(tmp_path / "index.pt", training=3, virtual=2)
+    markers = virtual_view_markers(tmp_path / "index.pt")
+    assert [m.kind for m in markers] == ["virtual", "virtual"] and {m.color for m in markers} == {VIRTUAL_VIEW_COLOR}
+    np.testing.assert_allclose(markers[1].c2w, c2w(4.0, 20.0))  # views 3 and 4 are the virtual ones
+    assert markers[0].fov_y == pytest.approx(2 * math.atan(15.0 / 30.0)) and markers[0].aspect == pytest.approx(4 / 3)
+    _stored_index(tmp_path / "plain.pt", training=3, virtual=0)
+    assert virtual_view_markers(tmp_path / "plain.pt") == []
+    (tmp_path / "bad.pt").write_bytes(b"no index")
+    with pytest.raises(ValueError, match="bad.pt"):
+        virtual_view_markers(tmp_path / "bad.pt")
+
+
+def test_show_virtual_views_draws_them_once_and_hides_them(tmp_path):
+    class Handle:
+        def __init__(self, **kwargs):
+            self.visible, self.kwargs = True, kwargs
+
+    class Scene:
+        def __init__(self):
+            self.added = []
+
+        def add_camera_frustum(self, name, **kwargs):
+            self.added.append(name)
+            return Handle(**kwargs)
+
+    class Viewer:
+        log_filename = tmp_path / "viewer_log_filename.txt"
+        viser_server = type("Server", (), {})()
+
+    viewer = Viewer()
+    viewer.viser_server.scene = Scene()
+    tools = CrossfireViewerTools(nn.Linear(2, 2))
+    tools.control.viewer = viewer
+    assert tools.set_virtual_views_visible(True) == 0  # no index beside the map yet: nothing drawn, nothing raised
+    _stored_index(tmp_path / "crossfire_index.pt", training=2, virtual=3)
+    assert tools.set_virtual_views_visible(True) == 3 and len(viewer.viser_server.scene.added) == 3
+    assert tools.set_virtual_views_visible(False) == 3
+    assert tools.set_virtual_views_visible(True) == 3 and len(viewer.viser_server.scene.added) == 3  # drawn once
+    tools.clear_cameras()  # the localized cameras go, the virtual views stay
+    assert tools.set_virtual_views_visible(False) == 3

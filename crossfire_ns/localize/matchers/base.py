@@ -10,7 +10,7 @@ baselines implement ``estimate`` directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Type
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 from nerfstudio.configs.base_config import InstantiateConfig
@@ -78,6 +78,11 @@ class Matcher:
 
     def warm_up(self) -> None:
         """Build what the first query would otherwise wait for (nothing by default)."""
+
+    def extra_retrieval_views(self) -> Optional[Tuple[List[Any], np.ndarray]]:
+        """Views beyond the training views that retrieval should rank: ((H, W, 3) uint8 images, (M, 4, 4) poses in
+        the normalised frame); None: the training views only."""
+        return None
 
     def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
         """Pose of ``image`` (H, W, 3 uint8, undistorted) with intrinsics ``K`` from ``priors`` (4x4 c2w, normalised

@@ -287,6 +287,16 @@ class CrossfireMatcher(Matcher):
         if self.crossfire_map is not None:
             self.index()
 
+    def extra_retrieval_views(self):
+        """The map index's virtual views (their rendered colour and poses), which retrieval ranks beside the
+        training views."""
+        if self.crossfire_map is None:
+            return None
+        index = self.index()
+        if not index.virtual_rgb:
+            return None
+        return index.virtual_rgb, index.virtual_c2ws
+
 
 def diagnostics(found: IndexLocalization) -> Dict[str, Any]:
     """The figures behind ``found``'s estimate, by name, as the API answer and the calibration benchmark record them
