@@ -8,6 +8,7 @@ random pixels in each, in image-major order. Before any of that, the scene's box
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Dict, Literal, Optional, Tuple, Type, Union
 
@@ -19,6 +20,8 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.data.utils.dataloaders import CacheDataloader, FixedIndicesEvalDataloader, RandIndicesEvalDataloader
+from nerfstudio.model_components.ray_generators import RayGenerator
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
@@ -153,6 +156,46 @@ class CrossfireDataManager(VanillaDataManager[InputDataset]):
         if config.scene_bounds == "auto":
             self.apply_scene_bounds(self.measure_scene_bounds())
 
+    @property
+    def loader_workers(self) -> int:
+        """Image-loading workers: nerfstudio's 4 per process, at most one per CPU core this process may use (more
+        only wait on one another, and torch warns of it)."""
+        return loader_workers(self.world_size)
+
+    def setup_train(self) -> None:
+        """nerfstudio's training loaders with ``loader_workers`` workers."""
+        assert self.train_dataset is not None
+        CONSOLE.print("Setting up training dataset...")
+        self.train_image_dataloader = CacheDataloader(
+            self.train_dataset, num_images_to_sample_from=self.config.train_num_images_to_sample_from,
+            num_times_to_repeat_images=self.config.train_num_times_to_repeat_images, device=self.device,
+            num_workers=self.loader_workers, pin_memory=True, collate_fn=self.config.collate_fn,
+            exclude_batch_keys_from_device=self.exclude_batch_keys_from_device,
+        )  # fmt: skip
+        self.iter_train_image_dataloader = iter(self.train_image_dataloader)
+        self.train_pixel_sampler = self._get_pixel_sampler(self.train_dataset, self.config.train_num_rays_per_batch)
+        self.train_ray_generator = RayGenerator(self.train_dataset.cameras.to(self.device))
+
+    def setup_eval(self) -> None:
+        """nerfstudio's evaluation loaders with ``loader_workers`` workers."""
+        assert self.eval_dataset is not None
+        CONSOLE.print("Setting up evaluation dataset...")
+        self.eval_image_dataloader = CacheDataloader(
+            self.eval_dataset, num_images_to_sample_from=self.config.eval_num_images_to_sample_from,
+            num_times_to_repeat_images=self.config.eval_num_times_to_repeat_images, device=self.device,
+            num_workers=self.loader_workers, pin_memory=True, collate_fn=self.config.collate_fn,
+            exclude_batch_keys_from_device=self.exclude_batch_keys_from_device,
+        )  # fmt: skip
+        self.iter_eval_image_dataloader = iter(self.eval_image_dataloader)
+        self.eval_pixel_sampler = self._get_pixel_sampler(self.eval_dataset, self.config.eval_num_rays_per_batch)
+        self.eval_ray_generator = RayGenerator(self.eval_dataset.cameras.to(self.device))
+        self.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(
+            input_dataset=self.eval_dataset, device=self.device, num_workers=self.loader_workers
+        )
+        self.eval_dataloader = RandIndicesEvalDataloader(
+            input_dataset=self.eval_dataset, device=self.device, num_workers=self.loader_workers
+        )
+
     def measure_scene_bounds(self) -> SceneBounds:
         """``scene_bounds.scene_bounds`` of the training views (cameras in the normalised frame)."""
         outputs = self.train_dataparser_outputs
@@ -194,3 +237,9 @@ class CrossfireDataManager(VanillaDataManager[InputDataset]):
             batch["group_images"] = image_batch["image"][positions]
             batch["rays_per_image"] = rays_per_image
         return ray_bundle, batch
+
+
+def loader_workers(world_size: int = 1) -> int:
+    """nerfstudio's 4 image-loading workers per process, capped at the CPU cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4 * world_size, cores))

@@ -55,3 +55,25 @@ def test_patches_are_contiguous_dilated_squares():
         ys, xs = patch[:, 1].view(4, 4), patch[:, 2].view(4, 4)
         assert (ys[1:] - ys[:-1] == 2).all() and (xs[:, 1:] - xs[:, :-1] == 2).all()
         assert ys.max() < 40 and xs.max() < 50
+
+
+def test_image_loaders_use_no_more_workers_than_cores(bundled_scene, recwarn):
+    """Sized to the machine: nerfstudio's fixed 4 workers per process are capped at the usable cores, so torch does
+    not warn that the loader would create more workers than the machine suggests."""
+    import os
+    import warnings
+
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from crossfire_ns.datamanager import CrossfireDataManagerConfig, loader_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert loader_workers(1) == min(4, cores) and loader_workers(8) == min(32, cores)
+    warnings.simplefilter("always")
+    config = CrossfireDataManagerConfig(
+        data=bundled_scene, dataparser=NerfstudioDataParserConfig(data=bundled_scene), scene_bounds="dataparser"
+    )
+    manager = config.setup(device="cpu")
+    assert manager.train_image_dataloader.num_workers == loader_workers(1)
+    assert manager.eval_image_dataloader.num_workers == loader_workers(1)
+    assert not [w for w in recwarn.list if "worker processes in total" in str(w.message)]
