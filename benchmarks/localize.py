@@ -280,14 +280,6 @@ def run_job(crossfire_map, job: dict) -> dict:
     )
 
 
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="benchmarks worker: localization jobs with one map load each")
-    parser.add_argument("--jobs-file", type=Path, required=True)
-    sys.exit(worker_main(parser.parse_args().jobs_file))
-
-
 def with_options(config, options) -> Any:
     """``config`` with ``options`` ((name, value) pairs; ``group.field`` names a field of an option group, at any
     depth) replaced."""
@@ -296,3 +288,11 @@ def with_options(config, options) -> Any:
         value = with_options(getattr(config, head), [(rest, value)]) if rest else value
         config = replace(config, **{head: value})
     return config
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="benchmarks worker: localization jobs with one map load each")
+    parser.add_argument("--jobs-file", type=Path, required=True)
+    sys.exit(worker_main(parser.parse_args().jobs_file))

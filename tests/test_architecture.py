@@ -267,3 +267,28 @@ helper._patched = 1
         (6, "_encode"),
         (13, "_patched"),
     ]
+
+
+def _main_guard_not_last(source: str) -> bool:
+    """Whether a module's ``if __name__ == "__main__":`` block has top-level code after it (code that a module run as
+    a script, ``python -m``, has not yet defined when the block runs)."""
+    body = ast.parse(source).body
+    for position, node in enumerate(body):
+        test = node.test if isinstance(node, ast.If) else None
+        if isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__":
+            return position != len(body) - 1
+    return False
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_a_script_guard_is_the_last_statement(path: Path):
+    assert not _main_guard_not_last(path.read_text()), f"{path}: code after `if __name__ == '__main__':`"
+
+
+def test_the_script_guard_check_catches_code_after_it():
+    assert _main_guard_not_last('def f(): pass\nif __name__ == "__main__":\n    f()\ndef g(): pass\n')
+    assert not _main_guard_not_last('def f(): pass\nif __name__ == "__main__":\n    f()\n')
