@@ -14,8 +14,11 @@ Conventions:
 * Intrinsics follow nerfstudio: pixel ``(u, v)`` has its centre at ``(u + 0.5, v + 0.5)``, ``cx = w / 2``.
 * Depth returned by ``render_view`` is z-depth along the optical axis (OpenCV camera z) at pixel centres.
 
-Layouts (``SyntheticSceneConfig.layout``): ``orbit`` (default: cameras on a ring looking in at the objects) and
-``inside-out`` (cameras near the centre looking out at the walls; the objects stand aside, against the walls).
+Layouts (``SyntheticSceneConfig.layout``): ``orbit`` (default: cameras on a ring looking in at the objects),
+``inside-out`` (cameras near the centre looking out at the walls; the objects stand aside, against the walls),
+``corridor`` (a long box room; cameras walk along its middle line looking both ways along it and partly at the side
+walls; the objects stand against the side walls) and ``wall`` (forward-facing, as LLFF: cameras on a small patch of a
+plane in front of one wall, all looking at it, the objects between them and the wall).
 ``write_depth`` also writes each view's exact z-depth as ``depth/<image stem>.npy`` (listed in scene.json).
 
 Training views and queries differ only in lighting (light position and colour, exposure, colour cast,
@@ -39,7 +42,7 @@ from crossfire_ns.synthetic.config import (
     SyntheticSceneConfig,
     WalkConfig,
 )
-from crossfire_ns.synthetic.geometry import Scene, build_scene, cast_rays, surface_distance
+from crossfire_ns.synthetic.geometry import Scene, build_scene, cast_rays, inside_objects, surface_distance
 from crossfire_ns.synthetic.render import pixel_rays, render_view, to_uint8
 from crossfire_ns.synthetic.textures import Material
 from crossfire_ns.synthetic.writer import generate_novel_views, generate_scene, generate_walk
@@ -61,6 +64,7 @@ __all__ = [
     "generate_novel_views",
     "build_scene",
     "cast_rays",
+    "inside_objects",
     "generate_scene",
     "generate_walk",
     "look_at",

@@ -58,15 +58,42 @@ class SyntheticSceneConfig:
     """Size of texture features (larger: coarser patterns, which a small NeRF learns faster)."""
     arc_deg: float = 360.0
     """Azimuth range of the camera ring: 360 orbits the objects; less is a denser capture of one side."""
-    layout: Literal["orbit", "inside-out"] = "orbit"
+    layout: Literal["orbit", "inside-out", "corridor", "wall"] = "orbit"
     """orbit: cameras on a ring looking in at the objects in the middle. inside-out: cameras near the room's
     centre (within inside_out_radius) looking out at the walls, at azimuths spread over arc_deg and varied
     elevations; the objects are moved aside, against the walls (between the camera zone and the walls, never
-    in the middle), so no object blocks or contains a camera and the walls are seen with parallax in front."""
+    in the middle), so no object blocks or contains a camera and the walls are seen with parallax in front.
+    corridor: the room is a long box (corridor_half_length along x, corridor_half_width along y, room_half_size
+    along z); cameras walk along its middle line (x axis), looking along it, forwards and backwards alternately,
+    and partly at the side walls; the objects stand against the side walls, clear of the cameras' path.
+    wall: forward-facing, as a handheld capture of one wall (LLFF): cameras on a small patch of the plane
+    wall_distance in front of the +x wall, all looking roughly at it, the objects between them and the wall.
+    arc_deg applies to orbit and inside-out only."""
     inside_out_radius: float = 0.5
     """inside-out: camera centres lie uniformly in a disc of this radius around the room's vertical axis."""
     inside_out_elevation_deg: float = 20.0
     """inside-out: the viewing direction's elevation varies uniformly by +/- this many degrees."""
+    corridor_half_length: float = 9.0
+    """corridor: half the corridor's length (its long axis is world x); the other layouts' room is a cube."""
+    corridor_half_width: float = 2.5
+    """corridor: half the corridor's width (world y); its half height is room_half_size."""
+    corridor_path_half_width: float = 0.3
+    """corridor: camera centres lie within +/- this of the middle line (y = 0), evenly spread along x up to
+    2 world units from the end walls; the objects stand at least 0.6 beyond this band."""
+    corridor_heading_deg: float = 60.0
+    """corridor: headings spread uniformly by +/- this many degrees around the corridor's axis (forwards for
+    every other camera along the path, backwards for the rest), so views see down the corridor and the side walls."""
+    corridor_elevation_deg: float = 15.0
+    """corridor: the viewing direction's elevation varies uniformly by +/- this many degrees."""
+    wall_distance: float = 3.0
+    """wall: distance (world units) from the camera plane to the +x wall they look at; the objects stand at least
+    1.0 in front of the cameras and 0.2 before the wall."""
+    wall_patch_half_width: float = 0.8
+    """wall: camera centres are spread across +/- this (world y) on the camera plane, at heights between
+    camera_height_min and camera_height_max."""
+    wall_jitter_deg: float = 8.0
+    """wall: each camera's heading and elevation turn uniformly by up to this many degrees from straight at the
+    wall (a handheld capture; the orbit's roll_jitter_deg rolls them too)."""
     write_depth: bool = False
     """Also write the exact z-depth of every training and query view as depth/<image stem>.npy (float32 (H, W),
     world units along the optical axis, of the ray through each pixel centre), listed in scene.json only."""
@@ -99,9 +126,10 @@ class NovelViewConfig:
     """Novel-view queries (0: none)."""
     distance_range: Tuple[float, float] = (0.5, 2.0)
     """Inside-out: camera centres this many times the training disc's radius from the room's axis (walls up to
-    twice as close). Orbit: the ring radius scaled by 0.75-0.9 (closer) or 1.15-1.45 (farther), alternately."""
+    twice as close). Corridor: centres this many times corridor_path_half_width off the middle line. Orbit: the ring
+    radius scaled by 0.75-0.9 (closer) or 1.15-1.45 (farther), alternately; wall: the distance to the wall so."""
     height_scale: float = 2.0
-    """The training heights' range, widened this many times around its middle."""
+    """The training heights' range, widened this many times around its middle (wall: the patch's width too)."""
     extra_yaw_deg: float = 15.0
     """Headings turned by up to this many degrees beyond the training views' (orbit: away from the centre)."""
     extra_pitch_deg: float = 10.0

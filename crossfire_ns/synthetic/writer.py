@@ -25,7 +25,7 @@ from crossfire_ns.synthetic.config import (
     SyntheticSceneConfig,
     WalkConfig,
 )
-from crossfire_ns.synthetic.geometry import Scene, build_scene, surface_distance
+from crossfire_ns.synthetic.geometry import Scene, build_scene, inside_objects, surface_distance
 from crossfire_ns.synthetic.render import render_view, to_uint8
 
 
@@ -46,8 +46,14 @@ def _validate(config: SyntheticSceneConfig) -> None:
         raise ValueError(f"fov_x_deg must be in (0, 180), got {config.fov_x_deg}")
     if config.camera_height_min > config.camera_height_max:
         raise ValueError("camera_height_min must not exceed camera_height_max")
-    if config.layout not in ("orbit", "inside-out"):
-        raise ValueError(f"layout must be orbit or inside-out, got {config.layout!r}")
+    if config.layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {config.layout!r}")
+    if config.layout == "corridor":
+        _validate_corridor(config)
+        return
+    if config.layout == "wall":
+        _validate_wall(config)
+        return
     inside_out = config.layout == "inside-out"
     horizontal = config.inside_out_radius if inside_out else config.camera_radius + config.camera_radius_jitter
     reach = max(horizontal, abs(config.camera_height_min), abs(config.camera_height_max))
@@ -57,6 +63,57 @@ def _validate(config: SyntheticSceneConfig) -> None:
         raise ValueError("room too small for inside-out: the objects need room between the cameras and the walls")
     if not inside_out and config.camera_radius - config.camera_radius_jitter < 2.0:
         raise ValueError("camera ring too small: cameras would collide with the central objects")
+
+
+LAYOUTS = ("orbit", "inside-out", "corridor", "wall")
+"""The generator's layouts (``SyntheticSceneConfig.layout``)."""
+
+
+def _validate_heights(config: SyntheticSceneConfig, half_height: float) -> None:
+    reach = max(abs(config.camera_height_min), abs(config.camera_height_max))
+    if reach >= half_height - 0.1:
+        raise ValueError(f"camera heights (reach {reach}) must stay inside the room (half height {half_height})")
+
+
+def _validate_corridor(config: SyntheticSceneConfig) -> None:
+    """The corridor's box, the cameras' band along its middle line and the objects' room beside it."""
+    length, width, band = config.corridor_half_length, config.corridor_half_width, config.corridor_path_half_width
+    if length < 3.0 or length <= width:
+        raise ValueError(
+            f"corridor_half_length ({length}) must be at least 3 and exceed corridor_half_width ({width}): "
+            "the cameras walk along a long box, 2 units clear of its end walls"
+        )
+    if band < 0.0 or width - 0.2 - (band + 0.6) < 0.8:
+        raise ValueError(
+            f"corridor too narrow (half width {width}, cameras' band +/- {band}): the objects need 0.8 between the "
+            "band (plus 0.6 clearance) and the side walls (less 0.2)"
+        )
+    if not 0.0 <= config.corridor_heading_deg <= 90.0 or not 0.0 <= config.corridor_elevation_deg < 90.0:
+        raise ValueError("corridor_heading_deg must be in [0, 90] and corridor_elevation_deg in [0, 90)")
+    if config.num_train < 2 and config.num_query > 0:
+        raise ValueError("the corridor's queries lie between training views: need num_train >= 2")
+    _validate_heights(config, config.room_half_size)
+
+
+def _validate_wall(config: SyntheticSceneConfig) -> None:
+    """The camera plane inside the room, the objects' room between it and the wall, small turns."""
+    h, distance = config.room_half_size, config.wall_distance
+    if distance < 2.0:
+        raise ValueError(
+            f"wall_distance ({distance}) too small: the objects need 0.8 between the cameras (plus 1.0 clearance) "
+            "and the wall (less 0.2); use at least 2"
+        )
+    if distance > 2.0 * h - 0.5:
+        raise ValueError(f"wall_distance ({distance}) puts the cameras outside the room (half size {h})")
+    if not 0.0 <= config.wall_patch_half_width < h - 0.1:
+        raise ValueError(f"wall_patch_half_width must be in [0, {h - 0.1}) (inside the room)")
+    if not 0.0 <= config.wall_jitter_deg <= 45.0:
+        raise ValueError(
+            f"wall_jitter_deg must be in [0, 45] (the cameras look at the wall), got {config.wall_jitter_deg}"
+        )
+    if config.num_train < 2 and config.num_query > 0:
+        raise ValueError("the wall's queries lie between training views: need num_train >= 2")
+    _validate_heights(config, h)
 
 
 def generate_scene(
@@ -251,7 +308,11 @@ def generate_novel_views(
     scene = build_scene(config)
     intrinsics = PinholeIntrinsics.from_fov(config.width, config.height, config.fov_x_deg)
     lighting = QUERY_LIGHTING if novel.lighting == "query" else Lighting(**{**asdict(TRAIN_LIGHTING), "noise_std": 0.0})
-    clear = lambda c2w: float(surface_distance(c2w[None, :3, 3], scene)[0]) >= novel.min_clearance  # noqa: E731
+
+    def clear(c2w: np.ndarray) -> bool:  # clear of every surface, and not inside an object
+        centre = c2w[None, :3, 3]
+        return float(surface_distance(centre, scene)[0]) >= novel.min_clearance and not inside_objects(centre, scene)[0]
+
     poses = novel_view_poses(config, novel, accept=clear)
     frames = []
     for i, c2w in enumerate(poses):
