@@ -66,10 +66,12 @@ class BenchmarkRun:
     2 CPU cores, full is the larger run."""
     output_dir: Optional[Path] = None
     """Where scenes, maps, results and plots go (default: outputs/bench/<mode>, git-ignored)."""
-    scenes: Tuple[str, ...] = DEFAULT_SCENES
-    """Scenes to run: synthetic, fox, fern, lego, the held-out family synthetic-heldout (heldout-room,
-    heldout-orbit; each can be named), and 7scenes:PATH / cambridge:PATH (a dataset folder, run with the published
-    protocol: median cm / deg, recall at 5 cm / 5 deg)."""
+    scenes: Optional[Tuple[str, ...]] = None
+    """Scenes to run (default: the mode's; smoke and quick: synthetic, heldout-room, heldout-orbit, fox, fern, lego;
+    full: synthetic, the whole held-out family, fox, fern, lego): synthetic, fox, fern, lego, the held-out family
+    synthetic-heldout (benchmarks/scenes.py's HELDOUT_SCENES, heldout-room, heldout-orbit, ...; each can be named),
+    and 7scenes:PATH / cambridge:PATH (a dataset folder, run with the published protocol: median cm / deg, recall at
+    5 cm / 5 deg)."""
     methods: Optional[Tuple[str, ...]] = None
     """Methods (default: the mode's): crossfire, sift, photometric, prior (ns-localize on the map), sfm-sift and
     sfm-sift-lowpeak (the structure-based peers: COLMAP SIFT, and SIFT with a quarter of its peak threshold)."""
@@ -122,9 +124,15 @@ class BenchmarkRun:
         """The methods to run: ``--methods``, else the mode's, else all."""
         return tuple(self.methods or MODES[self.mode].methods or ALL_METHODS)
 
+    def requested_scenes(self) -> Tuple[str, ...]:
+        """The scene names asked for: ``--scenes``, else the mode's, else ``DEFAULT_SCENES`` (families unexpanded)."""
+        if self.scenes is not None:
+            return tuple(self.scenes)
+        return tuple(MODES[self.mode].scenes or DEFAULT_SCENES)
+
     def scene_list(self) -> Tuple[str, ...]:
-        """``--scenes`` with families expanded."""
-        return tuple(expand_scenes(self.scenes))
+        """``requested_scenes`` with families expanded."""
+        return tuple(expand_scenes(self.requested_scenes()))
 
     def main(self) -> int:
         return run_benchmark(self)
@@ -154,7 +162,7 @@ def scene_label(name: str) -> str:
 
 def _validate(run: BenchmarkRun, settings: ModeSettings) -> None:
     unknown = []
-    for scene in run.scenes:
+    for scene in run.requested_scenes():
         try:
             expand_scenes([scene])
         except ValueError:

@@ -201,9 +201,17 @@ def test_peer_variants_keep_their_own_maps_and_options(tmp_path):
 def test_quick_mode_scenes_methods_and_queries():
     from benchmarks.modes import MODES
     from benchmarks.run import BenchmarkRun, scene_label
+    from benchmarks.scenes import DEFAULT_SCENES, HELDOUT_SCENES, expand_scenes
 
     run = BenchmarkRun(mode="quick")
-    assert run.scene_list() == ("synthetic", "heldout-room", "heldout-orbit", "fox", "fern", "lego")
+    quick = ("synthetic", "heldout-room", "heldout-orbit", "fox", "fern", "lego")
+    assert run.scene_list() == quick == MODES["quick"].scenes  # fixed: quick mode does not grow with the family
+    assert BenchmarkRun(mode="smoke").scene_list() == quick
+    full = BenchmarkRun(mode="full").scene_list()  # the default scenes, the whole held-out family expanded
+    assert MODES["full"].scenes is None and full == tuple(expand_scenes(DEFAULT_SCENES))
+    assert set(HELDOUT_SCENES) <= set(full) and full[0] == "synthetic" and full[-3:] == ("fox", "fern", "lego")
+    assert BenchmarkRun(mode="quick", scenes=("synthetic-heldout",)).scene_list() == tuple(HELDOUT_SCENES)
+    assert BenchmarkRun(mode="full", scenes=("fern",)).scene_list() == ("fern",)
     assert "photometric" not in run.method_list() and "sfm-sift-lowpeak" in run.method_list()
     assert "sift" not in run.method_list()  # the render loop: hours over every query and condition
     assert BenchmarkRun(mode="quick", methods=("photometric",)).method_list() == ("photometric",)
