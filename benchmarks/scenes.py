@@ -14,8 +14,12 @@ under ``OUT`` (never into the repository).
 | ``lego`` | ``train`` (100) | a subset of ``test`` | RGBA composited on white, resized |
 | ``lego-elevation`` | the 55 ``train`` views at 30 deg elevation or above | ``test`` views over 5 deg below them (46: 7 to 24 deg) | real-data novel-view split (queries from viewpoints outside the training views' range), as ``lego`` otherwise; not run by default |
 | ``fox-arc`` | 36 of ``split_train.txt``, one azimuth arc (-66 to -2 deg) | the 17 views of both lists over 5 deg past it | real-data novel-view split (queries from viewpoints outside the training views' range), as ``fox`` otherwise; not run by default |
-| ``heldout-room`` | 60 inside-out views, 128x96 | 12, at the training lighting | ``relit``: the same 12 under the changed lighting |
+| ``heldout-room`` | 60 inside-out views, 128x96 (room half size 4) | 12, at the training lighting | ``relit``: the same 12 under the changed lighting |
 | ``heldout-orbit`` | 48 orbit views, 144x108, another seed, finer textures | 12, at the training lighting | ``relit`` as above |
+| ``heldout-room-large`` | 56 inside-out views, **640x480** (the family's one), room half size 6, coarser textures | 12, at the training lighting | ``relit`` as above |
+| ``heldout-room-small`` | 44 inside-out views, 160x120, room half size 3.5, finer textures | 12, at the training lighting | ``relit`` as above |
+| ``heldout-corridor`` | 60 corridor views, 320x240, an 18 x 5 x 6.4 corridor, 9 objects along its side walls | 12, at the training lighting | ``relit`` as above |
+| ``heldout-wall`` | 40 forward-facing views of one wall (LLFF-like), 320x240, finer textures | 12, at the training lighting | ``relit`` as above |
 | (generated scenes) | | | ``novel-view``: as many queries from viewpoints no training camera took (closer, farther, other heights, headings and rolls; training lighting) |
 | ``7scenes:PATH`` / ``cambridge:PATH`` | the dataset's train split | its test split | the published protocol (``datasets``) |
 
@@ -29,7 +33,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -47,7 +51,7 @@ class HeldoutScene:
     """A generated scene of the held-out family: fixed, never changed once published (its seed included)."""
 
     layout: str
-    """Generator layout (orbit or inside-out)."""
+    """Generator layout (orbit, inside-out, corridor or wall)."""
     width: int
     """Image width."""
     height: int
@@ -60,13 +64,46 @@ class HeldoutScene:
     """Generator seed (objects, textures, poses, noise)."""
     texture_scale: float = 1.0
     """Generator texture scale (smaller: finer patterns)."""
+    options: Tuple[Tuple[str, Any], ...] = ()
+    """Other ``SyntheticSceneConfig`` fields, (name, value) pairs (room size, objects, ...); generator defaults else."""
 
+    def config(self, num_queries: Optional[int] = None, write_depth: bool = True):
+        """The ``SyntheticSceneConfig`` of this scene; ``num_queries`` caps its queries (smoke mode)."""
+        from crossfire_ns.synthetic import SyntheticSceneConfig
+
+        return SyntheticSceneConfig(
+            width=self.width,
+            height=self.height,
+            num_train=self.num_train,
+            num_query=self.num_query if num_queries is None else min(num_queries, self.num_query),
+            seed=self.seed,
+            texture_scale=self.texture_scale,
+            layout=self.layout,  # type: ignore[arg-type]
+            write_depth=write_depth,
+            **dict(self.options),
+        )
+
+
+_LARGE, _SMALL = (("room_half_size", 6.0),), (("room_half_size", 3.5),)
+_CORRIDOR = (("room_half_size", 3.2), ("num_spheres", 5), ("num_boxes", 4))
 
 HELDOUT_SCENES: Dict[str, HeldoutScene] = {
+    # an inside-out room (half size 4), 128x96; published, never changed
     "heldout-room": HeldoutScene("inside-out", 128, 96, num_train=60, num_query=12, seed=101),
+    # an orbit of the objects, 144x108, finer textures; published, never changed
     "heldout-orbit": HeldoutScene("orbit", 144, 108, num_train=48, num_query=12, seed=202, texture_scale=0.7),
+    # a larger inside-out room (half size 6), coarser textures, at 640x480: the family's ONE 640x480 scene
+    # (crossfire-lite about 2 s per iteration there on 2 CPU cores, about 34 min per 1000 iterations)
+    "heldout-room-large": HeldoutScene("inside-out", 640, 480, 56, 12, seed=303, texture_scale=1.4, options=_LARGE),
+    # a small inside-out room (half size 3.5, near the least the generator allows), 160x120, finer textures
+    "heldout-room-small": HeldoutScene("inside-out", 160, 120, 44, 12, seed=404, texture_scale=0.8, options=_SMALL),
+    # a long corridor (18 x 5 x 6.4) walked both ways along its middle line, 9 objects along its side walls, 320x240
+    "heldout-corridor": HeldoutScene("corridor", 320, 240, 60, 12, seed=505, texture_scale=1.2, options=_CORRIDOR),
+    # forward-facing (LLFF-like): one wall and objects in front of it seen from a small patch, 320x240, fine textures
+    "heldout-wall": HeldoutScene("wall", 320, 240, num_train=40, num_query=12, seed=606, texture_scale=0.6),
 }
-"""The ``synthetic-heldout`` family. Reporting only: no default may be chosen on these."""
+"""The ``synthetic-heldout`` family: generated scenes of four layouts, 12 queries each. Reporting only: no default
+may be chosen on these, and each is trained with the method's defaults (no per-scene flag)."""
 
 SCENE_FAMILIES: Dict[str, Tuple[str, ...]] = {"synthetic-heldout": tuple(HELDOUT_SCENES)}
 """Names that stand for several scenes on the command line."""
@@ -493,19 +530,7 @@ def heldout_to_transforms(
 ):
     """A scene of the held-out family (``HELDOUT_SCENES``), written with depth; ``num_queries`` caps its queries
     (smoke mode). Returns what ``synthetic_to_transforms`` returns."""
-    from crossfire_ns.synthetic import SyntheticSceneConfig
-
-    spec = HELDOUT_SCENES[name]
-    config = SyntheticSceneConfig(
-        width=spec.width,
-        height=spec.height,
-        num_train=spec.num_train,
-        num_query=spec.num_query if num_queries is None else min(num_queries, spec.num_query),
-        seed=spec.seed,
-        texture_scale=spec.texture_scale,
-        layout=spec.layout,  # type: ignore[arg-type]
-        write_depth=True,
-    )
+    config = HELDOUT_SCENES[name].config(num_queries)
     return synthetic_to_transforms(out_dir, with_relit=with_relit, config=config, with_novel=with_novel)
 
 

@@ -210,6 +210,9 @@ def test_quick_mode_scenes_methods_and_queries():
     full = BenchmarkRun(mode="full").scene_list()  # the default scenes, the whole held-out family expanded
     assert MODES["full"].scenes is None and full == tuple(expand_scenes(DEFAULT_SCENES))
     assert set(HELDOUT_SCENES) <= set(full) and full[0] == "synthetic" and full[-3:] == ("fox", "fern", "lego")
+    family = [HELDOUT_SCENES[name] for name in full if name in HELDOUT_SCENES]  # what full mode runs of the family
+    assert len(family) >= 6 and len({spec.layout for spec in family}) >= 4
+    assert all(spec.num_query >= 12 for spec in family)
     assert BenchmarkRun(mode="quick", scenes=("synthetic-heldout",)).scene_list() == tuple(HELDOUT_SCENES)
     assert BenchmarkRun(mode="full", scenes=("fern",)).scene_list() == ("fern",)
     assert "photometric" not in run.method_list() and "sfm-sift-lowpeak" in run.method_list()

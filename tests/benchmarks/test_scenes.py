@@ -85,11 +85,8 @@ def _name(frame: dict) -> str:
 def test_heldout_family_expands_and_is_generated_with_depth(tmp_path, monkeypatch):
     from benchmarks import scenes
 
-    assert scenes.expand_scenes(["synthetic-heldout", "fox", "heldout-room"]) == [
-        "heldout-room",
-        "heldout-orbit",
-        "fox",
-    ]
+    assert scenes.expand_scenes(["synthetic-heldout", "fox", "heldout-room"]) == [*scenes.HELDOUT_SCENES, "fox"]
+    assert list(scenes.HELDOUT_SCENES)[:2] == ["heldout-room", "heldout-orbit"]
     assert scenes.expand_scenes(["7scenes:/x/stairs"]) == ["7scenes:/x/stairs"]
     with pytest.raises(ValueError, match="unknown scene"):
         scenes.expand_scenes(["heldout-nowhere"])
@@ -102,6 +99,64 @@ def test_heldout_family_expands_and_is_generated_with_depth(tmp_path, monkeypatc
     assert meta["config"]["layout"] == "inside-out" and meta["config"]["seed"] == 101
     assert len(meta["depth"]["train"]) == 4 and (scene.train_dir / meta["depth"]["query"][0]).is_file()
     assert "relit" in scene.extra_conditions and scene.protocol == "relative"
+    corridor = scenes.HeldoutScene("corridor", 32, 24, 4, 2, seed=505, options=(("room_half_size", 3.2),))
+    monkeypatch.setitem(scenes.HELDOUT_SCENES, "heldout-corridor", corridor)
+    scene = prepare_scene("heldout-corridor", tmp_path / "corridor", tmp_path, SceneSizes(num_queries=2))
+    meta = json.loads((scene.train_dir / "scene.json").read_text())
+    assert meta["config"]["layout"] == "corridor" and meta["room"]["max"] == [9.0, 2.5, 3.2]
+    assert scene.num_queries == 2 and len(meta["depth"]["query"]) == 2
+
+
+def test_heldout_family_is_large_varied_and_keeps_its_published_scenes():
+    from dataclasses import replace
+
+    from benchmarks import scenes
+    from crossfire_ns.synthetic import (
+        NUM_ROOM_FACES,
+        PinholeIntrinsics,
+        SyntheticSceneConfig,
+        build_scene,
+        cast_rays,
+        pixel_rays,
+        sample_poses,
+        surface_distance,
+    )
+    from crossfire_ns.synthetic.writer import _validate
+
+    family = scenes.HELDOUT_SCENES
+    # the published scenes are exactly what they were
+    assert family["heldout-room"].config() == SyntheticSceneConfig(
+        width=128, height=96, num_train=60, num_query=12, seed=101, layout="inside-out", write_depth=True
+    )
+    assert family["heldout-orbit"].config() == SyntheticSceneConfig(
+        width=144, height=108, num_train=48, num_query=12, seed=202, texture_scale=0.7, layout="orbit", write_depth=True
+    )
+    assert len(family) >= 6 and {"inside-out", "orbit", "corridor", "wall"} <= {s.layout for s in family.values()}
+    assert len({s.config().room_half_size for s in family.values() if s.layout == "inside-out"}) >= 2  # room sizes
+    assert len({s.seed for s in family.values()}) == len(family)
+    assert all(s.num_query >= 12 and 40 <= s.num_train <= 60 for s in family.values())
+    assert [n for n, s in family.items() if (s.width, s.height) == (640, 480)] == ["heldout-room-large"]  # only one
+    assert max(s.width for s in family.values()) <= 640
+    assert scenes.SCENE_FAMILIES["synthetic-heldout"] == tuple(family)
+    for name, spec in family.items():
+        assert name not in scenes.SCENE_TRAIN_ARGS  # trained with the defaults, no per-scene flag
+        config = spec.config()
+        _validate(config)
+        scene = build_scene(config)
+        train, query = sample_poses(config)
+        assert (len(train), len(query)) == (spec.num_train, spec.num_query)
+        centres = np.concatenate([train, query])[:, :3, 3]
+        assert surface_distance(centres, scene).min() > 0.5, name
+        # every view sees the room more than the objects (checked at a small size)
+        intrinsics = PinholeIntrinsics.from_fov(40, 30, config.fov_x_deg)
+        for c2w in train[::4]:
+            origin, dirs, _ = pixel_rays(c2w, intrinsics, 1)
+            t, _, material = cast_rays(origin, dirs.reshape(-1, 3), scene)
+            assert np.isfinite(t).all() and np.mean(material < NUM_ROOM_FACES) > 0.3, name
+    assert family["heldout-room"].config(num_queries=3).num_query == 3
+    assert replace(family["heldout-wall"].config(), write_depth=False) == family["heldout-wall"].config(
+        write_depth=False
+    )
 
 
 def test_generated_scene_has_novel_view_queries_off_its_training_poses(tmp_path):
