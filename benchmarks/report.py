@@ -199,6 +199,52 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(tables)
 
 
+PEERS = ("sfm-sift", "sfm-sift-lowpeak")
+"""The structure-based peers; the standing table compares crossfire with the better of them on each row."""
+
+
+def _standing_cell(row: Optional[Mapping[str, Any]]) -> str:
+    """``recall 2% / 2 deg, median rotation, wrong, s / query`` of one row (``failed`` or ``-``)."""
+    if row is None:
+        return "-"
+    if row.get("status") != "ok" or row.get("num_queries") is None:
+        return "failed"
+    wrong = row.get("num_confidently_wrong") or 0
+    return (
+        f"{_pct(row.get('recall_2'))}, {_num(row.get('median_rotation_error_deg'))} deg"
+        + (f", **{wrong} wrong**" if wrong else "")
+        + f", {_num(row.get('seconds_per_query'), 2)} s"
+    )
+
+
+def standing_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per scene and condition: crossfire against the better peer (higher recall at 2% / 2 deg, then the
+    lower median rotation): recall, median rotation over localized queries, confidently wrong poses reported (> 5% or
+    5 deg), seconds per query; and crossfire's map time."""
+    by_key: Dict[Tuple[str, str], Dict[str, Mapping[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault((row["scene"], row["condition"]), {})[row["method"]] = row
+    lines = [
+        "| scene | condition | crossfire: recall 2% / 2 deg, median rotation, s / query | better peer: the same | map (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for (scene, condition), methods in by_key.items():
+        crossfire = methods.get("crossfire")
+        peers = [methods[p] for p in PEERS if p in methods and methods[p].get("status") == "ok"]
+        best = max(
+            peers,
+            key=lambda r: (r.get("recall_2") or 0.0, -(r.get("median_rotation_error_deg") or float("inf"))),
+            default=None,
+        )
+        name = "" if best is None else f" ({best['method']})"
+        map_seconds = None if crossfire is None else crossfire.get("map_seconds")
+        lines.append(
+            f"| {scene} | {condition} | {_standing_cell(crossfire)} | {_standing_cell(best)}{name} | "
+            f"{_num(map_seconds, 0) if map_seconds is not None else '-'} |"
+        )
+    return "\n".join(lines)
+
+
 def write_tables(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Tuple[Path, Path]:
     """``results.csv`` (every column) and ``results.md`` (the markdown table) in ``out_dir``."""
     out_dir = Path(out_dir)

@@ -432,6 +432,10 @@ def section_body(
         "`inf` when half or more failed); confidently wrong is the share of queries reported localized but more than "
         "5% of the extent or 5 deg off; seconds by stage and renders are medians per query (the peer reports neither).",
         "",
+        "**Standing:** crossfire against the better of the two peers on each row (every figure below it in full).",
+        "",
+        report.standing_table(rows),
+        "",
         report.markdown_table(rows),
         "",
         f"![Error CDFs per scene and method]({figure_link})",

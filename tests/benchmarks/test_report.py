@@ -171,3 +171,22 @@ def test_metric_protocol_rows_get_their_own_table_in_cm():
     metric = tables[1].splitlines()[2]
     assert metric.startswith("| 7scenes-stairs |") and "| 3 |" in metric and "| 67% |" in metric  # 3 cm, 2 of 3 in 5 cm
     assert "7scenes" not in tables[0]
+
+
+def test_standing_table_puts_crossfire_beside_the_better_peer():
+    good, _ = _summary([(0.05, 0.5), (0.1, 0.4)])
+    worse, _ = _summary([(0.05, 0.9)], failed=1)
+    wrong, _ = _summary([(0.05, 0.3), (3.0, 30.0)])
+    wrong["num_confidently_wrong"] = 1
+    rows = [
+        report.summary_row("fox", "original", "crossfire", wrong, 250.0, "cpu", EXTENT),
+        report.summary_row("fox", "original", "sfm-sift", worse, 3.0, "cpu", EXTENT),
+        report.summary_row("fox", "original", "sfm-sift-lowpeak", good, 3.0, "cpu", EXTENT),
+        report.summary_row("fox", "original", "prior", good, 250.0, "cpu", EXTENT),
+        report.summary_row("fox", "blur", "crossfire", None, 250.0, "cpu", EXTENT, message="boom"),
+    ]
+    lines = report.standing_table(rows).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| scene | condition | crossfire")
+    assert "| fox | original |" in lines[2] and "(sfm-sift-lowpeak)" in lines[2]  # the better peer, not the prior
+    assert "**1 wrong**" in lines[2] and "| 250 |" in lines[2]
+    assert "| fox | blur | failed | - | 250 |" in lines[3]
