@@ -487,6 +487,8 @@ def run_benchmark(run: BenchmarkRun) -> int:
         out / "run.json",
         {"mode": run.mode, "wall_seconds": wall, "timings": timings, "machine": machine, "settings": asdict(settings)},
     )
+    # one file a script can read: every row of the table (results.csv holds the same as text)
+    write_json_atomic(out / "summary.json", {"mode": run.mode, "rows": [dict(row) for row in rows]})
     update = run.update_benchmarks_md if run.update_benchmarks_md is not None else run.mode != "smoke"
     gpu = device[0] == "cuda"
     name = "bench-table-gpu" if gpu else "bench-table"
