@@ -198,9 +198,9 @@ def build_scene(config: SyntheticSceneConfig) -> Scene:
     else:
         min_reach = None
         if config.layout == "inside-out":
-            min_reach, max_reach = config.inside_out_radius + 1.2, config.room_half_size - 0.2  # see _validate
+            min_reach, max_reach = config.inside_out_radius + 1.2, config.room_half_size - 0.2  # see validate_config
         else:
-            max_reach = min(1.6, config.camera_radius - config.camera_radius_jitter - 0.9)  # >= 1.1, see _validate
+            max_reach = min(1.6, config.camera_radius - config.camera_radius_jitter - 0.9)  # >= 1.1 (validate_config)
         centre_of, where = _disc_centre(max_reach, min_reach), f"inside radius {max_reach:.2f}"
     kinds = ["sphere"] * config.num_spheres + ["box"] * config.num_boxes
     placed = None

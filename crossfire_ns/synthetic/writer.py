@@ -34,7 +34,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     write_png_atomic(path, to_uint8(rgb))
 
 
-def _validate(config: SyntheticSceneConfig) -> None:
+def validate_config(config: SyntheticSceneConfig) -> None:
     """Reject configs that would render nonsense (cameras outside the room, empty images, ...)."""
     if config.width < 1 or config.height < 1:
         raise ValueError(f"image size must be positive, got {config.width}x{config.height}")
@@ -138,7 +138,7 @@ def generate_scene(
     views in that many processes (each view's noise has its own seed, so the files are the same as with one).
     """
     config = config if config is not None else SyntheticSceneConfig()
-    _validate(config)
+    validate_config(config)
     output_dir = Path(output_dir)
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     (output_dir / "queries" / "images").mkdir(parents=True, exist_ok=True)
@@ -257,7 +257,7 @@ def generate_walk(
     first ``shutter`` of the motion to the next frame (true motion blur, in linear colour before noise is added)."""
     config = config if config is not None else SyntheticSceneConfig()
     walk = walk if walk is not None else WalkConfig(frames=150)
-    _validate(config)
+    validate_config(config)
     if walk.frames < 1 or walk.blur_steps < 1 or walk.lighting not in ("query", "train"):
         raise ValueError(f"a walk needs frames >= 1, blur_steps >= 1 and lighting query|train, got {walk}")
     output_dir = Path(output_dir)
@@ -300,7 +300,7 @@ def generate_novel_views(
     ``depth/novel_XXX.npy``) and return ``output_dir``. Cameras keep ``novel.min_clearance`` from every surface."""
     config = config if config is not None else SyntheticSceneConfig()
     novel = novel if novel is not None else NovelViewConfig(views=12)
-    _validate(config)
+    validate_config(config)
     if novel.views < 1 or novel.lighting not in ("query", "train"):
         raise ValueError(f"novel views need views >= 1 and lighting query|train, got {novel}")
     output_dir = Path(output_dir)

@@ -121,7 +121,7 @@ def test_heldout_family_is_large_varied_and_keeps_its_published_scenes():
         sample_poses,
         surface_distance,
     )
-    from crossfire_ns.synthetic.writer import _validate
+    from crossfire_ns.synthetic.writer import validate_config
 
     family = scenes.HELDOUT_SCENES
     # the published scenes are exactly what they were
@@ -141,7 +141,7 @@ def test_heldout_family_is_large_varied_and_keeps_its_published_scenes():
     for name, spec in family.items():
         assert name not in scenes.SCENE_TRAIN_ARGS  # trained with the defaults, no per-scene flag
         config = spec.config()
-        _validate(config)
+        validate_config(config)
         scene = build_scene(config)
         train, query = sample_poses(config)
         assert (len(train), len(query)) == (spec.num_train, spec.num_query)
