@@ -212,18 +212,8 @@ def fox_to_transforms(scene_dir: Path, out_dir: Path, downscale: int = 8, num_qu
     Intrinsics scale with the exact size ratio (pixel centres at +0.5, as in COLMAP and nerfstudio).
     """
     meta = json.loads((scene_dir / "transforms.json").read_text())
-    full_w, full_h = int(meta["w"]), int(meta["h"])
-    width, height = round(full_w / downscale), round(full_h / downscale)
-    sx, sy = width / full_w, height / full_h
-    intrinsics = {
-        "fl_x": meta["fl_x"] * sx,
-        "fl_y": meta["fl_y"] * sy,
-        "cx": meta["cx"] * sx,
-        "cy": meta["cy"] * sy,
-        "w": width,
-        "h": height,
-        **{k: float(meta.get(k, 0.0)) for k in ("k1", "k2", "p1", "p2")},
-    }
+    intrinsics = _fox_intrinsics(meta, downscale)
+    width, height = intrinsics["w"], intrinsics["h"]
     by_path = {f["file_path"]: f for f in meta["frames"]}
     outputs = []
     for split, list_file in (("train", "split_train.txt"), ("query", "split_query.txt")):
@@ -258,21 +248,10 @@ def blender_to_transforms(
     outputs = []
     for split, source in (("train", train_split), ("query", query_split)):
         meta = json.loads((scene_dir / f"transforms_{source}.json").read_text())
-        focal = 0.5 * size / math.tan(0.5 * float(meta["camera_angle_x"]))
-        intrinsics = {"fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size}
-        intrinsics.update({"k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0})
         frames_in = meta["frames"]
         if split == "query":
             frames_in = [frames_in[i] for i in select_evenly(len(frames_in), num_queries)]
-        frames = []
-        for frame in frames_in:
-            src = scene_dir / frame["file_path"]
-            src = src if src.suffix else src.with_suffix(".png")
-            rel = f"images/{source}_{src.stem}.png"
-            with Image.open(src) as img:
-                _save_png(out_dir / split / rel, resize_rgb(img, (size, size)))
-            frames.append({"file_path": rel, "transform_matrix": frame["transform_matrix"]})
-        outputs.append(_write_transforms(out_dir / split / "transforms.json", intrinsics, frames))
+        outputs.append(_blender_frames(scene_dir, out_dir / split, source, frames_in, size, meta))
     return tuple(outputs)
 
 
@@ -390,8 +369,8 @@ def fox_arc_split(
 
 
 def _blender_frames(scene_dir: Path, out_dir: Path, source: str, frames_in: List[dict], size: int, meta: dict):
-    """Write ``frames_in`` of ``transforms_<source>.json`` (``meta``) as ``out_dir/transforms.json``, images as
-    ``blender_to_transforms`` writes them."""
+    """Write ``frames_in`` of ``transforms_<source>.json`` (``meta``) as ``out_dir/transforms.json``: images resized to
+    ``size`` x ``size`` (``resize_rgb``), focal length from ``camera_angle_x``, centred principal point."""
     focal = 0.5 * size / math.tan(0.5 * float(meta["camera_angle_x"]))
     intrinsics = {"fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size}
     intrinsics.update({"k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0})
@@ -436,7 +415,7 @@ def blender_elevation_to_transforms(
 
 
 def _fox_intrinsics(meta: dict, downscale: int) -> dict:
-    """The fox camera at 1/``downscale`` size, distortion kept (as ``fox_to_transforms`` writes it)."""
+    """The fox camera at 1/``downscale`` size (intrinsics scaled by the exact size ratio), distortion kept."""
     full_w, full_h = int(meta["w"]), int(meta["h"])
     width, height = round(full_w / downscale), round(full_h / downscale)
     sx, sy = width / full_w, height / full_h
