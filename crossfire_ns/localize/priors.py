@@ -90,12 +90,15 @@ def retrieval_index(
 
     ``extra_views``: (images (H, W, 3) uint8, poses (M, 4, 4) normalised frame) ranked beside the training views (the
     map index's virtual views, ``Matcher.extra_retrieval_views``)."""
-    images, c2ws = crossfire_map.training_images(), np.asarray(crossfire_map.train_c2w)
     key = ("retrieval_index", score, float(min_similarity), 0 if extra_views is None else len(extra_views[0]))
-    if extra_views is not None and len(extra_views[0]):
-        extra_images, extra_c2ws = extra_views
-        images = images + [torch.as_tensor(image).float().div(255.0) for image in extra_images]
-        c2ws = np.concatenate([c2ws, np.asarray(extra_c2ws)])
-    return crossfire_map.cached(
-        key, lambda: RetrievalIndex(crossfire_map.model, images, c2ws, score=score, min_similarity=min_similarity)
-    )
+
+    def build() -> RetrievalIndex:
+        images, c2ws = crossfire_map.training_images(), np.asarray(crossfire_map.train_c2w)
+        if extra_views is not None and len(extra_views[0]):
+            extra_images, extra_c2ws = extra_views
+            images = images + [torch.as_tensor(image).float().div(255.0) for image in extra_images]
+            c2ws = np.concatenate([c2ws, np.asarray(extra_c2ws)])
+        return RetrievalIndex(crossfire_map.model, images, c2ws, score=score, min_similarity=min_similarity)
+
+    # built once per map and settings: nothing of the map is read on a cached call (one per query)
+    return crossfire_map.cached(key, build)
