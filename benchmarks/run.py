@@ -50,6 +50,11 @@ GENERATED_CONDITIONS = ("relit", "novel-view")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _seed_args(seed: Optional[int]) -> Tuple[str, ...]:
+    """ns-train arguments that set the map's seed (none: nerfstudio's default, so earlier maps stay reusable)."""
+    return () if seed is None else ("--machine.seed", str(seed))
+
+
 def _default_data_root() -> Path:
     candidates = [REPO.parent / "shared" / "data", Path("/work/shared/data")]
     if os.environ.get("CROSSFIRE_SHARED_DATA"):
@@ -85,6 +90,9 @@ class BenchmarkRun:
     """Training iterations per map (default: the mode's)."""
     method: str = "crossfire-lite"
     """ns-train method of the maps (crossfire on a GPU)."""
+    seed: Optional[int] = None
+    """ns-train's --machine.seed for every map (default: nerfstudio's, 42); one map is not a measurement, so run
+    seeds into separate output folders and compare."""
     device_type: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for training and localization: auto uses CUDA when torch sees a GPU; rows are labelled with it."""
     data_root: Path = _default_data_root()
@@ -245,7 +253,7 @@ def run_scene(
         method=run.method,
         iterations=settings.iterations,
         device_type=device[0],
-        extra_args=(*settings.train_args, *prepared.train_args),
+        extra_args=(*settings.train_args, *_seed_args(run.seed), *prepared.train_args),
     )
     if map_methods:
         what = f"{name}: ns-train {run.method}"

@@ -231,6 +231,13 @@ class MapIndex:
             inside[np.flatnonzero(inside)] = cosine >= np.cos(np.radians(max_angle_deg))
         return np.bincount(owners[inside], minlength=len(self.views))
 
+    def rotation_gap_deg(self, c2w: np.ndarray) -> float:
+        """Smallest rotation (degrees) between ``c2w`` and any training view: how far the camera is turned from every
+        viewpoint the map was captured from."""
+        relative = np.einsum("nji,jk->nik", self.c2ws[: self.training_views, :3, :3], np.asarray(c2w)[:3, :3])
+        cosine = (np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0
+        return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))).min())
+
     def overlapping_views(
         self, c2w: np.ndarray, K: np.ndarray, size, k: int, max_angle_deg: Optional[float] = None
     ) -> List[int]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
+from scipy.spatial.transform import Rotation
 
-from crossfire_ns.geometry import c2w_pose_errors
+from crossfire_ns.geometry import c2w_pose_errors, opengl_c2w_to_opencv_w2c, rotation_angle_deg
 from crossfire_ns.localize.map_index import ViewCells
+from crossfire_ns.localize.matchers import CrossfireMatcherConfig
+from crossfire_ns.localize.pnp import PnPResult
 from crossfire_ns.synthetic.cameras import look_at
 from tests.localize.stub_index import (
     IMAGE,
@@ -170,3 +174,71 @@ def test_a_query_whose_refinement_views_see_nothing_fails_honestly_instead_of_cr
     assert not estimate.success and estimate.c2w is None and "no index cell" in estimate.message
     matcher.stub_index.covisible_views = original
     assert matcher.estimate(IMAGE, K, [views[0]]).success
+
+
+def _rendered_at(matcher, poses):
+    """Make ``matcher``'s render rounds find ``poses`` in turn (a pose, or None: no pose); returns the poses each
+    round started from."""
+    starts, answers = [], list(poses)
+
+    def render_round(query, shape, K_, c2w, *args):
+        starts.append(c2w)
+        pose = answers.pop(0)
+        if pose is None:
+            return PnPResult(False, message="too few inliers"), 3
+        R, t = opengl_c2w_to_opencv_w2c(pose)
+        return PnPResult(True, R, t, np.ones(50, bool), 50, 0.1), 60
+
+    matcher.renders.render_round = render_round
+    return starts
+
+
+def _turned(c2w, degrees):
+    out = c2w.copy()
+    out[:3, :3] = out[:3, :3] @ Rotation.from_euler("y", degrees, degrees=True).as_matrix()
+    return out
+
+
+def test_a_pose_no_training_view_is_near_is_checked_with_a_render_at_it():
+    """Nothing renders for a query between the training views. Past ``render.novel_view_deg`` a render at the index
+    estimate checks it: a render that agrees keeps the (more precise) estimate; one that disagrees replaces it when a
+    later render from its pose agrees with the pose it started from, and fails the query when none does within
+    ``render.novel_view_max_renders``; a render that finds nothing fails it."""
+    points, descriptors, views, truth = scene()
+    features = query_features(points, descriptors, truth)
+    near = stub_matcher(features).estimate(IMAGE, K, [views[0]])
+    gap = near.diagnostics["training_view_gap_deg"]
+    assert near.success and 0.5 < gap < CrossfireMatcherConfig().render.novel_view_deg
+
+    novel = {"render": {"novel_view_deg": gap / 2}}
+    matcher = stub_matcher(features, **novel)
+    starts = _rendered_at(matcher, [_turned(near.c2w, 1.0)])  # agrees: the estimate stands
+    kept = matcher.estimate(IMAGE, K, [views[0]])
+    assert len(starts) == 1 and np.allclose(starts[0], near.c2w, atol=1e-6)
+    assert kept.success and np.allclose(kept.c2w, near.c2w, atol=1e-6)
+    assert kept.diagnostics["novel_view_render_deg"] == pytest.approx(1.0, abs=1e-3)
+    assert kept.diagnostics["novel_view_renders"] == 1
+
+    # the render's pose is 4 deg from the estimate: the index matches drifted (the stub's contrast floor, which
+    # reads the stub's exact cells at the final pose, is off here)
+    matcher = stub_matcher(features, verify={"min_contrast": float("-inf")}, **novel)
+    drifted = _turned(near.c2w, 4.0)
+    starts = _rendered_at(matcher, [drifted, _turned(drifted, 0.5)])
+    moved = matcher.estimate(IMAGE, K, [views[0]])
+    assert len(starts) == 2 and np.allclose(starts[1], drifted)
+    assert moved.success and np.allclose(moved.c2w, _turned(drifted, 0.5), atol=1e-6)
+
+    unsettled = [_turned(near.c2w, 5.0 * (i + 1)) for i in range(3)]
+    for answers in (unsettled, [None]):
+        matcher = stub_matcher(features, **novel)
+        _rendered_at(matcher, answers * 2)  # (twice: a doubted pose goes on through the further views)
+        assert not matcher.estimate(IMAGE, K, [views[0]]).success
+
+
+def test_rotation_gap_is_the_turn_to_the_nearest_training_view():
+    index = stub_index(*scene()[:3])
+    assert index.rotation_gap_deg(index.c2ws[1]) < 1e-4
+    turned = index.c2ws[0].copy()
+    turned[:3, :3] = turned[:3, :3] @ Rotation.from_euler("x", 20, degrees=True).as_matrix()
+    nearest = min(rotation_angle_deg(c2w[:3, :3].T @ turned[:3, :3]) for c2w in index.c2ws)
+    assert index.rotation_gap_deg(turned) == pytest.approx(nearest, abs=1e-4) and nearest > 15

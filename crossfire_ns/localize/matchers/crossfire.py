@@ -50,7 +50,17 @@ class RenderRoundsConfig:
     """Optional renders of the map at the estimate (the index path renders nothing by default)."""
 
     refinements: int = 0
-    """Render-match-PnP rounds at the query's resolution after the patch rounds."""
+    """Render-match-PnP rounds at the query's resolution after the patch rounds, on every query."""
+    novel_view_deg: float = 12.0
+    """Check a pose turned this far from every training view with a render at it (inf: never): there the CNN's
+    matches to the stored views can drift together, and matches to a render from the estimate do not."""
+    novel_view_agreement_deg: float = 2.0
+    """The estimate stands when the render's pose agrees with it within this angle; otherwise renders follow the
+    render's pose until one agrees with the pose it started from, and that pose is reported."""
+    novel_view_max_renders: int = 3
+    """Renders of the novel-view check before a pose that has not settled fails the query."""
+    novel_view_width: int = 96
+    """Width of the novel-view check's renders (at most the query's): a render's cost grows with its pixels."""
     descriptor_source: DescriptorSource = "rendered-rgb"
     """What those rounds match: the descriptor field, or the CNN of the rendered colour."""
     guided_radius_px: int = 6
@@ -83,7 +93,9 @@ class CrossfireMatcherConfig(MatcherConfig):
 
     @property
     def renders_descriptors(self) -> bool:
-        return self.render.refinements > 0 and self.render.descriptor_source == "field"
+        render = self.render
+        rounds = render.refinements > 0 or render.novel_view_deg < float("inf")
+        return rounds and render.descriptor_source == "field"
 
     def without_floors(self) -> "CrossfireMatcherConfig":
         """These settings with every confidence floor switched off."""
@@ -200,7 +212,7 @@ class CrossfireMatcher(Matcher):
                 )  # fmt: skip
                 if found.patches.c2w is not None:
                     found.estimate = localized(found.patches.last.pnp, found.patches.last.num_matches)
-            found.estimate = self.render_rounds(query, K, found)
+            found.estimate = self.render_rounds(index, query, K, found)
         if found.estimate.success:
             found.figures.update(self.figures_at(index, query, K, found))
             found.evidence = Evidence(
@@ -210,19 +222,56 @@ class CrossfireMatcher(Matcher):
         found.seconds_refine = time.perf_counter() - start
         return found
 
-    def render_rounds(self, query: QueryFeatures, K: np.ndarray, found: IndexLocalization) -> PoseEstimate:
-        """``render.refinements`` render-match-PnP rounds from ``found.estimate`` (``FeatureMatcher.render_round``)."""
-        estimate = found.estimate
-        for _ in range(self.config.render.refinements):
-            pnp, num = self.renders.render_round(
-                query, query.shape, K, estimate.c2w, query.shape[1], self.config.render.guided_radius_px,
-                self.config.refine.reprojection_threshold_px,
-            )  # fmt: skip
-            found.renders.append((pnp, num))
-            if not pnp.success:
-                return PoseEstimate(False, num_matches=num, message=f"refinement failed: {pnp.message}")
-            estimate = localized(pnp, num)
+    def render_rounds(
+        self, index: MapIndex, query: QueryFeatures, K: np.ndarray, found: IndexLocalization
+    ) -> PoseEstimate:
+        """``render.refinements`` render-match-PnP rounds from ``found.estimate``, or the novel-view check
+        (``novel_view_check``) when the estimate is turned farther than ``render.novel_view_deg`` from every training
+        view."""
+        config, estimate = self.config.render, found.estimate
+        gap = index.rotation_gap_deg(estimate.c2w)
+        found.figures["training_view_gap_deg"] = gap
+        if config.refinements == 0 and gap > config.novel_view_deg:
+            return self.novel_view_check(query, K, found)
+        for _ in range(config.refinements):
+            estimate = self.render_round(query, K, found, estimate, query.shape[1])
+            if not estimate.success:
+                break
         return estimate
+
+    def novel_view_check(self, query: QueryFeatures, K: np.ndarray, found: IndexLocalization) -> PoseEstimate:
+        """The index estimate stands if the pose of a render at it agrees with it. If not, the index matches drifted:
+        renders follow the render's pose until one agrees with the pose it started from (that pose is reported), and
+        a pose that has not settled after ``render.novel_view_max_renders`` renders fails the query."""
+        config = self.config.render
+        current, turns = found.estimate, []
+        for _ in range(config.novel_view_max_renders):
+            rendered = self.render_round(query, K, found, current, config.novel_view_width)
+            if not rendered.success:
+                return rendered
+            turns.append(rotation_angle_deg(rendered.c2w[:3, :3].T @ current.c2w[:3, :3]))
+            found.figures.update(novel_view_renders=len(turns), novel_view_render_deg=turns[-1])
+            if turns[-1] <= config.novel_view_agreement_deg:
+                return current if len(turns) == 1 else rendered
+            current = rendered
+        steps = " then ".join(f"{turn:.1f}" for turn in turns)
+        return PoseEstimate(
+            False, num_matches=current.num_matches, message=f"renders at the estimate do not settle ({steps} deg)"
+        )
+
+    def render_round(
+        self, query: QueryFeatures, K: np.ndarray, found: IndexLocalization, estimate: PoseEstimate, width: int
+    ) -> PoseEstimate:
+        """One render-match-PnP round from ``estimate`` with a render ``width`` pixels wide
+        (``FeatureMatcher.render_round``), recorded in ``found``."""
+        pnp, num = self.renders.render_round(
+            query, query.shape, K, estimate.c2w, width, self.config.render.guided_radius_px,
+            self.config.refine.reprojection_threshold_px,
+        )  # fmt: skip
+        found.renders.append((pnp, num))
+        if not pnp.success:
+            return PoseEstimate(False, num_matches=num, message=f"refinement failed: {pnp.message}")
+        return localized(pnp, num)
 
     def figures_at(self, index: MapIndex, query: QueryFeatures, K: np.ndarray, found: IndexLocalization) -> dict:
         """The figures of the final pose: its contrast (a floor reads it) and the diagnostics asked for."""
