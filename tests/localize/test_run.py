@@ -1,11 +1,16 @@
 """Localization as a library call: a loaded map and queries in, results in memory out, nothing written."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from crossfire_ns.io.queries import load_query_set
+from crossfire_ns.io.queries import load_query_set, read_query_image
 from crossfire_ns.localize.api import MapLocalizer
+from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.matchers import CrossfireRenderMatcherConfig, PriorMatcherConfig
+from crossfire_ns.localize.matchers.base import PoseEstimate
+from crossfire_ns.localize.matchers.crossfire import IndexLocalization
 from crossfire_ns.localize.priors import retrieval_index
 from crossfire_ns.localize.run import localize_queries
 from crossfire_ns.map import load_map
@@ -33,6 +38,28 @@ def test_results_in_memory_on_a_loaded_map(loaded, bundled_scene, tmp_path, monk
         if r.status == "localized":
             assert r.c2w.shape == (4, 4) and r.t_err is not None  # original frame, scored against ground truth
     assert list(tmp_path.iterdir()) == []  # writing is a separate step
+
+
+def test_the_novel_view_check_renders_at_the_estimate_on_a_loaded_map(loaded, bundled_scene):
+    """Plumbing on the rough test map (its poses mean nothing): the check renders at the estimate, at most
+    ``novel_view_width`` pixels wide and at most ``novel_view_max_renders`` times, and answers with the estimate, a
+    followed render's pose or a failure naming the renders."""
+    query = load_query_set(bundled_scene / "queries")[0][0]
+    image = read_query_image(query)
+    settings = replace(FAST.render, novel_view_width=48)  # narrower than the test queries: the render is scaled
+    localizer = Localizer(loaded.model, replace(FAST, render=settings), loaded)
+    widths = []
+    render = localizer.renderer.render
+    localizer.renderer.render = lambda c2w, K, w, h: widths.append(w) or render(c2w, K, w, h)
+    estimate = PoseEstimate(True, loaded.to_normalized(query.c2w_gt))
+    found = IndexLocalization(coarse=None, estimate=estimate)
+    answer = localizer.matcher.novel_view_check(localizer.matcher.encode(image), query.K, found)
+    assert 1 <= len(widths) <= settings.novel_view_max_renders and len(found.renders) == len(widths)
+    assert set(widths) == {48} and image.shape[1] > 48
+    if answer.success:
+        assert answer is estimate or len(widths) >= 2
+    else:
+        assert answer.message.startswith(("renders at the estimate do not settle", "refinement failed"))
 
 
 def test_the_render_path_counts_its_renders(loaded, bundled_scene):

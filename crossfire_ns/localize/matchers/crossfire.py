@@ -1,10 +1,12 @@
-"""crossfire: the query's CNN features against the map index, then patches, then a verdict; no render per query.
+"""crossfire: the query's CNN features against the map index, then patches, then a verdict; it renders only to
+check a pose no training camera was near.
 
 The stages, in order (``CrossfireMatcher.estimate``): the retrieved training views (``coarse.retrieved_views``),
 a pose hypothesis from each view's index cells (``coarse.coarse_hypotheses``), trial and refinement rounds against
 the cells of the views that see what the query sees (``refine.refine``), grey-level patch rounds
-(``patch_rounds.patch_rounds``), optional render rounds, and the map's verdict (``verify.verdict``). A pose the map
-does not confirm sends the query on through further retrieved views before it is reported as failed.
+(``patch_rounds.patch_rounds``), optional render rounds, the map's verdict (``verify.verdict``), and for a confirmed
+pose no training camera was near, the novel-view check (``CrossfireMatcher.novel_view_check``). A pose the map does
+not confirm sends the query on through further retrieved views before it is reported as failed.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class RenderRoundsConfig:
     refinements: int = 0
     """Render-match-PnP rounds at the query's resolution after the patch rounds, on every query."""
     novel_view_deg: float = 12.0
-    """Check a pose turned this far from every training view with a render at it (inf: never): there the CNN's
-    matches to the stored views can drift together, and matches to a render from the estimate do not."""
+    """Check a confirmed pose turned this far from every training view with a render at it (inf: never): there the
+    CNN's matches to the stored views can drift together, and matches to a render from the estimate do not."""
     novel_view_agreement_deg: float = 2.0
     """The estimate stands when the render's pose agrees with it within this angle; otherwise renders follow the
     render's pose until one agrees with the pose it started from, and that pose is reported."""
@@ -212,32 +214,39 @@ class CrossfireMatcher(Matcher):
                 )  # fmt: skip
                 if found.patches.c2w is not None:
                     found.estimate = localized(found.patches.last.pnp, found.patches.last.num_matches)
-            found.estimate = self.render_rounds(index, query, K, found)
+            found.estimate = self.render_rounds(query, K, found)
         if found.estimate.success:
             found.figures.update(self.figures_at(index, query, K, found))
             found.evidence = Evidence(
                 last.ratio, last.coverage, last.centre_sigma / index.extent, found.figures["refine_contrast"]
             )
             found.verdict = verdict(found.evidence, config.verify)
+            if found.verdict.confirmed and config.render.refinements == 0:
+                found.estimate = self.checked_if_novel(index, query, K, found)
+                if not found.estimate.success:
+                    found.verdict = FAILED
         found.seconds_refine = time.perf_counter() - start
         return found
 
-    def render_rounds(
-        self, index: MapIndex, query: QueryFeatures, K: np.ndarray, found: IndexLocalization
-    ) -> PoseEstimate:
-        """``render.refinements`` render-match-PnP rounds from ``found.estimate``, or the novel-view check
-        (``novel_view_check``) when the estimate is turned farther than ``render.novel_view_deg`` from every training
-        view."""
-        config, estimate = self.config.render, found.estimate
-        gap = index.rotation_gap_deg(estimate.c2w)
-        found.figures["training_view_gap_deg"] = gap
-        if config.refinements == 0 and gap > config.novel_view_deg:
-            return self.novel_view_check(query, K, found)
-        for _ in range(config.refinements):
+    def render_rounds(self, query: QueryFeatures, K: np.ndarray, found: IndexLocalization) -> PoseEstimate:
+        """``render.refinements`` render-match-PnP rounds from ``found.estimate`` (none by default)."""
+        estimate = found.estimate
+        for _ in range(self.config.render.refinements):
             estimate = self.render_round(query, K, found, estimate, query.shape[1])
             if not estimate.success:
                 break
         return estimate
+
+    def checked_if_novel(
+        self, index: MapIndex, query: QueryFeatures, K: np.ndarray, found: IndexLocalization
+    ) -> PoseEstimate:
+        """A confirmed estimate as it stands, or, when it is turned farther than ``render.novel_view_deg`` from every
+        training view, as the novel-view check (``novel_view_check``) leaves it."""
+        gap = index.rotation_gap_deg(found.estimate.c2w)
+        found.figures["training_view_gap_deg"] = gap
+        if gap <= self.config.render.novel_view_deg:
+            return found.estimate
+        return self.novel_view_check(query, K, found)
 
     def novel_view_check(self, query: QueryFeatures, K: np.ndarray, found: IndexLocalization) -> PoseEstimate:
         """The index estimate stands if the pose of a render at it agrees with it. If not, the index matches drifted:
