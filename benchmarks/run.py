@@ -50,11 +50,6 @@ GENERATED_CONDITIONS = ("relit", "novel-view")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _seed_args(seed: Optional[int]) -> Tuple[str, ...]:
-    """ns-train arguments that set the map's seed (none: nerfstudio's default, so earlier maps stay reusable)."""
-    return () if seed is None else ("--machine.seed", str(seed))
-
-
 def _default_data_root() -> Path:
     candidates = [REPO.parent / "shared" / "data", Path("/work/shared/data")]
     if os.environ.get("CROSSFIRE_SHARED_DATA"):
@@ -127,6 +122,10 @@ class BenchmarkRun:
         if self.num_queries is not None:  # one number for every scene
             settings = replace(settings, sizes=replace(settings.sizes, scene_num_queries=()))
         return settings
+
+    def seed_args(self) -> Tuple[str, ...]:
+        """ns-train arguments that set the maps' seed (none without ``--seed``: earlier maps stay reusable)."""
+        return () if self.seed is None else ("--machine.seed", str(self.seed))
 
     def method_list(self) -> Tuple[str, ...]:
         """The methods to run: ``--methods``, else the mode's, else all."""
@@ -253,7 +252,7 @@ def run_scene(
         method=run.method,
         iterations=settings.iterations,
         device_type=device[0],
-        extra_args=(*settings.train_args, *_seed_args(run.seed), *prepared.train_args),
+        extra_args=(*settings.train_args, *run.seed_args(), *prepared.train_args),
     )
     if map_methods:
         what = f"{name}: ns-train {run.method}"

@@ -222,6 +222,8 @@ def test_quick_mode_scenes_methods_and_queries():
     assert [sizes.queries_for(s) for s in ("synthetic", "fox", "lego", "fern")] == [10, 17, 10, 17]
     assert {"blur", "lowlight", "relit", "novel-view", "lighting", "original"} == set(MODES["quick"].conditions)
     assert BenchmarkRun(mode="quick", num_queries=4).settings().sizes.queries_for("synthetic") == 4
+    assert BenchmarkRun(mode="quick").seed_args() == ()  # nerfstudio's seed: earlier maps are reused
+    assert BenchmarkRun(mode="quick", seed=3).seed_args() == ("--machine.seed", "3")
     assert scene_label("7scenes:/data/7scenes/stairs/") == "7scenes-stairs"
 
 
