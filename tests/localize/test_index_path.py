@@ -229,10 +229,11 @@ def test_a_pose_no_training_view_is_near_is_checked_with_a_render_at_it():
     assert moved.success and np.allclose(moved.c2w, _turned(drifted, 0.5), atol=1e-6)
 
     unsettled = [_turned(near.c2w, 5.0 * (i + 1)) for i in range(3)]
-    for answers in (unsettled, [None]):
+    for answers, message in ((unsettled, "renders at the estimate do not settle"), ([None], "a render at the")):
         matcher = stub_matcher(features, **novel)
-        _rendered_at(matcher, answers * 2)  # (twice: a doubted pose goes on through the further views)
-        assert not matcher.estimate(IMAGE, K, [views[0]]).success
+        _rendered_at(matcher, answers * 2)  # (twice: a failed check goes on through the further views)
+        failed = matcher.estimate(IMAGE, K, [views[0]])
+        assert not failed.success and failed.message.startswith(message), failed.message
 
 
 def test_rotation_gap_is_the_turn_to_the_nearest_training_view():

@@ -257,7 +257,8 @@ class CrossfireMatcher(Matcher):
         for _ in range(config.novel_view_max_renders):
             rendered = self.render_round(query, K, found, current, config.novel_view_width)
             if not rendered.success:
-                return rendered
+                message = f"a render at the estimate does not confirm it ({rendered.message})"
+                return PoseEstimate(False, num_matches=rendered.num_matches, message=message)
             turns.append(rotation_angle_deg(rendered.c2w[:3, :3].T @ current.c2w[:3, :3]))
             found.figures.update(novel_view_renders=len(turns), novel_view_render_deg=turns[-1])
             if turns[-1] <= config.novel_view_agreement_deg:
