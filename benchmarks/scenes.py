@@ -92,8 +92,8 @@ HELDOUT_SCENES: Dict[str, HeldoutScene] = {
     "heldout-room": HeldoutScene("inside-out", 128, 96, num_train=60, num_query=12, seed=101),
     # an orbit of the objects, 144x108, finer textures; published, never changed
     "heldout-orbit": HeldoutScene("orbit", 144, 108, num_train=48, num_query=12, seed=202, texture_scale=0.7),
-    # a larger inside-out room (half size 6), coarser textures, at 640x480: the family's ONE 640x480 scene
-    # (crossfire-lite about 2 s per iteration there on 2 CPU cores, about 34 min per 1000 iterations)
+    # a larger inside-out room (half size 6), coarser textures, at 640x480: the family's one 640x480 scene and its
+    # slowest to train (seconds per iteration against image size: BENCHMARKS.md)
     "heldout-room-large": HeldoutScene("inside-out", 640, 480, 56, 12, seed=303, texture_scale=1.4, options=_LARGE),
     # a small inside-out room (half size 3.5, near the least the generator allows), 160x120, finer textures
     "heldout-room-small": HeldoutScene("inside-out", 160, 120, 44, 12, seed=404, texture_scale=0.8, options=_SMALL),
