@@ -37,6 +37,7 @@ from crossfire_ns.geometry import (
     opengl_c2w_to_opencv_w2c,
     pose_nearness,
     project_c2w,
+    rotation_angle_deg,
     scale_intrinsics,
 )
 from crossfire_ns.io.atomic import atomic_open
@@ -234,9 +235,8 @@ class MapIndex:
     def rotation_gap_deg(self, c2w: np.ndarray) -> float:
         """Smallest rotation (degrees) between ``c2w`` and any training view: how far the camera is turned from every
         viewpoint the map was captured from."""
-        relative = np.einsum("nji,jk->nik", self.c2ws[: self.training_views, :3, :3], np.asarray(c2w)[:3, :3])
-        cosine = (np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0
-        return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))).min())
+        R = np.asarray(c2w, dtype=np.float64)[:3, :3]
+        return min(rotation_angle_deg(view[:3, :3].T @ R) for view in self.c2ws[: self.training_views])
 
     def overlapping_views(
         self, c2w: np.ndarray, K: np.ndarray, size, k: int, max_angle_deg: Optional[float] = None
