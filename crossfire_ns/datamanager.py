@@ -2,8 +2,10 @@
 
 The metric-learning loss needs several rays from the same image (in-image negatives) and the image to
 run the encoder on, so each step samples ``images_per_batch`` images and ``num_rays // images_per_batch``
-random pixels in each, in image-major order. Before any of that, the scene's box is chosen from the training views
-(``scene_bounds``): a scene seen from inside is modelled without contraction, in a box that holds it.
+random pixels in each, in image-major order. In images larger than ``max_window_pixels`` the rays and the CNN keep to
+one random window per image, so a step costs the same whatever the image size. Before any of that, the scene's box is
+chosen from the training views (``scene_bounds``): a scene seen from inside is modelled without contraction, in a box
+that holds it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,38 @@ from crossfire_ns.geometry import as_4x4
 from crossfire_ns.scene_bounds import SCENE_BOUNDS_KEY, SceneBounds, scene_bounds
 
 
+def window_size(image_height: int, image_width: int, max_pixels: int) -> Tuple[int, int]:
+    """(h, w) of the largest window of the image's aspect with at most ``max_pixels`` pixels (the whole image when
+    it fits, or when ``max_pixels`` is 0)."""
+    if max_pixels <= 0 or image_height * image_width <= max_pixels:
+        return image_height, image_width
+    scale = (max_pixels / (image_height * image_width)) ** 0.5
+    return max(1, int(image_height * scale)), max(1, int(image_width * scale))
+
+
+def random_windows(
+    count: int,
+    image_height: int,
+    image_width: int,
+    size: Tuple[int, int],
+    generator: Optional[torch.Generator] = None,
+) -> Int[Tensor, "G 4"]:
+    """``count`` random windows of ``size`` (h, w) inside an image, as rows (y0, x0, h, w). A window that is the
+    whole image draws no random number, so whole-image training is unchanged by the option."""
+    h, w = size
+    if (h, w) == (image_height, image_width):
+        corners = torch.zeros(count, 2, dtype=torch.long)
+    else:
+        corners = torch.stack(
+            [
+                torch.randint(image_height - h + 1, (count,), generator=generator),
+                torch.randint(image_width - w + 1, (count,), generator=generator),
+            ],
+            dim=-1,
+        )
+    return torch.cat([corners, torch.tensor([[h, w]]).expand(count, 2)], dim=-1)
+
+
 def sample_grouped_pixels(
     num_images: int,
     image_height: int,
@@ -42,19 +76,26 @@ def sample_grouped_pixels(
     patch_size: int = 0,
     patch_dilation: int = 1,
     patch_fraction: float = 0.0,
+    windows: Optional[Int[Tensor, "G 4"]] = None,
 ) -> Int[Tensor, "N 3"]:
     """(image position, y, x) for ``images_per_batch`` distinct images x ``rays_per_image`` pixels each.
 
-    Rows are image-major: rows ``[g * R, (g + 1) * R)`` all come from the g-th chosen image. A share
-    ``patch_fraction`` of each image's rays comes in square patches (``patch_size`` pixels a side, one every
-    ``patch_dilation`` pixels): neighbouring pixels are the hard negatives that make descriptors precise.
-    The rest are uniform. With a mask (N, H, W, 1), pixels are drawn only where it is set (no patches).
+    Rows are image-major: rows ``[g * R, (g + 1) * R)`` all come from the g-th chosen image, inside its row
+    (y0, x0, h, w) of ``windows`` when given (``random_windows``; not with a mask). A share ``patch_fraction`` of
+    each image's rays comes in square patches (``patch_size`` pixels a side, one every ``patch_dilation`` pixels):
+    neighbouring pixels are the hard negatives that make descriptors precise. The rest are uniform. With a mask
+    (N, H, W, 1), pixels are drawn only where it is set (no patches).
     """
     if images_per_batch > num_images:
         images_per_batch = num_images
+    if windows is not None and mask is not None:
+        raise ValueError("pixel windows and masks do not combine: sample masked images whole (max_window_pixels 0)")
     chosen = torch.randperm(num_images, generator=generator)[:images_per_batch]
+    if windows is None:
+        windows = random_windows(images_per_batch, image_height, image_width, (image_height, image_width))
+    window_height, window_width = (int(v) for v in windows[0, 2:])
     span = (patch_size - 1) * patch_dilation + 1
-    use_patches = mask is None and patch_size > 1 and span <= min(image_height, image_width)
+    use_patches = mask is None and patch_size > 1 and span <= min(window_height, window_width)
     num_patches = int(rays_per_image * patch_fraction) // (patch_size**2) if use_patches else 0
     offsets = (
         torch.stack(torch.meshgrid(torch.arange(patch_size), torch.arange(patch_size), indexing="ij"), dim=-1).reshape(
@@ -63,19 +104,19 @@ def sample_grouped_pixels(
         * patch_dilation
     )
     rows = []
-    for image in chosen.tolist():
+    for image, window in zip(chosen.tolist(), windows.tolist()):
         if mask is not None:
             valid = torch.nonzero(mask[image, ..., 0].cpu(), as_tuple=False)
             pick = torch.randint(len(valid), (rays_per_image,), generator=generator)
             yx = valid[pick]
         else:
             num_uniform = rays_per_image - num_patches * patch_size**2
-            y = torch.randint(image_height, (num_uniform,), generator=generator)
-            x = torch.randint(image_width, (num_uniform,), generator=generator)
-            corner_y = torch.randint(max(image_height - span + 1, 1), (num_patches, 1), generator=generator)
-            corner_x = torch.randint(max(image_width - span + 1, 1), (num_patches, 1), generator=generator)
+            y = torch.randint(window_height, (num_uniform,), generator=generator)
+            x = torch.randint(window_width, (num_uniform,), generator=generator)
+            corner_y = torch.randint(max(window_height - span + 1, 1), (num_patches, 1), generator=generator)
+            corner_x = torch.randint(max(window_width - span + 1, 1), (num_patches, 1), generator=generator)
             patch_yx = (torch.stack([corner_y, corner_x], dim=-1) + offsets[None]).reshape(-1, 2)
-            yx = torch.cat([torch.stack([y, x], dim=-1), patch_yx])
+            yx = torch.cat([torch.stack([y, x], dim=-1), patch_yx]) + torch.tensor(window[:2])
         rows.append(torch.cat([torch.full((rays_per_image, 1), image, dtype=torch.long), yx], dim=-1))
     return torch.cat(rows).to(device)
 
@@ -93,15 +134,27 @@ class ImageGroupedPixelSamplerConfig(PixelSamplerConfig):
     """Spacing of patch pixels; neighbours this far apart must get different descriptors."""
     patch_fraction: float = 0.5
     """Share of each image's rays sampled in patches (hard negatives); the rest are uniform."""
+    max_window_pixels: int = 1 << 16
+    """In larger images, each step's rays and the CNN's losses keep to one random window of the image's aspect with
+    this many pixels, so a step's cost does not grow with image size; 0: whole images (as masked images always are)."""
 
 
 class ImageGroupedPixelSampler(PixelSampler):
-    """Samples ``images_per_batch`` images x equal numbers of random pixels, image-major."""
+    """Samples ``images_per_batch`` images x equal numbers of random pixels, image-major, each image's inside one
+    random window (``max_window_pixels``)."""
 
     config: ImageGroupedPixelSamplerConfig
 
     def rays_per_image(self, num_images: int) -> int:
         return self.num_rays_per_batch // min(self.config.images_per_batch, num_images)
+
+    def sample(self, image_batch: Dict) -> Dict:
+        """nerfstudio's pixel batch plus ``group_windows`` (G, 4): each group's window (y0, x0, h, w)."""
+        self.windows: Optional[Tensor] = None
+        batch = super().sample(image_batch)
+        if self.windows is not None:
+            batch["group_windows"] = self.windows
+        return batch
 
     def sample_method(
         self,
@@ -119,6 +172,9 @@ class ImageGroupedPixelSampler(PixelSampler):
                 "set --pipeline.datamanager.train-num-rays-per-batch to a multiple of it."
             )
         use_mask = mask if isinstance(mask, Tensor) and not self.config.ignore_mask else None
+        if use_mask is None:
+            size = window_size(image_height, image_width, self.config.max_window_pixels)
+            self.windows = random_windows(groups, image_height, image_width, size)
         return sample_grouped_pixels(
             num_images,
             image_height,
@@ -130,6 +186,7 @@ class ImageGroupedPixelSampler(PixelSampler):
             patch_size=self.config.patch_size,
             patch_dilation=self.config.patch_dilation,
             patch_fraction=self.config.patch_fraction,
+            windows=self.windows if use_mask is None else None,
         )
 
 
@@ -147,7 +204,8 @@ class CrossfireDataManagerConfig(VanillaDataManagerConfig):
 
 
 class CrossfireDataManager(VanillaDataManager[InputDataset]):
-    """Adds ``batch["group_images"]`` (G, H, W, 3) and ``batch["rays_per_image"]`` to training batches."""
+    """Adds ``batch["group_images"]`` (G, h, w, 3: each group's window of its image), ``batch["group_windows"]``
+    (G, 4: y0, x0, h, w), ``batch["image_size"]`` (H, W) and ``batch["rays_per_image"]`` to training batches."""
 
     config: CrossfireDataManagerConfig
 
@@ -234,7 +292,17 @@ class CrossfireDataManager(VanillaDataManager[InputDataset]):
             rays_per_image = self.train_pixel_sampler.rays_per_image(len(image_batch["image_idx"]))
             group_ids = batch["indices"][::rays_per_image, 0].cpu()
             positions = (image_batch["image_idx"].cpu()[None, :] == group_ids[:, None]).float().argmax(dim=1)
-            batch["group_images"] = image_batch["image"][positions]
+            images = image_batch["image"][positions]
+            windows = batch.get("group_windows")
+            if windows is None:
+                windows = random_windows(len(positions), *images.shape[1:3], tuple(images.shape[1:3]))
+            h, w = (int(v) for v in windows[0, 2:])
+            if (h, w) != tuple(images.shape[1:3]):
+                corners = windows[:, :2].tolist()
+                images = torch.stack([image[y : y + h, x : x + w] for image, (y, x) in zip(images, corners)])
+            batch["group_images"] = images
+            batch["group_windows"] = windows
+            batch["image_size"] = tuple(image_batch["image"].shape[1:3])
             batch["rays_per_image"] = rays_per_image
         return ray_bundle, batch
 

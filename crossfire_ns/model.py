@@ -277,11 +277,23 @@ class CrossfireModel(NerfactoModel):
             metrics_dict["warp_match_accuracy"] = stats["dense_match_accuracy"]
         return metrics_dict
 
+    def _window_corners(self, batch: Dict) -> Tensor:
+        """(G, 1, 2) top-left (y, x) of each group's window in its image (zeros for whole images)."""
+        windows = batch.get("group_windows")
+        if windows is None:
+            return torch.zeros(batch["group_images"].shape[0], 1, 2, device=self.device)
+        return windows[:, None, :2].to(self.device).float()
+
+    def _image_size(self, batch: Dict) -> Tuple[int, int]:
+        """(H, W) of the training images (the group images may be windows of them)."""
+        return tuple(batch.get("image_size", batch["group_images"].shape[1:3]))
+
     def _descriptor_loss(self, outputs, batch, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Rendered descriptors vs the CNN features at their pixels (and, densely, at every pixel)."""
         rays_per_image = int(batch["rays_per_image"])
         groups = batch["group_images"].shape[0]
         yx = batch["indices"][:, 1:].to(self.device).float().view(groups, rays_per_image, 2)
+        yx = yx - self._window_corners(batch)
         image_size = tuple(batch["group_images"].shape[1:3])
         encoded = sample_features(features, yx.flip(-1) + 0.5, image_size)
         rendered = outputs["descriptor"].view(groups, rays_per_image, -1)
@@ -305,7 +317,7 @@ class CrossfireModel(NerfactoModel):
     def remember_surface(self, outputs, batch) -> None:
         """Write this step's opaque rays' expected-depth points into the surface cache."""
         if self.surface_cache is None:
-            height, width = batch["group_images"].shape[1:3]
+            height, width = self._image_size(batch)
             cells = self.config.distill_cells_per_image
             cell_px = max(self.config.encoder.output_stride, math.ceil(math.sqrt(height * width / cells)))
             self.surface_cache = SurfaceCache(self.num_train_data, (height, width), cell_px, self.device)
@@ -318,12 +330,18 @@ class CrossfireModel(NerfactoModel):
         if self.surface_cache is None:
             return None
         images = batch["indices"][:: int(batch["rays_per_image"]), 0][: features.shape[0]]
+        windows = batch.get("group_windows")
         pixels, points, footprints = self.surface_cache.sample(
-            images, self.config.distill_points_per_image, self.step, self.config.distill_max_age
+            images,
+            self.config.distill_points_per_image,
+            self.step,
+            self.config.distill_max_age,
+            windows=None if windows is None else windows[: features.shape[0]],
         )
         if pixels.shape[1] < 16:  # too few points yet for in-image negatives
             return None
         descriptors = F.normalize(self.descriptor_field(points), dim=-1)
+        pixels = pixels - self._window_corners(batch)[: features.shape[0]].flip(-1)
         encoded = sample_features(features, pixels, tuple(batch["group_images"].shape[1:3]))
         radius = self.config.negative_radius_px * footprints
         return masked_info_nce(descriptors, encoded, points, radius, self.config.descriptor_temperature)

@@ -59,15 +59,27 @@ class SurfaceCache:
 
     @torch.no_grad()
     def sample(
-        self, images: Tensor, count: int, step: int, max_age: int, generator: Optional[torch.Generator] = None
+        self,
+        images: Tensor,
+        count: int,
+        step: int,
+        max_age: int,
+        generator: Optional[torch.Generator] = None,
+        windows: Optional[Int[Tensor, "G 4"]] = None,
     ) -> Tuple[Float[Tensor, "G P 2"], Float[Tensor, "G P 3"], Tensor]:
-        """For (G,) image positions, the same number P <= ``count`` of random fresh cells (written at most ``max_age`` steps before ``step``)
-        per image: their pixels, points and (G, P) footprints. P is the smallest image's fresh count (0: nothing yet)."""
+        """For (G,) image positions, the same number P <= ``count`` of random fresh cells (written at most
+        ``max_age`` steps before ``step``) per image, whose pixel lies in the image's window (y0, x0, h, w) when
+        ``windows`` are given: their pixels (full-image coordinates), points and (G, P) footprints. P is the
+        smallest image's count (0: nothing yet)."""
         per_image = self.grid[0] * self.grid[1]
-        fresh = [
-            torch.nonzero(step - self.steps[i * per_image : (i + 1) * per_image] <= max_age, as_tuple=False)[:, 0]
-            for i in images.tolist()
-        ]
+        fresh = []
+        for g, i in enumerate(images.tolist()):
+            usable = step - self.steps[i * per_image : (i + 1) * per_image] <= max_age
+            if windows is not None:
+                y0, x0, h, w = windows[g].tolist()
+                x, y = self.pixels[i * per_image : (i + 1) * per_image].unbind(-1)
+                usable &= (y >= y0) & (y < y0 + h) & (x >= x0) & (x < x0 + w)
+            fresh.append(torch.nonzero(usable, as_tuple=False)[:, 0])
         size = min([count] + [len(cells) for cells in fresh])
         index = torch.stack(
             [

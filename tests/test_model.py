@@ -287,3 +287,49 @@ def test_distillation_trains_field_and_encoder_from_remembered_surface_points(mo
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.descriptor_field.parameters())
+
+
+def test_window_batches_look_features_up_at_window_coordinates(model, monkeypatch):
+    """With windows, both field losses read the window's features at the rays' pixels less the window's corner; the
+    surface cache stays the size of the whole images."""
+    import crossfire_ns.model as model_module
+
+    looked_up = []
+    real = model_module.sample_features
+
+    def recording(features, pixels, image_size):
+        looked_up.append((pixels.clone(), tuple(image_size)))
+        return real(features, pixels, image_size)
+
+    monkeypatch.setattr(model_module, "sample_features", recording)
+    torch.manual_seed(0)
+    model.train()
+    model.step = model.config.descriptor_loss_start_step
+    rays_per_image, images, (h, w) = 40, 2, (12, 16)
+    windows = torch.tensor([[5, 9, h, w], [0, 3, h, w]])
+    local = torch.stack([torch.randint(h, (images, rays_per_image)), torch.randint(w, (images, rays_per_image))], -1)
+    yx = (local + windows[:, None, :2]).reshape(-1, 2)
+    batch = {
+        "group_images": torch.rand(images, h, w, 3),
+        "group_windows": windows,
+        "image_size": (24, 32),
+        "rays_per_image": rays_per_image,
+        "indices": torch.cat([torch.tensor([2, 0]).repeat_interleave(rays_per_image)[:, None], yx], dim=-1),
+    }
+    outputs = {
+        "accumulation": torch.ones(images * rays_per_image, 1),
+        "ray_points": torch.rand(images * rays_per_image, 3) * 2 - 1,
+        "ray_footprint": torch.full((images * rays_per_image,), 0.01),
+        "descriptor": F.normalize(torch.randn(images * rays_per_image, model.config.descriptor_dim), dim=-1),
+    }
+    model.remember_surface(outputs, batch)
+    assert model.surface_cache.image_size == (24, 32)
+    features = model.encode_batch(batch["group_images"], warp=False)[0]
+    model._descriptor_loss(outputs, batch, features)
+    assert torch.equal(looked_up[0][0], local.flip(-1).float() + 0.5) and looked_up[0][1] == (h, w)
+    looked_up.clear()
+    assert model.distill_loss(batch, features) is not None
+    pixels, size = looked_up[0]
+    assert size == (h, w) and pixels.min() >= 0 and (pixels[..., 0] < w).all() and (pixels[..., 1] < h).all()
+    remembered = {tuple(p) for p in (local.flip(-1).float() + 0.5).reshape(images, -1, 2)[0].tolist()}
+    assert {tuple(p) for p in pixels[0].tolist()} <= remembered

@@ -46,3 +46,11 @@ def test_every_image_gets_the_same_number_of_points():
     pixels, _, _ = cache.sample(torch.tensor([0, 1]), 12, step=0, max_age=10)
     assert pixels.shape == (2, 5, 2)
     assert len({tuple(p) for p in pixels[0].tolist()}) == 5  # distinct cells, no repeats
+
+
+def test_windows_keep_points_whose_pixels_they_hold():
+    cache = SurfaceCache(num_images=1, image_size=(8, 8), cell_px=2, device=torch.device("cpu"))
+    yx = [(y, x) for y in range(0, 8, 2) for x in range(0, 8, 2)]
+    cache.write(*_rays(0, yx, [[0, 0, 0]] * 16), torch.ones(16), torch.ones(16, dtype=torch.bool), step=0)
+    pixels, _, _ = cache.sample(torch.tensor([0]), 16, step=0, max_age=10, windows=torch.tensor([[2, 4, 4, 4]]))
+    assert sorted(map(tuple, pixels[0].tolist())) == [(4.5, 2.5), (4.5, 4.5), (6.5, 2.5), (6.5, 4.5)]  # (x, y)
