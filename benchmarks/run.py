@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -88,6 +89,10 @@ class BenchmarkRun:
     seed: Optional[int] = None
     """ns-train's --machine.seed for every map (default: nerfstudio's, 42); one map is not a measurement, so run
     seeds into separate output folders and compare."""
+    train_args: str = ""
+    """More ns-train arguments for every map, as one string (an option under test, e.g.
+    ``--train-args="--pipeline.datamanager.pixel-sampler.max-window-pixels 9600"``); they are part of the maps'
+    settings, so such maps never stand in for the defaults'."""
     device_type: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for training and localization: auto uses CUDA when torch sees a GPU; rows are labelled with it."""
     data_root: Path = _default_data_root()
@@ -126,6 +131,10 @@ class BenchmarkRun:
     def seed_args(self) -> Tuple[str, ...]:
         """ns-train arguments that set the maps' seed (none without ``--seed``: earlier maps stay reusable)."""
         return () if self.seed is None else ("--machine.seed", str(self.seed))
+
+    def extra_train_args(self) -> Tuple[str, ...]:
+        """``--train-args`` split as a shell would, then ``seed_args``."""
+        return (*shlex.split(self.train_args), *self.seed_args())
 
     def method_list(self) -> Tuple[str, ...]:
         """The methods to run: ``--methods``, else the mode's, else all."""
@@ -252,7 +261,7 @@ def run_scene(
         method=run.method,
         iterations=settings.iterations,
         device_type=device[0],
-        extra_args=(*settings.train_args, *run.seed_args(), *prepared.train_args),
+        extra_args=(*settings.train_args, *run.extra_train_args(), *prepared.train_args),
     )
     if map_methods:
         what = f"{name}: ns-train {run.method}"

@@ -224,6 +224,11 @@ def test_quick_mode_scenes_methods_and_queries():
     assert BenchmarkRun(mode="quick", num_queries=4).settings().sizes.queries_for("synthetic") == 4
     assert BenchmarkRun(mode="quick").seed_args() == ()  # nerfstudio's seed: earlier maps are reused
     assert BenchmarkRun(mode="quick", seed=3).seed_args() == ("--machine.seed", "3")
+    option = "--pipeline.datamanager.pixel-sampler.max-window-pixels 9600"
+    assert BenchmarkRun(mode="quick", seed=3, train_args=option).extra_train_args() == (
+        "--pipeline.datamanager.pixel-sampler.max-window-pixels", "9600", "--machine.seed", "3"
+    )  # fmt: skip
+    assert BenchmarkRun(mode="quick").extra_train_args() == ()
     assert scene_label("7scenes:/data/7scenes/stairs/") == "7scenes-stairs"
 
 
