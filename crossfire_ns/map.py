@@ -29,6 +29,7 @@ from crossfire_ns.geometry import (
     saved_frame_normalization,
     scale_intrinsics,
 )
+from crossfire_ns.io.queries import opencv_distortion, undistort_if_needed
 from crossfire_ns.metrics import camera_extent
 
 
@@ -172,8 +173,30 @@ class CrossfireMap:
         return camera_extent(self.to_original(self.train_c2w))
 
     def training_image(self, index: int) -> torch.Tensor:
-        """(H, W, 3|4) float image in [0, 1] of training view ``index`` (as training loaded it)."""
-        return self.train_dataset.get_image_float32(index)
+        """(H, W, 3|4) float image in [0, 1] of training view ``index`` as a pinhole camera with its intrinsics
+        (``training_intrinsics``) sees it: undistorted when the camera has lens distortion. nerfstudio trains on the
+        distorted image with undistorted rays; whatever pairs a training pixel with ``K`` (the map index, the patch
+        rounds, retrieval) must see the pinhole image, as queries do."""
+        image = self.train_dataset.get_image_float32(index)
+        dist, fisheye = self.training_distortion(index)
+        if dist is None:
+            return image
+        K = self.training_intrinsics(image.shape[1], image.shape[0], index)
+        return torch.from_numpy(undistort_if_needed(image.numpy(), K, dist, fisheye=fisheye))
+
+    def training_distortion(self, index: int = 0) -> Tuple[Optional[np.ndarray], bool]:
+        """Training camera ``index``'s distortion in OpenCV's order (None without any) and whether it is a fisheye."""
+        from nerfstudio.cameras.cameras import CameraType
+
+        cams = self.train_cameras
+        if cams.distortion_params is None:
+            return None, False
+        fisheye = int(cams.camera_type[index]) == CameraType.FISHEYE.value
+        return opencv_distortion(cams.distortion_params[index].tolist(), fisheye=fisheye), fisheye
+
+    def has_distortion(self) -> bool:
+        """Whether any training camera has lens distortion (its images are then undistorted for localization)."""
+        return any(self.training_distortion(i)[0] is not None for i in range(len(self.train_dataset)))
 
     def training_images(self) -> List[torch.Tensor]:
         return [self.training_image(i) for i in range(len(self.train_dataset))]

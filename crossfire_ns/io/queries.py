@@ -302,15 +302,18 @@ def _distortion(merged: Dict[str, Any], model: str, where: str, hint: str) -> Op
         values = dict(zip(DISTORTION_KEYS, (_number(v, "distortion_params", where, hint) for v in params)))
     else:
         values = {k: _number(merged[k], k, where, hint) if k in merged else 0.0 for k in DISTORTION_KEYS}
-    if model in FISHEYE_MODELS:
-        dist = np.array([values["k1"], values["k2"], values["k3"], values["k4"]])
-    else:
-        if values["k4"] != 0.0:
-            raise QueryInputError(
-                f"{where}: k4 is not supported for perspective cameras (as in nerfstudio, only k1, k2, k3, p1, p2). "
-                f"{hint}"
-            )
-        dist = np.array([values["k1"], values["k2"], values["p1"], values["p2"], values["k3"]])
+    if model not in FISHEYE_MODELS and values["k4"] != 0.0:
+        raise QueryInputError(
+            f"{where}: k4 is not supported for perspective cameras (as in nerfstudio, only k1, k2, k3, p1, p2). {hint}"
+        )
+    return opencv_distortion([values[k] for k in DISTORTION_KEYS], fisheye=model in FISHEYE_MODELS)
+
+
+def opencv_distortion(params: Sequence[float], fisheye: bool = False) -> Optional[np.ndarray]:
+    """nerfstudio's distortion parameters (k1, k2, k3, k4, p1, p2) in OpenCV's order: (k1, k2, p1, p2, k3) for a
+    perspective camera, (k1, k2, k3, k4) for a fisheye; None when they are all zero."""
+    k1, k2, k3, k4, p1, p2 = (float(v) for v in params)
+    dist = np.array([k1, k2, k3, k4] if fisheye else [k1, k2, p1, p2, k3])
     return dist if np.any(dist) else None
 
 

@@ -673,13 +673,16 @@ def index_key(crossfire_map, config: MapIndexConfig, patch: Optional[PatchConfig
 
     patch = patch or PatchConfig()
     checkpoint = Path(crossfire_map.checkpoint) if crossfire_map.checkpoint else None
-    return {
+    key = {
         "version": INDEX_VERSION,
         "checkpoint_sha256": checkpoint_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
         "step": crossfire_map.step,
         "config": asdict(config),
         "patch": shared_patch_settings(patch) if config.patch_triangulate else None,
     }
+    if crossfire_map.has_distortion():  # indices of such maps stored before their images were undistorted: rebuilt
+        key["training_images"] = "undistorted"
+    return key
 
 
 def index_path(crossfire_map) -> Optional[Path]:

@@ -337,7 +337,7 @@ def _stub_map(tmp_path, c2ws: np.ndarray, weights: bytes = b"weights" * 100):
     checkpoint.write_bytes(weights)
     return SimpleNamespace(
         config_path=tmp_path / "config.yml", checkpoint=checkpoint, step=3, train_dataset=[None] * len(c2ws),
-        train_c2w=c2ws,
+        train_c2w=c2ws, has_distortion=lambda: False,
     )  # fmt: skip
 
 
@@ -353,6 +353,8 @@ def test_the_index_key_is_the_checkpoints_content_not_its_name_or_size(tmp_path)
     replacement.write_bytes(b"B" * 64)  # retrained in place: the same name and size, other weights
     os.replace(replacement, stub.checkpoint)
     assert index_key(stub, MapIndexConfig())["checkpoint_sha256"] != key["checkpoint_sha256"]
+    distorted = index_key(SimpleNamespace(**{**vars(stub), "has_distortion": lambda: True}), MapIndexConfig())
+    assert distorted != index_key(stub, MapIndexConfig())  # indices built from distorted images are not reused
 
 
 @pytest.mark.parametrize("change", ["fewer views", "moved view"])
