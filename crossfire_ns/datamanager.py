@@ -2,10 +2,9 @@
 
 The metric-learning loss needs several rays from the same image (in-image negatives) and the image to
 run the encoder on, so each step samples ``images_per_batch`` images and ``num_rays // images_per_batch``
-random pixels in each, in image-major order. In images larger than ``max_window_pixels`` the rays and the CNN keep to
-one random window per image, so a step costs the same whatever the image size. Before any of that, the scene's box is
-chosen from the training views (``scene_bounds``): a scene seen from inside is modelled without contraction, in a box
-that holds it.
+random pixels in each, in image-major order (optionally inside one random window per image, ``max_window_pixels``).
+Before any of that, the scene's box is chosen from the training views (``scene_bounds``): a scene seen from inside is
+modelled without contraction, in a box that holds it.
 """
 
 from __future__ import annotations
@@ -134,14 +133,15 @@ class ImageGroupedPixelSamplerConfig(PixelSamplerConfig):
     """Spacing of patch pixels; neighbours this far apart must get different descriptors."""
     patch_fraction: float = 0.5
     """Share of each image's rays sampled in patches (hard negatives); the rest are uniform."""
-    max_window_pixels: int = 1 << 16
+    max_window_pixels: int = 0
     """In larger images, each step's rays and the CNN's losses keep to one random window of the image's aspect with
-    this many pixels, so a step's cost does not grow with image size; 0: whole images (as masked images always are)."""
+    this many pixels, so a step's cost does not grow with image size; 0: whole images (as masked images always are).
+    Off by default: the CNN's matches got much worse where measured (it learns no negatives beyond its window)."""
 
 
 class ImageGroupedPixelSampler(PixelSampler):
-    """Samples ``images_per_batch`` images x equal numbers of random pixels, image-major, each image's inside one
-    random window (``max_window_pixels``)."""
+    """Samples ``images_per_batch`` images x equal numbers of random pixels, image-major (each image's inside one
+    random window with ``max_window_pixels``)."""
 
     config: ImageGroupedPixelSamplerConfig
 
