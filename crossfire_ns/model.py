@@ -263,7 +263,7 @@ class CrossfireModel(NerfactoModel):
             batch["group_images"], self.warp_loss_active(batch), self.features_for_every_image(batch)
         )
         if self.descriptor_loss_active(batch):
-            loss, stats = self._descriptor_loss(outputs, batch, features)
+            loss, stats = self.descriptor_loss(outputs, batch, features)
             metrics_dict["descriptor_loss"] = loss
             metrics_dict.update({f"descriptor_{k}": v for k, v in stats.items()})
         if self.distill_loss_active(batch):
@@ -288,7 +288,7 @@ class CrossfireModel(NerfactoModel):
         """(H, W) of the training images (the group images may be windows of them)."""
         return tuple(batch.get("image_size", batch["group_images"].shape[1:3]))
 
-    def _descriptor_loss(self, outputs, batch, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def descriptor_loss(self, outputs, batch, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Rendered descriptors vs the CNN features at their pixels (and, densely, at every pixel)."""
         rays_per_image = int(batch["rays_per_image"])
         groups = batch["group_images"].shape[0]

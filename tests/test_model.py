@@ -325,7 +325,7 @@ def test_window_batches_look_features_up_at_window_coordinates(model, monkeypatc
     model.remember_surface(outputs, batch)
     assert model.surface_cache.image_size == (24, 32)
     features = model.encode_batch(batch["group_images"], warp=False)[0]
-    model._descriptor_loss(outputs, batch, features)
+    model.descriptor_loss(outputs, batch, features)
     assert torch.equal(looked_up[0][0], local.flip(-1).float() + 0.5) and looked_up[0][1] == (h, w)
     looked_up.clear()
     assert model.distill_loss(batch, features) is not None
