@@ -97,6 +97,8 @@ class RefinementRound:
     diagnosed or fewer than two views have enough matches): biased depth differs between views."""
     centre_sigma: float = float("nan")
     """How loosely the inliers hold the camera centre (world units, ``camera_centre_sigma``; NaN on fine cells)."""
+    inlier_depth: float = float("nan")
+    """Median depth of the inliers' 3D points in the camera (world units; NaN on fine cells): how far the view sees."""
     fine: bool = False
 
     @property
@@ -153,6 +155,7 @@ def refinement_round(
     if pnp.success and not fine:
         inliers = pnp.inliers
         result.centre_sigma = camera_centre_sigma(points3d[inliers], points2d[inliers], K, pnp.R, pnp.t)
+        result.inlier_depth = float(np.median(points3d[inliers] @ np.asarray(pnp.R)[2] + float(np.ravel(pnp.t)[2])))
     if pnp.success and not fine and diagnose:
         angles = []
         for view in np.unique(source):
