@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Literal, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from crossfire_ns.geometry import project_c2w
 from crossfire_ns.localize.render import MapRenderer
 from crossfire_ns.texture import MIN_TEXTURE, local_std
 
-VirtualMove = Literal["closer", "farther", "up", "down"]
+VirtualMove = Literal["closer", "farther", "up", "down", "orbit-left", "orbit-right", "orbit-up", "orbit-down"]
 
 
 @dataclass
@@ -33,13 +34,16 @@ class VirtualViewsConfig:
     enabled: bool = False
     """Render virtual views into the index (False: the training views only)."""
     moves: Tuple[VirtualMove, ...] = ("closer", "farther", "up", "down")
-    """Poses sampled around each training camera: along its optical axis (closer, farther) and along the cameras'
-    mean up direction (up, down)."""
+    """Poses sampled around each training camera: along its optical axis (closer, farther), along the cameras'
+    mean up direction (up, down), or turned ``orbit_deg`` about the point it looks at (its median rendered distance
+    ahead), about the up direction (orbit-left, orbit-right) or its own horizontal axis (orbit-up, orbit-down)."""
     axis_step: float = 0.3
     """closer / farther: the move, as a share of the view's median rendered distance."""
     height_step: float = 0.5
     """up / down: the move, as a share of the training cameras' spread along the up direction (at least their
     spacing)."""
+    orbit_deg: float = 20.0
+    """orbit-*: the turn about the point the source camera looks at (degrees)."""
     min_clearance: float = 0.25
     """A pose is kept when the nearest surface it renders is at least this share of its source view's median
     distance away and it sees as large a share of opaque cells as its source view, less ``opaque_margin``."""
@@ -77,11 +81,29 @@ def height_spread(c2ws: np.ndarray, up: np.ndarray, spacing: float) -> float:
     return max(float(heights.max() - heights.min()), spacing)
 
 
-def moved_pose(c2w: np.ndarray, move: str, median_distance: float, height: float, up: np.ndarray) -> np.ndarray:
+def moved_pose(
+    c2w: np.ndarray,
+    move: str,
+    median_distance: float,
+    height: float,
+    up: np.ndarray,
+    pivot_distance: float = float("nan"),
+    orbit_deg: float = 0.0,
+) -> np.ndarray:
     """``c2w`` (4, 4, OpenGL) with its centre moved by ``move``: closer / farther along its optical axis by
-    ``median_distance``, up / down along ``up`` by ``height``; the orientation is kept."""
+    ``median_distance``, up / down along ``up`` by ``height`` (the orientation kept); orbit-* turned by ``orbit_deg``
+    about the point ``pivot_distance`` ahead of it, about ``up`` (left, right) or its own x axis (up, down), still
+    looking at that point."""
     moved = np.array(c2w, dtype=np.float64)
     forward = -moved[:3, 2]
+    if move.startswith("orbit-"):
+        axis = up if move in ("orbit-left", "orbit-right") else moved[:3, 0]
+        sign = -1.0 if move in ("orbit-left", "orbit-up") else 1.0  # the camera circles to its left / upwards
+        turn, _ = cv2.Rodrigues(np.asarray(axis, dtype=np.float64) * np.radians(sign * orbit_deg))
+        pivot = moved[:3, 3] + forward * pivot_distance
+        moved[:3, :3] = turn @ moved[:3, :3]
+        moved[:3, 3] = pivot + turn @ (c2w[:3, 3] - pivot)
+        return moved
     step = {
         "closer": forward * median_distance,
         "farther": -forward * median_distance,
@@ -174,7 +196,13 @@ def render_virtual_views(
     if len(sources) * per_view > config.max_views:
         sources = sources[np.linspace(0, len(sources) - 1, max(1, config.max_views // per_view)).round().astype(int)]
     poses = [
-        VirtualPose(moved_pose(c2ws[i], move, config.axis_step * median_distances[i], height, up), int(i), move)
+        VirtualPose(
+            moved_pose(
+                c2ws[i], move, config.axis_step * median_distances[i], height, up, median_distances[i], config.orbit_deg
+            ),
+            int(i),
+            move,
+        )
         for i in sources
         for move in config.moves
         if np.isfinite(median_distances[i])

@@ -18,6 +18,22 @@ def test_moves_keep_the_orientation_and_go_where_named():
     np.testing.assert_allclose(moved_pose(c2w, "down", 0.5, 0.3, up)[:3, 3], [2.0, 0.0, 0.2], atol=1e-12)
 
 
+def test_orbit_moves_circle_the_point_the_camera_looks_at():
+    c2w = look_at([2.0, 0.0, 0.5], [0.0, 0.0, 0.5])  # its right is +y, its up +z
+    up = np.array([0.0, 0.0, 1.0])
+    pivot = np.array([0.0, 0.0, 0.5])
+    for move, where in (("orbit-left", [0.0, -2.0, 0.5]), ("orbit-right", [0.0, 2.0, 0.5])):
+        moved = moved_pose(c2w, move, 0.5, 0.3, up, pivot_distance=2.0, orbit_deg=90.0)
+        np.testing.assert_allclose(moved[:3, 3], where, atol=1e-9)
+        np.testing.assert_allclose(-moved[:3, 2], (pivot - moved[:3, 3]) / 2.0, atol=1e-9)  # still looking at it
+        np.testing.assert_allclose(moved[:3, :3] @ moved[:3, :3].T, np.eye(3), atol=1e-9)
+    higher = moved_pose(c2w, "orbit-up", 0.5, 0.3, up, pivot_distance=2.0, orbit_deg=30.0)
+    lower = moved_pose(c2w, "orbit-down", 0.5, 0.3, up, pivot_distance=2.0, orbit_deg=30.0)
+    np.testing.assert_allclose(higher[:3, 3], [2.0 * np.cos(np.radians(30)), 0.0, 0.5 + 1.0], atol=1e-9)
+    np.testing.assert_allclose(lower[:3, 3], [2.0 * np.cos(np.radians(30)), 0.0, 0.5 - 1.0], atol=1e-9)
+    np.testing.assert_allclose(-higher[:3, 2] * 2.0, pivot - higher[:3, 3], atol=1e-9)
+
+
 def test_up_direction_and_height_spread_follow_the_cameras():
     ring = np.stack([look_at([np.cos(a), np.sin(a), 0.1 * a], [0, 0, 0]) for a in np.linspace(0, 6, 12)])
     up = up_direction(ring)
