@@ -32,6 +32,9 @@ class RefineConfig:
     """Best coarse hypotheses that get a trial round; the most refined inliers wins."""
     views: int = 4
     """Training views whose cells each round matches."""
+    virtual_views: bool = True
+    """Rounds may match the index's virtual views (when it has any); False: training views only, the virtual ones
+    still serving retrieval and the coarse stage."""
     view_choice: ViewChoice = "covisible"
     """covisible: nearest of the views that see the query's cells; overlap: most cells; nearest."""
     covisible_angle_deg: float = 30.0
@@ -55,14 +58,21 @@ class RefineConfig:
 def refinement_views(
     index: MapIndex, c2w: np.ndarray, K: np.ndarray, image_shape, config: RefineConfig, k: Optional[int] = None
 ) -> List[int]:
-    """The ``k`` (default ``config.views``) training views whose cells a round matches at ``c2w``."""
+    """The ``k`` (default ``config.views``) views whose cells a round matches at ``c2w`` (training views only unless
+    ``config.virtual_views``)."""
     k = config.views if k is None else k
+    everything = len(index.views)
     if config.view_choice == "nearest":
-        return index.nearest_views(c2w, k)
-    size = (image_shape[1], image_shape[0])
-    if config.view_choice == "covisible":
-        return index.covisible_views(c2w, K, size, k, config.covisible_angle_deg, config.covisible_share)
-    return index.overlapping_views(c2w, K, size, k)
+        views = index.nearest_views(c2w, everything)
+    else:
+        size = (image_shape[1], image_shape[0])
+        if config.view_choice == "covisible":
+            views = index.covisible_views(c2w, K, size, everything, config.covisible_angle_deg, config.covisible_share)
+        else:
+            views = index.overlapping_views(c2w, K, size, everything)
+    if not config.virtual_views:
+        views = [v for v in views if v < index.training_views]
+    return views[:k]
 
 
 def stacked_cells(cells: List[ViewCells], views: List[int]) -> Tuple[np.ndarray, torch.Tensor]:

@@ -388,3 +388,19 @@ def test_a_stored_index_that_does_not_match_the_maps_views_is_rebuilt(tmp_path, 
     stub.train_c2w = rebuilt.c2ws  # the stored index is now the rebuilt one, matching the map: reused
     loaded = load_or_build_index(stub, config)
     assert len(calls) == 1 and np.array_equal(loaded.c2ws, rebuilt.c2ws)
+
+
+@pytest.mark.parametrize("choice", ["nearest", "overlap", "covisible"])
+def test_refinement_can_keep_to_the_training_views(choice):
+    """With virtual views in the index, ``refine.virtual_views False`` leaves them to retrieval and the coarse stage."""
+    from dataclasses import replace
+
+    from crossfire_ns.localize.refine import RefineConfig, refinement_views
+
+    index = replace(_index(6), num_training=3)  # views 3-5 stand for virtual ones
+    config = RefineConfig(views=4, view_choice=choice, covisible_share=0.0)
+    c2w = index.c2ws[4]
+    every = refinement_views(index, c2w, K, (H, W), config)
+    kept = refinement_views(index, c2w, K, (H, W), replace(config, virtual_views=False))
+    assert any(v >= 3 for v in every) and kept and all(v < 3 for v in kept)
+    assert kept == [v for v in refinement_views(index, c2w, K, (H, W), replace(config, views=6)) if v < 3][:4]
