@@ -60,7 +60,7 @@ def test_poses_whose_camera_centre_is_loosely_held_are_reported_as_failed():
     features = query_features(points, descriptors, truth)
     held = stub_matcher(features).estimate(IMAGE, K, [views[0]])
     assert held.success and 0 < held.diagnostics["centre_sigma"] < 0.1
-    assert 0 < held.diagnostics["centre_sigma_depth"] < np.inf  # the same sigma against how far the inliers lie
+    assert 0 < held.diagnostics["depth_centre_sigma"] < np.inf  # the same sigma against how far the inliers lie
     floor = held.diagnostics["centre_sigma"] / 2  # a floor this pose's inliers do not meet
     loose = stub_matcher(features, verify={"max_centre_sigma": floor}).estimate(IMAGE, K, [views[0]])
     assert not loose.success and "camera centre" in loose.message and loose.c2w is None

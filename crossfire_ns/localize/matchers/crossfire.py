@@ -372,7 +372,7 @@ def diagnostics(found: IndexLocalization) -> Dict[str, Any]:
         refine_inliers=last.pnp.num_inliers, refine_matches=last.num_matches, refine_projected=last.num_projected,
         refine_ratio=last.ratio, refine_coverage=last.coverage, view_disagreement_deg=last.view_disagreement_deg,
         refine_rounds=len(refinement.rounds), centre_sigma=last.centre_sigma / found.extent,
-        centre_sigma_depth=last.centre_sigma / last.inlier_depth,
+        depth_centre_sigma=last.centre_sigma / last.inlier_depth,
     )  # fmt: skip
     fine = refinement.fine
     if fine is not None:
