@@ -135,8 +135,8 @@ class ImageGroupedPixelSamplerConfig(PixelSamplerConfig):
     """Share of each image's rays sampled in patches (hard negatives); the rest are uniform."""
     max_window_pixels: int = 0
     """In larger images, each step's rays and the CNN's losses keep to one random window of the image's aspect with
-    this many pixels, so a step's cost does not grow with image size; 0: whole images (as masked images always are).
-    Off by default: the CNN's matches got much worse where measured (it learns no negatives beyond its window)."""
+    this many pixels, so a step's cost does not grow with image size, but the CNN learns no negatives beyond its
+    window; 0 (default): whole images, as masked images always are."""
 
 
 class ImageGroupedPixelSampler(PixelSampler):
@@ -145,12 +145,17 @@ class ImageGroupedPixelSampler(PixelSampler):
 
     config: ImageGroupedPixelSamplerConfig
 
+    def __init__(self, config: ImageGroupedPixelSamplerConfig, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.windows: Optional[Tensor] = None
+        """The last batch's windows (G, 4): y0, x0, h, w per group (None for masked images)."""
+
     def rays_per_image(self, num_images: int) -> int:
         return self.num_rays_per_batch // min(self.config.images_per_batch, num_images)
 
     def sample(self, image_batch: Dict) -> Dict:
         """nerfstudio's pixel batch plus ``group_windows`` (G, 4): each group's window (y0, x0, h, w)."""
-        self.windows: Optional[Tensor] = None
+        self.windows = None
         batch = super().sample(image_batch)
         if self.windows is not None:
             batch["group_windows"] = self.windows
