@@ -209,8 +209,9 @@ class CrossfireDataManagerConfig(VanillaDataManagerConfig):
 
 
 class CrossfireDataManager(VanillaDataManager[InputDataset]):
-    """Adds ``batch["group_images"]`` (G, h, w, 3: each group's window of its image), ``batch["group_windows"]``
-    (G, 4: y0, x0, h, w), ``batch["image_size"]`` (H, W) and ``batch["rays_per_image"]`` to training batches."""
+    """Adds ``batch["group_images"]`` (G, h, w, 3: each group's window of its image, ``batch["group_windows"]``
+    (G, 4: y0, x0, h, w) from the sampler), ``batch["image_size"]`` (H, W) and ``batch["rays_per_image"]`` to
+    training batches."""
 
     config: CrossfireDataManagerConfig
 
@@ -298,15 +299,12 @@ class CrossfireDataManager(VanillaDataManager[InputDataset]):
             group_ids = batch["indices"][::rays_per_image, 0].cpu()
             positions = (image_batch["image_idx"].cpu()[None, :] == group_ids[:, None]).float().argmax(dim=1)
             images = image_batch["image"][positions]
-            windows = batch.get("group_windows")
-            if windows is None:
-                windows = random_windows(len(positions), *images.shape[1:3], tuple(images.shape[1:3]))
-            h, w = (int(v) for v in windows[0, 2:])
-            if (h, w) != tuple(images.shape[1:3]):
+            windows = batch.get("group_windows")  # the sampler's; none for masked images, which stay whole
+            if windows is not None and tuple(windows[0, 2:].tolist()) != tuple(images.shape[1:3]):
+                h, w = windows[0, 2:].tolist()
                 corners = windows[:, :2].tolist()
                 images = torch.stack([image[y : y + h, x : x + w] for image, (y, x) in zip(images, corners)])
             batch["group_images"] = images
-            batch["group_windows"] = windows
             batch["image_size"] = tuple(image_batch["image"].shape[1:3])
             batch["rays_per_image"] = rays_per_image
         return ray_bundle, batch

@@ -14,7 +14,13 @@ from typing import List, Literal, Optional, Tuple
 import numpy as np
 import torch
 
-from crossfire_ns.geometry import inside_image, opencv_w2c_to_opengl_c2w, project_c2w, rotation_angle_deg
+from crossfire_ns.geometry import (
+    inside_image,
+    opencv_w2c_to_opengl_c2w,
+    project_c2w,
+    project_points,
+    rotation_angle_deg,
+)
 from crossfire_ns.localize.coarse import Hypothesis
 from crossfire_ns.localize.map_index import MapIndex, ViewCells
 from crossfire_ns.localize.matching import guided_matches, two_level_guided_matches
@@ -165,7 +171,7 @@ def refinement_round(
     if pnp.success and not fine:
         inliers = pnp.inliers
         result.centre_sigma = camera_centre_sigma(points3d[inliers], points2d[inliers], K, pnp.R, pnp.t)
-        result.inlier_depth = float(np.median(points3d[inliers] @ np.asarray(pnp.R)[2] + float(np.ravel(pnp.t)[2])))
+        result.inlier_depth = float(np.median(project_points(points3d[inliers], K, pnp.R, pnp.t)[1][:, 2]))
     if pnp.success and not fine and diagnose:
         angles = []
         for view in np.unique(source):
