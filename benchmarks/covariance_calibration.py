@@ -3,13 +3,15 @@ pose lies inside the 50%, 90% and 99% ellipsoids of the reported covariance (chi
 and which scale factor of the covariance would make those shares match their levels.
 
     python -m benchmarks.covariance_calibration collect --output cal.json --jobs MAP/config.yml=QUERY_DIR ...
-    python -m benchmarks.covariance_calibration report cal.json [--scale 1.0] [--groups calibration=DIR_A,DIR_B ...]
+    python -m benchmarks.covariance_calibration fit cal.json              # the widening, on the calibration split
+    python -m benchmarks.covariance_calibration report held-out.json [--widening first-order] [--scale 1.0]
 
 ``collect`` writes one record per query (status, the error vector to the truth in the covariance's order and frame,
-``d2 = e^T C^-1 e``, the covariance's standard deviations) of the first-order covariance (``covariance_scale=1``) and
-prints the report; ``report`` reads records back, with the covariance multiplied by ``--scale`` (the API's default:
-``crossfire_ns.localize.api.COVARIANCE_SCALE``). The scale that calibrates a set is ``median(d2) / 5.348`` (the 50%
-quantile of chi-square(6)); the report also gives the scale each level would need alone.
+``d2 = e^T C^-1 e`` under the first-order covariance, its standard deviations, the inliers' number and mean
+reprojection error, the matcher's figures) and prints the report. ``report`` reads records back with the covariance
+widened as the API widens it (``crossfire_ns.localize.pnp.CALIBRATED``), or first order, times ``--scale``. ``fit``
+chooses the widening's scale, knee and exponent from records: robust least squares of ``log(d2 / 5.348)`` (5.348: the
+median of chi-square(6)) on the log of the factor, then the scale that puts half the records inside the 50% ellipsoid. The report also gives the extra scale each level would need alone.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Literal, Sequence
 
 import numpy as np
 import tyro
 from rich.console import Console
 from rich.table import Table
+from scipy.optimize import least_squares
 
 from crossfire_ns.io.atomic import write_json_atomic
+from crossfire_ns.localize.pnp import CALIBRATED, FIRST_ORDER, CovarianceWidening
 
-CONSOLE = Console(width=140)
+CONSOLE = Console(width=170)
 
 CHI2_6 = {0.5: 5.348121, 0.9: 10.644641, 0.99: 16.811894}
 """Quantiles of chi-square with 6 degrees of freedom: the squared Mahalanobis radius of each ellipsoid."""
@@ -74,7 +78,7 @@ class Collect:
         for job in self.jobs:
             config, query_dir = job.split("=", 1)
             if config not in localizers:
-                localizers[config] = MapLocalizer.load(config, covariance_scale=1.0)  # the first-order figure
+                localizers[config] = MapLocalizer.load(config, covariance_widening=FIRST_ORDER)
                 localizers[config].warm_up()
             localizer = localizers[config]
             try:
@@ -99,6 +103,8 @@ class Collect:
                         num_inliers=a.num_inliers,
                         covariance=a.covariance.tolist(),
                         map_scale=localizer.map.scale,
+                        reprojection_error_px=a.reprojection_error_px,
+                        diagnostics={k: v for k, v in a.diagnostics.items() if isinstance(v, (int, float, str))},
                     )
                 rows.append(row)
                 CONSOLE.print(f"{query_dir} {q.file_path}: {a.status} d2={row.get('d2', float('nan')):.3g}")
@@ -106,51 +112,107 @@ class Collect:
         Report(files=[self.output]).main()
 
 
+def widening_factor(row: dict, widening: CovarianceWidening) -> float:
+    """The factor ``widening`` puts on a record's first-order covariance (a record collected before the inliers'
+    error was recorded can only be reported first order)."""
+    if widening == FIRST_ORDER:
+        return 1.0
+    if row.get("reprojection_error_px") is None:
+        raise ValueError(f"{row['dir']} {row['file']}: the record lacks reprojection_error_px; collect it again")
+    return widening.factor(row["reprojection_error_px"])
+
+
+def fit_widening(rows: Sequence[dict]) -> CovarianceWidening:
+    """The widening (scale, knee, exponent) that best explains the records' first-order ``d2``: robust least squares
+    of ``log(d2 / 5.348)`` on the log of the factor, then the scale that calibrates the median."""
+    known = [row for row in rows if "d2" in row and row.get("reprojection_error_px") is not None]
+    if len(known) < 10:
+        raise ValueError(f"{len(known)} localized records with an error figure: too few to fit a widening (10 or more)")
+    error = np.array([row["reprojection_error_px"] for row in known], dtype=np.float64)
+    target = np.log(np.array([row["d2"] for row in known]) / CHI2_6[0.5])
+
+    def log_factor(params: np.ndarray) -> np.ndarray:  # log scale, log knee, exponent
+        return params[0] + np.logaddexp(0.0, params[2] * (np.log(np.maximum(error, 1e-3)) - params[1]))
+
+    params = least_squares(lambda p: log_factor(p) - target, [1.0, np.log(0.5), 2.0], loss="soft_l1").x
+    params[0] += np.median(target - log_factor(params))
+    return CovarianceWidening(
+        scale=float(np.exp(params[0])), knee_px=float(np.exp(params[1])), error_exponent=float(params[2])
+    )
+
+
+@dataclass
+class Fit:
+    """Choose the widening on records (the calibration split) and report each set under it."""
+
+    files: tyro.conf.Positional[List[Path]] = field(default_factory=list)
+
+    def main(self) -> None:
+        rows = [row for path in self.files for row in json.loads(Path(path).read_text())]
+        widening = fit_widening(rows)
+        CONSOLE.print(f"fitted: {widening}\nin force: {CALIBRATED}")
+        report_rows(rows, widening, 1.0, [], "fitted widening")
+
+
 @dataclass
 class Report:
     """Shares inside the 50/90/99% ellipsoids per query folder, per group and in all, and the calibrating scale."""
 
     files: tyro.conf.Positional[List[Path]] = field(default_factory=list)
+    widening: Literal["calibrated", "first-order"] = "calibrated"
+    """The API's widening of the covariance (``pnp.CALIBRATED``), or none."""
     scale: float = 1.0
-    """Multiply every covariance by this before counting."""
+    """Multiply every covariance by this too before counting."""
     groups: List[str] = field(default_factory=list)
     """NAME=DIR,DIR,... sets of query folders reported together (e.g. the calibration split)."""
 
     def main(self) -> None:
         rows = [row for path in self.files for row in json.loads(Path(path).read_text())]
-        sets: Dict[str, List[dict]] = {}
-        for row in rows:
-            sets.setdefault(row.get("set", row["dir"]), []).append(row)
-        for group in self.groups:
-            name, dirs = group.split("=", 1)
-            sets[name] = [row for row in rows if row["dir"] in dirs.split(",")]
-        sets["all"] = rows
-        table = Table(title=f"Pose covariance calibration (covariance x {self.scale:g})")
-        for column in ("set", "queries", "with cov", "in 50%", "in 90%", "in 99%", "scale 50", "scale 90", "scale 99",
-                       "sigma deg / centre", "error deg / centre"):  # fmt: skip
-            table.add_column(column, justify="left" if column == "set" else "right")
-        for name, members in sets.items():
-            known = [row for row in members if "d2" in row]
-            result = calibration([row["d2"] for row in known], self.scale)
-            shares = [f"{100 * result[f'inside_{p}']:.0f}%" if known else "-" for p in (50, 90, 99)]
-            scales = [f"{result[f'scale_{p}']:.3g}" if known else "-" for p in (50, 90, 99)]
-            sigma = (
-                f"{np.median([np.linalg.norm(r['sigma_rotation_deg']) for r in known]) * np.sqrt(self.scale):.3g} / "
-                f"{np.median([np.linalg.norm(r['sigma_centre']) for r in known]) * np.sqrt(self.scale):.3g}"
-                if known
-                else "-"
-            )
-            errors = (
-                f"{np.median([r['r_err'] for r in known]):.3g} / {np.median([r['t_err'] for r in known]):.3g}"
-                if known
-                else "-"
-            )
-            table.add_row(name, str(len(members)), str(len(known)), *shares, *scales, sigma, errors)
-        CONSOLE.print(table)
+        widening = CALIBRATED if self.widening == "calibrated" else FIRST_ORDER
+        report_rows(rows, widening, self.scale, self.groups, f"{self.widening} widening x {self.scale:g}")
+
+
+def report_rows(rows: List[dict], widening: CovarianceWidening, scale: float, groups: List[str], title: str) -> None:
+    """Print, per set, per group and in all, the shares of true poses inside each ellipsoid of the covariances widened
+    by ``widening`` and ``scale``, and the extra scale each level would need."""
+    factors = [widening_factor(row, widening) * scale if "d2" in row else 1.0 for row in rows]
+    rows = [dict(row, factor=f, d2=row["d2"] / f) if "d2" in row else row for row, f in zip(rows, factors)]
+    sets: Dict[str, List[dict]] = {}
+    for row in rows:
+        sets.setdefault(row.get("set", row["dir"]), []).append(row)
+    for group in groups:
+        name, dirs = group.split("=", 1)
+        sets[name] = [row for row in rows if row["dir"] in dirs.split(",")]
+    sets["all"] = rows
+    table = Table(title=f"Pose covariance calibration ({title})")
+    for column in ("set", "queries", "with cov", "in 50%", "in 90%", "in 99%", "scale 50", "scale 90", "scale 99",
+                   "sigma deg / centre", "error deg / centre"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "set" else "right", no_wrap=column == "set")
+    for name, members in sets.items():
+        known = [row for row in members if "d2" in row]
+        if not known:
+            table.add_row(name, str(len(members)), "0", *["-"] * 8)
+            continue
+        result = calibration([row["d2"] for row in known])
+        shares = [f"{100 * result[f'inside_{p}']:.0f}%" for p in (50, 90, 99)]
+        scales = [f"{result[f'scale_{p}']:.3g}" for p in (50, 90, 99)]
+        sigma_rotation = np.median([np.linalg.norm(r["sigma_rotation_deg"]) * np.sqrt(r["factor"]) for r in known])
+        sigma_centre = np.median([np.linalg.norm(r["sigma_centre"]) * np.sqrt(r["factor"]) for r in known])
+        errors = f"{np.median([r['r_err'] for r in known]):.3g} / {np.median([r['t_err'] for r in known]):.3g}"
+        table.add_row(
+            name,
+            str(len(members)),
+            str(len(known)),
+            *shares,
+            *scales,
+            f"{sigma_rotation:.3g} / {sigma_centre:.3g}",
+            errors,
+        )
+    CONSOLE.print(table)
 
 
 def entrypoint() -> None:
-    tyro.extras.subcommand_cli_from_dict({"collect": Collect, "report": Report}).main()
+    tyro.extras.subcommand_cli_from_dict({"collect": Collect, "fit": Fit, "report": Report}).main()
 
 
 if __name__ == "__main__":

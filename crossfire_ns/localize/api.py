@@ -35,18 +35,13 @@ from crossfire_ns.io.queries import (
 )
 from crossfire_ns.localize.localizer import Localizer
 from crossfire_ns.localize.matchers import MatcherConfig, PoseEstimate
+from crossfire_ns.localize.pnp import CALIBRATED, CovarianceWidening
 from crossfire_ns.localize.priors import RetrievalScore, retrieval_index
 from crossfire_ns.map import CrossfireMap, load_map
 from crossfire_ns.results import Status
 
 MAX_IMAGE_SIDE = 1024
 """Default cap on a query's longer side (pixels): larger queries are downscaled, their intrinsics with them."""
-
-COVARIANCE_SCALE = 6.0
-"""Factor on the first-order pose covariance (``pnp.pose_covariance``) in the answers: the inliers' errors are not
-independent (they share the map's depth and the query's blur), so the first-order figure is overconfident; chosen on
-the calibration split (bundled scene and fern, ``benchmarks.covariance_calibration``) so that half the true poses lie
-inside the 50% ellipsoid. Its tails stay overconfident on blurred and dark queries (BENCHMARKS.md)."""
 
 ASPECT_TOLERANCE = 0.01
 """A query this much (relative) off the training camera's aspect ratio cannot borrow its intrinsics."""
@@ -83,7 +78,8 @@ class Localization:
     covariance: Optional[np.ndarray] = None
     """6x6 covariance of the pose, original frame: a small rotation vector about the world axes (radians,
     ``R_true = exp([dtheta]_x) R``), then the camera centre (world units); first order, from the final PnP's inliers
-    (``pnp.pose_covariance``), times ``MapLocalizer.covariance_scale``. None unless localized with one."""
+    (``pnp.pose_covariance``), widened by ``MapLocalizer.covariance_widening`` for the errors the inliers share. None
+    unless localized with one."""
 
     @property
     def localized(self) -> bool:
@@ -157,7 +153,7 @@ class MapLocalizer:
         max_image_side: int = MAX_IMAGE_SIDE,
         retrieval_min_similarity: float = 0.6,
         match_training_scale: bool = True,
-        covariance_scale: float = COVARIANCE_SCALE,
+        covariance_widening: CovarianceWidening = CALIBRATED,
     ) -> None:
         self.map = crossfire_map
         self.localizer = Localizer(crossfire_map.model, matcher, crossfire_map)
@@ -167,8 +163,9 @@ class MapLocalizer:
         self.match_training_scale = match_training_scale
         """Downscale a query whose focal length (px) exceeds the training camera's to it: the scene's CNN is not
         scale-invariant, and a full-resolution phone photo would otherwise cost gigabytes of similarity matrices."""
-        self.covariance_scale = covariance_scale
-        """Factor on the first-order pose covariance in the answers (``COVARIANCE_SCALE``; 1: the raw figure)."""
+        self.covariance_widening = covariance_widening
+        """How the first-order pose covariance is widened in the answers (``pnp.CALIBRATED``; ``pnp.FIRST_ORDER``: the
+        raw figure)."""
         self._sequences: Dict[str, np.ndarray] = {}
         """Sequence id -> last estimate (normalised frame)."""
         self._lock = threading.Lock()
@@ -312,5 +309,6 @@ class MapLocalizer:
             answer.num_inliers = estimate.num_inliers
             answer.reprojection_error_px = estimate.reprojection_error_px
             if estimate.covariance is not None:
-                answer.covariance = self.map.covariance_to_original(estimate.covariance) * self.covariance_scale
+                widening = self.covariance_widening.factor(estimate.reprojection_error_px)
+                answer.covariance = self.map.covariance_to_original(estimate.covariance) * widening
         return answer

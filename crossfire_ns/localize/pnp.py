@@ -291,6 +291,36 @@ def pose_covariance(
     return 0.5 * (covariance + covariance.T)
 
 
+@dataclass(frozen=True)
+class CovarianceWidening:
+    """How much wider than first order a pose covariance is stated. The inliers' errors share causes, so the first-order
+    figure is overconfident: by a constant share for what every pose shares (the map's depth), and by a share that grows
+    with the inliers' reprojection error for what a poor query adds (blur, noise). The first-order covariance is
+    multiplied by ``scale * (1 + (error / knee_px) ** error_exponent)``; chosen on the calibration split
+    (``benchmarks.covariance_calibration fit``)."""
+
+    scale: float = 1.0
+    """The factor for a near-exact fit, half of it at ``knee_px``."""
+    knee_px: float = 1.0
+    """The mean inlier reprojection error (pixels) at which the query's share equals the constant one."""
+    error_exponent: float = 0.0
+    """How fast the query's share grows with the error beyond the knee (0: no widening for it)."""
+
+    def factor(self, mean_error_px: float) -> float:
+        """The multiplier for a pose whose inliers reproject ``mean_error_px`` off on average (NaN: as at the knee)."""
+        if self.error_exponent == 0.0:
+            return float(self.scale)
+        error = float(mean_error_px) if np.isfinite(mean_error_px) else self.knee_px
+        return float(self.scale * (1.0 + (max(error, 0.0) / self.knee_px) ** self.error_exponent))
+
+
+FIRST_ORDER = CovarianceWidening()
+"""No widening: ``pose_covariance`` as it comes."""
+
+CALIBRATED = CovarianceWidening(scale=2.0, knee_px=0.25, error_exponent=2.6)
+"""The widening the answers carry by default (chosen on the calibration split, BENCHMARKS.md)."""
+
+
 def with_covariance(result: PnPResult, points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> PnPResult:
     """``result`` with its ``covariance`` from its inliers among ``points3d``/``points2d`` when it succeeded; its pose,
     inliers and message untouched."""

@@ -17,6 +17,9 @@ from crossfire_ns.geometry import (
 )
 from crossfire_ns.localize.matchers.feature import localized
 from crossfire_ns.localize.pnp import (
+    CALIBRATED,
+    FIRST_ORDER,
+    CovarianceWidening,
     PnPConfig,
     PnPResult,
     camera_centre_sigma,
@@ -266,3 +269,14 @@ def _exact_small(vector: np.ndarray) -> np.ndarray:
     """exp([v]_x) by its series, for angles OpenCV's Rodrigues would round."""
     skew = np.array([[0, -vector[2], vector[1]], [vector[2], 0, -vector[0]], [-vector[1], vector[0], 0]])
     return np.eye(3) + skew + skew @ skew / 2.0
+
+
+def test_the_covariance_widening_is_its_scale_for_an_exact_fit_and_grows_with_the_error():
+    assert FIRST_ORDER.factor(2.0) == FIRST_ORDER.factor(float("nan")) == 1.0
+    widening = CovarianceWidening(scale=4.0, knee_px=0.5, error_exponent=2.0)
+    assert widening.factor(0.0) == pytest.approx(4.0)
+    assert widening.factor(0.5) == pytest.approx(8.0)  # at the knee the query's share equals the constant one
+    assert widening.factor(1.0) == pytest.approx(20.0)
+    assert widening.factor(float("nan")) == pytest.approx(8.0)  # no error figure: as at the knee
+    blurred, sharp = CALIBRATED.factor(1.1), CALIBRATED.factor(0.25)
+    assert blurred > 5 * sharp > 5 * CALIBRATED.scale  # blurred poses' larger shared errors are stated
