@@ -95,6 +95,11 @@ class PatchRefinement:
     def last(self) -> Optional[PatchRound]:
         return self.rounds[-1] if self.rounds else None
 
+    @property
+    def first_round_held(self) -> bool:
+        """Whether the first round found its share of the patches (a later round may still have failed)."""
+        return len(self.rounds) > 1 or (len(self.rounds) == 1 and self.failed is None)
+
 
 def patch_rounds(
     crossfire_map,

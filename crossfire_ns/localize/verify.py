@@ -35,6 +35,9 @@ class VerifyConfig:
     """Camera-centre uncertainty allowed, as a share of the camera extent (inf: off)."""
     min_contrast: float = 0.25
     """How much better the cells must agree where the pose puts them than shifted (-inf: off)."""
+    second_pass_needs_patches: bool = True
+    """A pose found among the further retrieved views must also hold the first patch round: more hypotheses were tried
+    for it, so more wrong ones could pass the other floors by chance."""
     report_unconfirmed: bool = False
     """Report doubted poses as localized (calibration; they still go on to further views)."""
     diagnostic_figures: bool = False
@@ -43,8 +46,9 @@ class VerifyConfig:
     def without_floors(self) -> "VerifyConfig":
         """These settings with every floor switched off."""
         return replace(
-            self, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"), min_contrast=float("-inf")
-        )
+            self, min_confidence=0.0, min_coverage=0.0, max_centre_sigma=float("inf"), min_contrast=float("-inf"),
+            second_pass_needs_patches=False,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class Evidence:
     """Camera-centre uncertainty as a share of the map's camera extent."""
     contrast: float
     """``cell_contrast`` of the fitted views' cells at the pose."""
+    second_pass: bool = False
+    """Found among the further retrieved views, after the first ones gave no confirmed pose."""
+    patches_held: bool = True
+    """The first patch round found its share of the query's patches at the pose (True when no patch round ran)."""
 
     def __post_init__(self) -> None:
         for name in ("confidence", "coverage"):
@@ -69,14 +77,16 @@ class Evidence:
 
     @classmethod
     def from_figures(cls, figures: Mapping[str, Any]) -> "Evidence":
-        """From recorded figures (``diagnostics``: refine_ratio, refine_coverage, centre_sigma, refine_contrast); a
-        missing one is a KeyError naming it, never a floor switched off."""
+        """From recorded figures (``diagnostics``: refine_ratio, refine_coverage, centre_sigma, refine_contrast,
+        second_pass, patches_held); a missing one is a KeyError naming it, never a floor switched off."""
         names = {"confidence": "refine_ratio", "coverage": "refine_coverage"}
         names.update(centre_sigma="centre_sigma", contrast="refine_contrast")
+        names.update(second_pass="second_pass", patches_held="patches_held")
         missing = [recorded for recorded in names.values() if recorded not in figures]
         if missing:
             raise KeyError(f"the figures lack {', '.join(missing)}: the floors cannot judge the pose")
-        return cls(**{name: float(figures[recorded]) for name, recorded in names.items()})
+        values = {name: float(figures[recorded]) for name, recorded in names.items()}
+        return cls(**values | {name: bool(values[name]) for name in ("second_pass", "patches_held")})
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,8 @@ def verdict(evidence: Evidence, config: VerifyConfig) -> Verdict:
         )
     if evidence.contrast < config.min_contrast:
         doubts.append(f"contrast {evidence.contrast:.2f}, min {config.min_contrast:.2f}")
+    if config.second_pass_needs_patches and evidence.second_pass and not evidence.patches_held:
+        doubts.append("found among further views, and the first patch round did not hold")
     return Verdict("doubted" if doubts else "confirmed", tuple(doubts), unchecked)
 
 

@@ -33,7 +33,23 @@ def test_figures_that_could_not_be_computed_are_named_and_missing_ones_are_an_er
     with pytest.raises(KeyError, match="refine_contrast"):
         Evidence.from_figures({"refine_ratio": 0.8, "refine_coverage": 0.5, "centre_sigma": 0.001})
     recorded = {"refine_ratio": 0.8, "refine_coverage": 0.5, "centre_sigma": 0.001, "refine_contrast": 0.6}
-    assert Evidence.from_figures(recorded) == Evidence(0.8, 0.5, 0.001, 0.6)
+    with pytest.raises(KeyError, match="second_pass, patches_held"):
+        Evidence.from_figures(recorded)
+    recorded.update(second_pass=1.0, patches_held=0.0)
+    assert Evidence.from_figures(recorded) == Evidence(0.8, 0.5, 0.001, 0.6, second_pass=True, patches_held=False)
+
+
+def test_a_pose_of_the_second_pass_must_hold_the_first_patch_round():
+    """More hypotheses tried, more chances for a wrong pose to pass the other floors: a second-pass pose needs the
+    patches too; a first-pass pose whose patches fail (blur, low light) is judged by the other floors alone."""
+    config = VerifyConfig()
+    assert verdict(Evidence(0.85, 0.5, 0.001, 0.6, second_pass=False, patches_held=False), config).confirmed
+    assert verdict(Evidence(0.85, 0.5, 0.001, 0.6, second_pass=True, patches_held=True), config).confirmed
+    doubted = verdict(Evidence(0.85, 0.5, 0.001, 0.6, second_pass=True, patches_held=False), config)
+    assert doubted.status == "doubted" and "first patch round" in doubted.reason
+    assert verdict(
+        Evidence(0.85, 0.5, 0.001, 0.6, second_pass=True, patches_held=False), config.without_floors()
+    ).confirmed
 
 
 def test_shift_contrast_is_high_for_aligned_features_and_low_for_unrelated_ones():

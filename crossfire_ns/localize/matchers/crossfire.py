@@ -168,7 +168,7 @@ class CrossfireMatcher(Matcher):
             both = coarse.extended(more)
             history += more.inlier_counts
             if self.candidates(both) != self.candidates(coarse):
-                found = self.localize_from(index, query, K, both)
+                found = self.localize_from(index, query, K, both, second_pass=True)
                 history += found.inlier_counts()
                 seconds_refine += found.seconds_refine
             # else: no new hypothesis among those refined: refining again would repeat the first pass exactly
@@ -189,8 +189,11 @@ class CrossfireMatcher(Matcher):
         """Which of ``coarse``'s hypotheses the refinement tries (their positions in ``coarse.hypotheses``)."""
         return best_positions(coarse.hypotheses, self.config.refine.hypotheses) if coarse.hypotheses else []
 
-    def localize_from(self, index: MapIndex, query: QueryFeatures, K: np.ndarray, coarse: CoarseResult):
-        """The best of ``coarse``'s hypotheses refined, patch- and render-refined, and judged."""
+    def localize_from(
+        self, index: MapIndex, query: QueryFeatures, K: np.ndarray, coarse: CoarseResult, second_pass: bool = False
+    ):
+        """The best of ``coarse``'s hypotheses refined, patch- and render-refined, and judged (``second_pass``: the
+        hypotheses include those of the further retrieved views)."""
         config = self.config
         found = IndexLocalization(coarse, estimate=PoseEstimate(False, message=coarse.reason), extent=index.extent)
         if not coarse.hypotheses:
@@ -217,9 +220,12 @@ class CrossfireMatcher(Matcher):
             found.estimate = self.render_rounds(query, K, found)
         if found.estimate.success:
             found.figures.update(self.figures_at(index, query, K, found))
+            patches_held = found.patches is None or found.patches.first_round_held
+            found.figures.update(second_pass=int(second_pass), patches_held=int(patches_held))
             found.evidence = Evidence(
-                last.ratio, last.coverage, last.centre_sigma / index.extent, found.figures["refine_contrast"]
-            )
+                last.ratio, last.coverage, last.centre_sigma / index.extent, found.figures["refine_contrast"],
+                second_pass=second_pass, patches_held=patches_held,
+            )  # fmt: skip
             found.verdict = verdict(found.evidence, config.verify)
             if found.verdict.confirmed and config.render.refinements == 0:
                 found.estimate = self.checked_if_novel(index, query, K, found)
