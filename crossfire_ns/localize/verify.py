@@ -17,6 +17,7 @@ import torch
 
 from crossfire_ns.localize.map_index import MapIndex
 from crossfire_ns.localize.matching import guided_matches
+from crossfire_ns.localize.pnp import CALIBRATED, CovarianceWidening
 from crossfire_ns.localize.query_features import QueryFeatures
 from crossfire_ns.localize.refine import RefineConfig, projected_cells, refinement_views, stacked_cells
 
@@ -33,6 +34,9 @@ class VerifyConfig:
     """Share of the map cells projected into the query that must find a match."""
     max_centre_sigma: float = 0.01
     """Camera-centre uncertainty allowed, as a share of the camera extent (inf: off)."""
+    widen_centre: bool = True
+    """Judge the camera centre by the covariance widened as the answers state it (``pnp.CALIBRATED``) beyond a sharp
+    query's: a blurred or dark query's shared errors move the centre more than its inliers say."""
     min_contrast: float = 0.25
     """How much better the cells must agree where the pose puts them than shifted (-inf: off)."""
     second_pass_needs_patches: bool = True
@@ -65,6 +69,8 @@ class Evidence:
     """Camera-centre uncertainty as a share of the map's camera extent."""
     contrast: float
     """``cell_contrast`` of the fitted views' cells at the pose."""
+    centre_widening: float = 1.0
+    """How much wider the centre's stated uncertainty is than a sharp query's (``centre_widening``; 1 when sharp)."""
     second_pass: bool = False
     """Found among the further retrieved views, after the first ones gave no confirmed pose."""
     patches_held: bool = True
@@ -78,9 +84,10 @@ class Evidence:
     @classmethod
     def from_figures(cls, figures: Mapping[str, Any]) -> "Evidence":
         """From recorded figures (``diagnostics``: refine_ratio, refine_coverage, centre_sigma, refine_contrast,
-        second_pass, patches_held); a missing one is a KeyError naming it, never a floor switched off."""
+        centre_widening, second_pass, patches_held); a missing one is a KeyError naming it, never a floor switched
+        off."""
         names = {"confidence": "refine_ratio", "coverage": "refine_coverage"}
-        names.update(centre_sigma="centre_sigma", contrast="refine_contrast")
+        names.update(centre_sigma="centre_sigma", contrast="refine_contrast", centre_widening="centre_widening")
         names.update(second_pass="second_pass", patches_held="patches_held")
         missing = [recorded for recorded in names.values() if recorded not in figures]
         if missing:
@@ -118,15 +125,21 @@ def verdict(evidence: Evidence, config: VerifyConfig) -> Verdict:
         doubts.append(f"confidence {evidence.confidence:.2f}, min {config.min_confidence:.2f}")
     if evidence.coverage < config.min_coverage:
         doubts.append(f"coverage {evidence.coverage:.2f}, min {config.min_coverage:.2f}")
-    if evidence.centre_sigma > config.max_centre_sigma:
-        doubts.append(
-            f"camera centre within {evidence.centre_sigma:.3f} of the map's extent, max {config.max_centre_sigma:.3f}"
-        )
+    centre_sigma = evidence.centre_sigma * (evidence.centre_widening if config.widen_centre else 1.0)
+    if centre_sigma > config.max_centre_sigma:
+        doubts.append(f"camera centre within {centre_sigma:.3f} of the map's extent, max {config.max_centre_sigma:.3f}")
     if evidence.contrast < config.min_contrast:
         doubts.append(f"contrast {evidence.contrast:.2f}, min {config.min_contrast:.2f}")
     if config.second_pass_needs_patches and evidence.second_pass and not evidence.patches_held:
         doubts.append("found among further views, and the first patch round did not hold")
     return Verdict("doubted" if doubts else "confirmed", tuple(doubts), unchecked)
+
+
+def centre_widening(reprojection_error_px: float, widening: CovarianceWidening = CALIBRATED) -> float:
+    """How much wider than a sharp query's ``widening`` states a pose's centre uncertainty, from its inliers' mean
+    reprojection error: the root of the factor over its value at the knee, at least 1 (sharper queries are judged as
+    before)."""
+    return math.sqrt(max(1.0, widening.factor(reprojection_error_px) / widening.factor(widening.knee_px)))
 
 
 FAILED = Verdict("failed")

@@ -14,7 +14,7 @@ def _write(path, rows):
 
 def test_report_counts_right_poses_kept_and_wrong_ones_still_reported(tmp_path):
     sure = {"refine_ratio": 0.85, "refine_coverage": 0.5, "centre_sigma": 0.001, "refine_contrast": 0.6}
-    sure.update(second_pass=0, patches_held=1)
+    sure.update(centre_widening=1.0, second_pass=0, patches_held=1)
     rows = [
         {"scene": "a", "folder": "q", "file_path": "0.png", "status": "localized", "r_err": 0.2, "t_rel": 0.001, **sure},
         {"scene": "a", "folder": "q", "file_path": "1.png", "status": "localized", "r_err": 30.0, "t_rel": 0.3, **sure},
@@ -36,7 +36,7 @@ def test_report_counts_right_poses_kept_and_wrong_ones_still_reported(tmp_path):
 
 def test_summary_counts_failures_as_misses_and_applies_the_floors(tmp_path):
     sure = {"refine_ratio": 0.85, "refine_coverage": 0.5, "centre_sigma": 0.001, "refine_contrast": 0.6}
-    sure.update(second_pass=0, patches_held=1)
+    sure.update(centre_widening=1.0, second_pass=0, patches_held=1)
     rows = [
         {"scene": "a", "folder": "q", "file_path": "0.png", "status": "localized", "r_err": 0.2, "t_rel": 0.001,
          "seconds": 1.0, **sure},

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from crossfire_ns.localize.pnp import CALIBRATED
 from crossfire_ns.localize.refine import RefineConfig
-from crossfire_ns.localize.verify import Evidence, VerifyConfig, held_out_agreement, shift_contrast, verdict
+from crossfire_ns.localize.verify import (
+    Evidence,
+    VerifyConfig,
+    centre_widening,
+    held_out_agreement,
+    shift_contrast,
+    verdict,
+)
 from crossfire_ns.synthetic.cameras import look_at
 from tests.localize.stub_index import D, K, query_features, scene, stub_index
 
@@ -33,10 +42,22 @@ def test_figures_that_could_not_be_computed_are_named_and_missing_ones_are_an_er
     with pytest.raises(KeyError, match="refine_contrast"):
         Evidence.from_figures({"refine_ratio": 0.8, "refine_coverage": 0.5, "centre_sigma": 0.001})
     recorded = {"refine_ratio": 0.8, "refine_coverage": 0.5, "centre_sigma": 0.001, "refine_contrast": 0.6}
-    with pytest.raises(KeyError, match="second_pass, patches_held"):
+    with pytest.raises(KeyError, match="centre_widening, second_pass, patches_held"):
         Evidence.from_figures(recorded)
-    recorded.update(second_pass=1.0, patches_held=0.0)
-    assert Evidence.from_figures(recorded) == Evidence(0.8, 0.5, 0.001, 0.6, second_pass=True, patches_held=False)
+    recorded.update(centre_widening=1.5, second_pass=1.0, patches_held=0.0)
+    assert Evidence.from_figures(recorded) == Evidence(
+        0.8, 0.5, 0.001, 0.6, centre_widening=1.5, second_pass=True, patches_held=False
+    )
+
+
+def test_the_centre_floor_reads_the_centre_widened_as_the_covariance_is_for_a_poor_query():
+    assert centre_widening(0.1) == centre_widening(CALIBRATED.knee_px) == 1.0  # sharp queries judged as before
+    assert 4.0 < centre_widening(1.1) < 6.0  # a blurred query's inliers reproject 1.1 px off
+    config = VerifyConfig()
+    assert verdict(Evidence(0.85, 0.5, 0.006, 0.6, centre_widening=1.0), config).confirmed
+    doubted = verdict(Evidence(0.85, 0.5, 0.006, 0.6, centre_widening=centre_widening(1.1)), config)
+    assert doubted.status == "doubted" and "camera centre within 0.0" in doubted.reason
+    assert verdict(Evidence(0.85, 0.5, 0.006, 0.6, centre_widening=5.0), replace(config, widen_centre=False)).confirmed
 
 
 def test_a_pose_of_the_second_pass_must_hold_the_first_patch_round():

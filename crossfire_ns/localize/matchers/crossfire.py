@@ -41,6 +41,7 @@ from crossfire_ns.localize.verify import (
     Evidence,
     Verdict,
     VerifyConfig,
+    centre_widening,
     fitted_contrast,
     held_out_agreement,
     verdict,
@@ -221,10 +222,11 @@ class CrossfireMatcher(Matcher):
         if found.estimate.success:
             found.figures.update(self.figures_at(index, query, K, found))
             patches_held = found.patches is None or found.patches.first_round_held
-            found.figures.update(second_pass=int(second_pass), patches_held=int(patches_held))
+            widening = centre_widening(found.estimate.reprojection_error_px)
+            found.figures.update(second_pass=int(second_pass), patches_held=int(patches_held), centre_widening=widening)
             found.evidence = Evidence(
                 last.ratio, last.coverage, last.centre_sigma / index.extent, found.figures["refine_contrast"],
-                second_pass=second_pass, patches_held=patches_held,
+                centre_widening=widening, second_pass=second_pass, patches_held=patches_held,
             )  # fmt: skip
             found.verdict = verdict(found.evidence, config.verify)
             if found.verdict.confirmed and config.render.refinements == 0:
