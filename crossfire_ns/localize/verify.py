@@ -2,8 +2,9 @@
 
 A wrong pose reported as localized is worse than an honest failure: a pose is confirmed only when the last
 refinement round explains enough of its matches, enough of the map's cells that project into the query find a match,
-the inliers hold the camera centre tightly, and the fitted views' cells agree with the query where the pose puts them
-clearly better than a few pixels off.
+the inliers hold the camera centre tightly (counted wider, as the pose covariance is, for a query that reprojects
+poorly), the fitted views' cells agree with the query where the pose puts them clearly better than a few pixels off,
+and a pose found among the further retrieved views also holds its first patch round.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def verdict(evidence: Evidence, config: VerifyConfig) -> Verdict:
 
 def centre_widening(reprojection_error_px: float, widening: CovarianceWidening = CALIBRATED) -> float:
     """How much wider than a sharp query's ``widening`` states a pose's centre uncertainty, from its inliers' mean
-    reprojection error: the root of the factor over its value at the knee, at least 1 (sharper queries are judged as
-    before)."""
+    reprojection error: the root of the factor over its value at the knee, at least 1 (a sharp query's centre is judged
+    as first order states it)."""
     return math.sqrt(max(1.0, widening.factor(reprojection_error_px) / widening.factor(widening.knee_px)))
 
 
