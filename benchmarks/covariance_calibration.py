@@ -11,7 +11,8 @@ and which scale factor of the covariance would make those shares match their lev
 reprojection error, the matcher's figures) and prints the report. ``report`` reads records back with the covariance
 widened as the API widens it (``crossfire_ns.localize.pnp.CALIBRATED``), or first order, times ``--scale``. ``fit``
 chooses the widening's scale, knee and exponent from records: robust least squares of ``log(d2 / 5.348)`` (5.348: the
-median of chi-square(6)) on the log of the factor, then the scale that puts half the records inside the 50% ellipsoid. The report also gives the extra scale each level would need alone.
+median of chi-square(6)) on the log of the factor, then the scale that puts half the records inside the 50% ellipsoid.
+The report also gives the extra scale each level would need alone.
 """
 
 from __future__ import annotations
@@ -131,14 +132,17 @@ def fit_widening(rows: Sequence[dict]) -> CovarianceWidening:
     error = np.array([row["reprojection_error_px"] for row in known], dtype=np.float64)
     target = np.log(np.array([row["d2"] for row in known]) / CHI2_6[0.5])
 
-    def log_factor(params: np.ndarray) -> np.ndarray:  # log scale, log knee, exponent
-        return params[0] + np.logaddexp(0.0, params[2] * (np.log(np.maximum(error, 1e-3)) - params[1]))
+    def widening(params: np.ndarray) -> CovarianceWidening:  # log scale, log knee, exponent
+        return CovarianceWidening(
+            scale=float(np.exp(params[0])), knee_px=float(np.exp(params[1])), error_exponent=float(params[2])
+        )
+
+    def log_factor(params: np.ndarray) -> np.ndarray:
+        return np.log([widening(params).factor(e) for e in error])
 
     params = least_squares(lambda p: log_factor(p) - target, [1.0, np.log(0.5), 2.0], loss="soft_l1").x
     params[0] += np.median(target - log_factor(params))
-    return CovarianceWidening(
-        scale=float(np.exp(params[0])), knee_px=float(np.exp(params[1])), error_exponent=float(params[2])
-    )
+    return widening(params)
 
 
 @dataclass

@@ -64,9 +64,8 @@ class QueryFeatures:
         """(H, W) grey levels (0-1) blurred by ``smoothing_px`` (``patch_alignment.smoothed_grey``), as the patch
         rounds compare them."""
         if smoothing_px not in self._greys:
-            image = (
-                torch.as_tensor(np.asarray(self.image, dtype=np.float32)) / 255.0
-            )  # a copy: the image may be read-only
+            # a float copy: the image may be a read-only array, which torch.from_numpy warns about
+            image = torch.as_tensor(np.asarray(self.image, dtype=np.float32)) / 255.0
             self._greys[smoothing_px] = smoothed_grey(image, smoothing_px)
         return self._greys[smoothing_px]
 
