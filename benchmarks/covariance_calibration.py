@@ -3,14 +3,17 @@ pose lies inside the 50%, 90% and 99% ellipsoids of the reported covariance (chi
 and which scale factor of the covariance would make those shares match their levels.
 
     python -m benchmarks.covariance_calibration collect --output cal.json --jobs MAP/config.yml=QUERY_DIR ...
-    python -m benchmarks.covariance_calibration fit cal.json              # the widening, on the calibration split
-    python -m benchmarks.covariance_calibration report held-out.json [--widening first-order] [--scale 1.0]
+    python -m benchmarks.covariance_calibration leave-one-out --output loo.json --maps MAP/config.yml ...
+    python -m benchmarks.covariance_calibration fit cal.json [--leave-one-out loo.json]   # on the calibration split
+    python -m benchmarks.covariance_calibration report held-out.json [--leave-one-out loo.json] [--widening first-order]
 
 ``collect`` writes one record per query (status, the error vector to the truth in the covariance's order and frame,
 ``d2 = e^T C^-1 e`` under the first-order covariance, its standard deviations, the inliers' number and mean
-reprojection error, the matcher's figures) and prints the report. ``report`` reads records back with the covariance
-widened as the API widens it (``crossfire_ns.localize.pnp.CALIBRATED``), or first order, times ``--scale``. ``fit``
-chooses the widening's scale, knee and exponent from records: robust least squares of ``log(d2 / 5.348)`` (5.348: the
+reprojection error, the matcher's figures, the map's leave-one-out records) and prints the report. ``leave-one-out``
+writes each map's training views localized without their own cells (``MapLocalizer.leave_one_out``), for records
+collected without them. ``report`` reads records back with the covariance widened as the API widens it
+(``crossfire_ns.localize.pnp.CALIBRATED``), or first order, times ``--scale``. ``fit`` chooses the widening's scale,
+knee, exponent, map exponent and map floor from records: robust least squares of ``log(d2 / 5.348)`` (5.348: the
 median of chi-square(6)) on the log of the factor, then the scale that puts half the records inside the 50% ellipsoid.
 The report also gives the extra scale each level would need alone.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Sequence
+from typing import Dict, List, Literal, Optional, Sequence
 
 import numpy as np
 import tyro
@@ -76,11 +79,13 @@ class Collect:
 
         rows = []
         localizers: Dict[str, MapLocalizer] = {}
+        leave_one_out: Dict[str, list] = {}
         for job in self.jobs:
             config, query_dir = job.split("=", 1)
             if config not in localizers:
                 localizers[config] = MapLocalizer.load(config, covariance_widening=FIRST_ORDER)
                 localizers[config].warm_up()
+                leave_one_out[config] = localizers[config].leave_one_out()
             localizer = localizers[config]
             try:
                 queries = [q for q in load_query_set(Path(query_dir))[0] if q.c2w_gt is not None]
@@ -104,6 +109,7 @@ class Collect:
                         num_inliers=a.num_inliers,
                         covariance=a.covariance.tolist(),
                         map_scale=localizer.map.scale,
+                        leave_one_out=[list(r) for r in leave_one_out[config]],
                         reprojection_error_px=a.reprojection_error_px,
                         diagnostics={k: v for k, v in a.diagnostics.items() if isinstance(v, (int, float, str))},
                     )
@@ -115,34 +121,78 @@ class Collect:
 
 def widening_factor(row: dict, widening: CovarianceWidening) -> float:
     """The factor ``widening`` puts on a record's first-order covariance (a record collected before the inliers'
-    error was recorded can only be reported first order)."""
+    error, or its map's leave-one-out, was recorded can only be reported without them)."""
     if widening == FIRST_ORDER:
         return 1.0
     if row.get("reprojection_error_px") is None:
         raise ValueError(f"{row['dir']} {row['file']}: the record lacks reprojection_error_px; collect it again")
-    return widening.factor(row["reprojection_error_px"])
+    ratio = float("nan")
+    if widening.map_exponent:
+        if "leave_one_out" not in row:
+            raise ValueError(f"{row['map']}: the record lacks its map's leave_one_out; give --leave-one-out")
+        ratio = widening.leave_one_out_ratio(row["leave_one_out"])
+    return widening.factor(row["reprojection_error_px"], ratio)
 
 
-def fit_widening(rows: Sequence[dict]) -> CovarianceWidening:
-    """The widening (scale, knee, exponent) that best explains the records' first-order ``d2``: robust least squares
-    of ``log(d2 / 5.348)`` on the log of the factor, then the scale that calibrates the median."""
+def with_leave_one_out(rows: List[dict], files: Sequence[Path]) -> List[dict]:
+    """``rows`` with each map's leave-one-out records (``leave-one-out`` files: map -> records) where they lack it."""
+    known: Dict[str, list] = {}
+    for path in files:
+        known.update(json.loads(Path(path).read_text()))
+    return [dict(row, leave_one_out=known[row["map"]]) if row["map"] in known and "leave_one_out" not in row else row
+            for row in rows]  # fmt: skip
+
+
+MAP_FLOORS = (0.0, 0.5, 1.0, 2.0)
+"""The map floors ``fit`` chooses among (by the calibration error of the fitted records)."""
+
+
+def fit_widening(rows: Sequence[dict], map_floor: Optional[float] = None) -> CovarianceWidening:
+    """The widening (scale, knee, exponent and, when every record carries its map's leave-one-out, the map exponent)
+    that best explains the records' first-order ``d2``: robust least squares of ``log(d2 / 5.348)`` on the log of the
+    factor, then the scale that calibrates the median. The map ratio depends on the knee and exponent: refitted with
+    the previous fit's ratios until the fit settles. ``map_floor`` None: the one of ``MAP_FLOORS`` whose fit puts the
+    levels' shares nearest to them."""
     known = [row for row in rows if "d2" in row and row.get("reprojection_error_px") is not None]
     if len(known) < 10:
         raise ValueError(f"{len(known)} localized records with an error figure: too few to fit a widening (10 or more)")
+    with_map = all("leave_one_out" in row for row in known)
+    if with_map and map_floor is None:
+        fits = [fit_widening(known, floor) for floor in MAP_FLOORS]
+        return min(fits, key=lambda widening: calibration_error(known, widening))
     error = np.array([row["reprojection_error_px"] for row in known], dtype=np.float64)
     target = np.log(np.array([row["d2"] for row in known]) / CHI2_6[0.5])
+    maps = [row.get("map") for row in known]
+    records = {row["map"]: row["leave_one_out"] for row in known} if with_map else {}
 
-    def widening(params: np.ndarray) -> CovarianceWidening:  # log scale, log knee, exponent
+    def widening(params: np.ndarray) -> CovarianceWidening:  # log scale, log knee, exponent[, map exponent]
         return CovarianceWidening(
-            scale=float(np.exp(params[0])), knee_px=float(np.exp(params[1])), error_exponent=float(params[2])
-        )
+            scale=float(np.exp(params[0])), knee_px=float(np.exp(params[1])), error_exponent=float(params[2]),
+            map_exponent=float(params[3]) if with_map else 0.0, map_floor=map_floor or 0.0,
+        )  # fmt: skip
 
-    def log_factor(params: np.ndarray) -> np.ndarray:
-        return np.log([widening(params).factor(e) for e in error])
+    params = np.array([1.0, np.log(0.5), 2.0] + ([1.0] if with_map else []))
+    for _ in range(8):
+        ratios = {name: widening(params).leave_one_out_ratio(r) for name, r in records.items()}
+        ratio = np.array([ratios.get(name, np.nan) for name in maps])
 
-    params = least_squares(lambda p: log_factor(p) - target, [1.0, np.log(0.5), 2.0], loss="soft_l1").x
-    params[0] += np.median(target - log_factor(params))
+        def log_factor(p: np.ndarray, ratio: np.ndarray = ratio) -> np.ndarray:
+            w = widening(p)
+            return np.log([w.factor(e, r) for e, r in zip(error, ratio)])
+
+        fitted = least_squares(lambda p: log_factor(p) - target, params, loss="soft_l1").x
+        fitted[0] += np.median(target - log_factor(fitted))
+        settled = np.allclose(fitted, params, atol=1e-3)
+        params = fitted
+        if settled or not with_map:
+            break
     return widening(params)
+
+
+def calibration_error(rows: Sequence[dict], widening: CovarianceWidening) -> float:
+    """Sum over the 50, 90 and 99% levels of how far the share of ``rows`` inside each ellipsoid is from the level."""
+    result = calibration([row["d2"] / widening_factor(row, widening) for row in rows])
+    return sum(abs(result[f"inside_{round(100 * level)}"] - level) for level in CHI2_6)
 
 
 @dataclass
@@ -150,9 +200,17 @@ class Fit:
     """Choose the widening on records (the calibration split) and report each set under it."""
 
     files: tyro.conf.Positional[List[Path]] = field(default_factory=list)
+    leave_one_out: List[Path] = field(default_factory=list)
+    """Maps' leave-one-out records (``leave-one-out``) for records collected without them."""
+    map_term: bool = True
+    """Fit the map's leave-one-out term too (needs every record's)."""
 
     def main(self) -> None:
-        rows = [row for path in self.files for row in json.loads(Path(path).read_text())]
+        rows = with_leave_one_out(
+            [row for path in self.files for row in json.loads(Path(path).read_text())], self.leave_one_out
+        )
+        if not self.map_term:
+            rows = [{k: v for k, v in row.items() if k != "leave_one_out"} for row in rows]
         widening = fit_widening(rows)
         CONSOLE.print(f"fitted: {widening}\nin force: {CALIBRATED}")
         report_rows(rows, widening, 1.0, [], "fitted widening")
@@ -169,9 +227,13 @@ class Report:
     """Multiply every covariance by this too before counting."""
     groups: List[str] = field(default_factory=list)
     """NAME=DIR,DIR,... sets of query folders reported together (e.g. the calibration split)."""
+    leave_one_out: List[Path] = field(default_factory=list)
+    """Maps' leave-one-out records (``leave-one-out``) for records collected without them."""
 
     def main(self) -> None:
-        rows = [row for path in self.files for row in json.loads(Path(path).read_text())]
+        rows = with_leave_one_out(
+            [row for path in self.files for row in json.loads(Path(path).read_text())], self.leave_one_out
+        )
         widening = CALIBRATED if self.widening == "calibrated" else FIRST_ORDER
         report_rows(rows, widening, self.scale, self.groups, f"{self.widening} widening x {self.scale:g}")
 
@@ -215,8 +277,31 @@ def report_rows(rows: List[dict], widening: CovarianceWidening, scale: float, gr
     CONSOLE.print(table)
 
 
+@dataclass
+class LeaveOneOut:
+    """Each map's training views localized without their own cells (``MapLocalizer.leave_one_out``, stored with the
+    map index), as map -> [(first-order d2, mean reprojection error px), ...], for records collected without them."""
+
+    output: Path
+    maps: List[str] = field(default_factory=list)
+    """Map config.yml paths, spelled as the records spell them."""
+
+    def main(self) -> None:
+        from crossfire_ns.localize.api import MapLocalizer
+
+        out = {}
+        for config in self.maps:
+            records = MapLocalizer.load(config, covariance_widening=FIRST_ORDER).leave_one_out()
+            out[config] = [list(r) for r in records]
+            ratio = CALIBRATED.leave_one_out_ratio(records)
+            CONSOLE.print(f"{config}: {len(records)} views localized, ratio {ratio:.3g}")
+        write_json_atomic(self.output, out)
+
+
 def entrypoint() -> None:
-    tyro.extras.subcommand_cli_from_dict({"collect": Collect, "fit": Fit, "report": Report}).main()
+    tyro.extras.subcommand_cli_from_dict(
+        {"collect": Collect, "leave-one-out": LeaveOneOut, "fit": Fit, "report": Report}
+    ).main()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -197,6 +197,20 @@ class MapLocalizer:
         the method's own (the crossfire map index, stored beside the map after its first build)."""
         self.localizer.matcher.warm_up()
         self._retrieval_index()
+        self.map_ratio()
+
+    def map_ratio(self) -> float:
+        """How much wider than a query's share the map's own poses need their covariance
+        (``CovarianceWidening.leave_one_out_ratio`` of the matcher's leave-one-out, measured once per map index);
+        NaN when not measured or when the widening does not read it."""
+        if self.covariance_widening.map_exponent == 0.0:
+            return float("nan")
+        return self.covariance_widening.leave_one_out_ratio(self.leave_one_out())
+
+    def leave_one_out(self) -> List[Tuple[float, float]]:
+        """The matcher's training views localized without their own cells: (first-order d2 to the view's pose, mean
+        reprojection error px) each (``Matcher.leave_one_out``)."""
+        return self.localizer.matcher.leave_one_out(self.max_image_side)
 
     def max_side_for(self, width: int, height: int, K: np.ndarray) -> int:
         """The longer side a query is localized at: ``max_image_side``, and with ``match_training_scale`` no finer
@@ -309,6 +323,8 @@ class MapLocalizer:
             answer.num_inliers = estimate.num_inliers
             answer.reprojection_error_px = estimate.reprojection_error_px
             if estimate.covariance is not None:
-                widening = self.covariance_widening.factor(estimate.reprojection_error_px)
+                map_ratio = self.map_ratio()
+                widening = self.covariance_widening.factor(estimate.reprojection_error_px, map_ratio)
                 answer.covariance = self.map.covariance_to_original(estimate.covariance) * widening
+                answer.diagnostics["covariance_map_ratio"] = map_ratio
         return answer

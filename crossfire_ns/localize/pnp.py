@@ -4,7 +4,7 @@ LO-RANSAC with robust refinement."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -291,13 +291,18 @@ def pose_covariance(
     return 0.5 * (covariance + covariance.T)
 
 
+CHI2_6_MEDIAN = 5.348121
+"""The median of chi-square with 6 degrees of freedom: half of calibrated poses lie within this squared distance."""
+
+
 @dataclass(frozen=True)
 class CovarianceWidening:
     """How much wider than first order a pose covariance is stated. The inliers' errors share causes, so the first-order
-    figure is overconfident: by a constant share for what every pose shares (the map's depth), and by a share that grows
-    with the inliers' reprojection error for what a poor query adds (blur, noise). The first-order covariance is
-    multiplied by ``scale * (1 + (error / knee_px) ** error_exponent)``; chosen on the calibration split
-    (``benchmarks.covariance_calibration fit``)."""
+    figure is overconfident: by a share for what every pose of a map shares (its depth), and by a share that grows with
+    the inliers' reprojection error for what a poor query adds (blur, noise). The first-order covariance is multiplied
+    by ``scale * (1 + (error / knee_px) ** error_exponent) * max(map_floor, map_ratio) ** map_exponent``, where
+    ``map_ratio`` is how far the map's own training views, localized without their own cells, exceed the query share
+    (``leave_one_out_ratio``); chosen on the calibration split (``benchmarks.covariance_calibration fit``)."""
 
     scale: float = 1.0
     """The factor for a near-exact fit, half of it at ``knee_px``."""
@@ -305,20 +310,44 @@ class CovarianceWidening:
     """The mean inlier reprojection error (pixels) at which the query's share equals the constant one."""
     error_exponent: float = 0.0
     """How fast the query's share grows with the error beyond the knee (0: no widening for it)."""
+    map_exponent: float = 0.0
+    """How strongly the map's leave-one-out ratio widens its poses (0: not at all)."""
+    map_floor: float = 1.0
+    """The map ratio counts as at least this (a map whose own views fit tightly narrows nothing below it)."""
 
-    def factor(self, mean_error_px: float) -> float:
-        """The multiplier for a pose whose inliers reproject ``mean_error_px`` off on average (NaN: as at the knee)."""
+    def query_share(self, mean_error_px: float) -> float:
+        """``1 + (error / knee_px) ** error_exponent`` (NaN error: as at the knee)."""
         if self.error_exponent == 0.0:
-            return float(self.scale)
+            return 1.0
         error = float(mean_error_px) if np.isfinite(mean_error_px) else self.knee_px
-        return float(self.scale * (1.0 + (max(error, 0.0) / self.knee_px) ** self.error_exponent))
+        return float(1.0 + (max(error, 0.0) / self.knee_px) ** self.error_exponent)
+
+    def factor(self, mean_error_px: float, map_ratio: float = 1.0) -> float:
+        """The multiplier for a pose whose inliers reproject ``mean_error_px`` off on average, on a map of
+        ``map_ratio`` (NaN: 1)."""
+        ratio = float(map_ratio) if np.isfinite(map_ratio) else 1.0
+        map_share = max(self.map_floor, ratio) ** self.map_exponent if self.map_exponent else 1.0
+        return float(self.scale * self.query_share(mean_error_px) * map_share)
+
+    def leave_one_out_ratio(self, records: Sequence[Tuple[float, float]]) -> float:
+        """How much wider than the query share the map's own poses need their covariance: the median over
+        ``records`` ((first-order d2, mean reprojection error px) of training views localized without their own
+        cells) of ``d2 / query_share(error)``, over the chi-square median; NaN for no record."""
+        if not len(records):
+            return float("nan")
+        ratios = [d2 / self.query_share(error) for d2, error in records]
+        return float(np.median(ratios) / CHI2_6_MEDIAN)
 
 
 FIRST_ORDER = CovarianceWidening()
 """No widening: ``pose_covariance`` as it comes."""
 
-CALIBRATED = CovarianceWidening(scale=2.0, knee_px=0.25, error_exponent=2.6)
+CALIBRATED = CovarianceWidening(scale=1.0, knee_px=0.15, error_exponent=2.5, map_exponent=0.6, map_floor=0.0)
 """The widening the answers carry by default (chosen on the calibration split, BENCHMARKS.md)."""
+
+QUERY_SHARE = CovarianceWidening(scale=2.0, knee_px=0.25, error_exponent=2.6)
+"""The query share alone, as first fitted on the calibration split (no map term): what the camera-centre floor widens
+by (``verify.centre_widening``), where it was measured."""
 
 
 def with_covariance(result: PnPResult, points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> PnPResult:

@@ -18,7 +18,7 @@ import torch
 
 from crossfire_ns.localize.map_index import MapIndex
 from crossfire_ns.localize.matching import guided_matches
-from crossfire_ns.localize.pnp import CALIBRATED, CovarianceWidening
+from crossfire_ns.localize.pnp import QUERY_SHARE, CovarianceWidening
 from crossfire_ns.localize.query_features import QueryFeatures
 from crossfire_ns.localize.refine import RefineConfig, projected_cells, refinement_views, stacked_cells
 
@@ -36,8 +36,8 @@ class VerifyConfig:
     max_centre_sigma: float = 0.01
     """Camera-centre uncertainty allowed, as a share of the camera extent (inf: off)."""
     widen_centre: bool = True
-    """Judge the camera centre by the covariance widened as the answers state it (``pnp.CALIBRATED``) beyond a sharp
-    query's: a blurred or dark query's shared errors move the centre more than its inliers say."""
+    """Judge the camera centre by the covariance widened for the query (``pnp.QUERY_SHARE``) beyond a sharp query's: a
+    blurred or dark query's shared errors move the centre more than its inliers say."""
     min_contrast: float = 0.25
     """How much better the cells must agree where the pose puts them than shifted (-inf: off)."""
     second_pass_needs_patches: bool = True
@@ -136,7 +136,7 @@ def verdict(evidence: Evidence, config: VerifyConfig) -> Verdict:
     return Verdict("doubted" if doubts else "confirmed", tuple(doubts), unchecked)
 
 
-def centre_widening(reprojection_error_px: float, widening: CovarianceWidening = CALIBRATED) -> float:
+def centre_widening(reprojection_error_px: float, widening: CovarianceWidening = QUERY_SHARE) -> float:
     """How much wider than a sharp query's ``widening`` states a pose's centre uncertainty, from its inliers' mean
     reprojection error: the root of the factor over its value at the knee, at least 1 (a sharp query's centre is judged
     as first order states it)."""

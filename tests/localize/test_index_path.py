@@ -244,3 +244,46 @@ def test_rotation_gap_is_the_turn_to_the_nearest_training_view():
     turned[:3, :3] = turned[:3, :3] @ Rotation.from_euler("x", 20, degrees=True).as_matrix()
     nearest = min(rotation_angle_deg(c2w[:3, :3].T @ turned[:3, :3]) for c2w in index.c2ws)
     assert index.rotation_gap_deg(turned) == pytest.approx(nearest, abs=1e-4) and nearest > 15
+
+
+class _LeaveOneOutMatcher(StubMatcher):
+    """The stub on three views whose 'training images' carry their view number; each is matched as that view sees
+    the scene, and every estimate records how many cells each view held."""
+
+    def __init__(self, config):
+        points, descriptors, views, truth = scene()
+        self.poses = [views[0], views[1], truth]
+        super().__init__(config, stub_index(points, descriptors, self.poses), None)
+        self.points, self.descriptors, self.cells_seen = points, descriptors, []
+        self.crossfire_map = self
+
+    config_path = None  # the stand-in map was not loaded from a file: nothing is stored
+
+    def training_image(self, view):
+        return torch.full((IMAGE.shape[0], IMAGE.shape[1], 3), view / 255.0)
+
+    def training_intrinsics(self, width, height, view=0):
+        return K
+
+    def encode(self, image):
+        return query_features(self.points, self.descriptors, self.poses[int(image[0, 0, 0])])
+
+    def estimate(self, image, K, priors):
+        self.cells_seen.append([len(cells.points) for cells in self.index_on(torch.device("cpu")).views])
+        return super().estimate(image, K, priors)
+
+
+def test_leave_one_out_localizes_each_view_without_its_own_cells_once_per_index():
+    matcher = _LeaveOneOutMatcher(stub_config())
+    full = [len(cells.points) for cells in matcher.stub_index.views]
+    records = matcher.leave_one_out(max_side=1024)
+    assert len(records) == 3  # each view found from the other two
+    for view, seen in enumerate(matcher.cells_seen):
+        assert seen[view] == 0 and all(n == full[v] for v, n in enumerate(seen) if v != view)
+    assert all(np.isfinite(d2) and 0 <= error < 1.0 for d2, error in records)
+    assert matcher.stub_index.stats["leave_one_out"]["records"] == [list(r) for r in records]
+    assert matcher.leave_one_out(max_side=1024) == records and len(matcher.cells_seen) == 3  # stored, not rerun
+    assert [len(cells.points) for cells in matcher.index_on(torch.device("cpu")).views] == full  # the map's own again
+    unmeasured = stub_config()
+    unmeasured.covariance_views = 0
+    assert _LeaveOneOutMatcher(unmeasured).leave_one_out(max_side=1024) == []

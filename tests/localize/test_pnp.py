@@ -18,6 +18,7 @@ from crossfire_ns.geometry import (
 from crossfire_ns.localize.matchers.feature import localized
 from crossfire_ns.localize.pnp import (
     CALIBRATED,
+    CHI2_6_MEDIAN,
     FIRST_ORDER,
     CovarianceWidening,
     PnPConfig,
@@ -280,3 +281,15 @@ def test_the_covariance_widening_is_its_scale_for_an_exact_fit_and_grows_with_th
     assert widening.factor(float("nan")) == pytest.approx(8.0)  # no error figure: as at the knee
     blurred, sharp = CALIBRATED.factor(1.1), CALIBRATED.factor(0.25)
     assert blurred > 5 * sharp > 5 * CALIBRATED.scale  # blurred poses' larger shared errors are stated
+
+
+def test_the_map_share_widens_by_the_leave_one_out_ratio_above_its_floor():
+    widening = CovarianceWidening(scale=2.0, knee_px=0.5, error_exponent=2.0, map_exponent=0.5, map_floor=1.0)
+    assert widening.factor(0.0) == pytest.approx(2.0)  # a ratio of 1 widens nothing
+    assert widening.factor(0.0, map_ratio=4.0) == pytest.approx(4.0)
+    assert widening.factor(0.0, map_ratio=0.25) == widening.factor(0.0, float("nan")) == pytest.approx(2.0)
+    assert widening.factor(0.5, map_ratio=9.0) == pytest.approx(2.0 * 2.0 * 3.0)
+    records = [(CHI2_6_MEDIAN * 3.0 * widening.query_share(e), e) for e in (0.1, 0.5, 1.0)]
+    assert widening.leave_one_out_ratio(records) == pytest.approx(3.0)  # the query share taken out of each
+    assert np.isnan(widening.leave_one_out_ratio([]))
+    assert FIRST_ORDER.factor(0.3, map_ratio=50.0) == 1.0  # no map exponent: the ratio is not read

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossfire_ns.localize.pnp import CALIBRATED
+from crossfire_ns.localize.pnp import QUERY_SHARE
 from crossfire_ns.localize.refine import RefineConfig
 from crossfire_ns.localize.verify import (
     Evidence,
@@ -51,7 +51,7 @@ def test_figures_that_could_not_be_computed_are_named_and_missing_ones_are_an_er
 
 
 def test_the_centre_floor_reads_the_centre_widened_as_the_covariance_is_for_a_poor_query():
-    assert centre_widening(0.1) == centre_widening(CALIBRATED.knee_px) == 1.0  # sharp queries judged as before
+    assert centre_widening(0.1) == centre_widening(QUERY_SHARE.knee_px) == 1.0  # sharp queries judged as before
     assert 4.0 < centre_widening(1.1) < 6.0  # a blurred query's inliers reproject 1.1 px off
     config = VerifyConfig()
     assert verdict(Evidence(0.85, 0.5, 0.006, 0.6, centre_widening=1.0), config).confirmed

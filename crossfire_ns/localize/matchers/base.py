@@ -79,6 +79,12 @@ class Matcher:
     def warm_up(self) -> None:
         """Build what the first query would otherwise wait for (nothing by default)."""
 
+    def leave_one_out(self, max_side: int) -> List[Tuple[float, float]]:
+        """Per training view localized without its own share of the map (at most ``max_side`` px a side, as queries
+        are), its first-order ``d2`` to its own pose and its inliers' mean reprojection error: how far the map's
+        depth widens a pose (``pnp.CovarianceWidening.leave_one_out_ratio``). Empty: not measured (by default)."""
+        return []
+
     def extra_retrieval_views(self) -> Optional[Tuple[List[Any], np.ndarray]]:
         """Views beyond the training views that retrieval should rank: ((H, W, 3) uint8 images, (M, 4, 4) poses in
         the normalised frame); None: the training views only."""

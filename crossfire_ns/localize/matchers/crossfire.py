@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Type
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.progress import track
 
-from crossfire_ns.geometry import rotation_angle_deg
+from crossfire_ns.geometry import pose_error_vector, rotation_angle_deg
+from crossfire_ns.io.queries import downscale_to
 from crossfire_ns.localize.coarse import (
     CoarseConfig,
     CoarseResult,
@@ -27,7 +30,7 @@ from crossfire_ns.localize.coarse import (
     coarse_hypotheses,
     retrieved_views,
 )
-from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, ViewCells, map_index
+from crossfire_ns.localize.map_index import MapIndex, MapIndexConfig, ViewCells, index_path, map_index
 from crossfire_ns.localize.matchers.base import Matcher, MatcherConfig, PoseEstimate
 from crossfire_ns.localize.matchers.crossfire_render import CrossfireRenderMatcherConfig, DescriptorSource
 from crossfire_ns.localize.matchers.feature import localized
@@ -89,6 +92,9 @@ class CrossfireMatcherConfig(MatcherConfig):
     pnp: PnPConfig = field(default_factory=PnPConfig)
     render: RenderRoundsConfig = field(default_factory=RenderRoundsConfig)
     index: MapIndexConfig = field(default_factory=MapIndexConfig)
+    covariance_views: int = 16
+    """Training views localized without their own cells, once per map index, to measure how much the map's depth
+    widens the pose covariance (0: not measured, not widened for the map)."""
 
     @property
     def num_priors(self) -> int:
@@ -146,6 +152,8 @@ class CrossfireMatcher(Matcher):
     """The index path (see ``CrossfireMatcherConfig``); the render rounds use a ``CrossfireRenderMatcher``."""
 
     config: CrossfireMatcherConfig
+    _index_override: Optional[MapIndex] = None
+    """The index a leave-one-out localization matches against instead of the map's (``leave_one_out``)."""
 
     def __init__(self, config: CrossfireMatcherConfig, model, renderer) -> None:
         super().__init__(config, model, renderer)
@@ -337,13 +345,15 @@ class CrossfireMatcher(Matcher):
     def index_on(self, device: torch.device) -> MapIndex:
         """``index()`` with the cells' descriptors on ``device`` (the query features'): on a GPU the matching runs
         there; points and pixels stay on the CPU for PnP. Moved once per index."""
-        index = self.index()
+        index = self.index() if self._index_override is None else self._index_override
         if torch.device(device).type == "cpu":
             return index
 
         def moved(cells: List[ViewCells]) -> List[ViewCells]:
             return [replace(c, descriptors=c.descriptors.to(device)) for c in cells]
 
+        if self._index_override is not None:  # a passing index: moved each time, never cached under a reusable id()
+            return replace(index, views=moved(index.views), fine=moved(index.fine))
         # cached beside the index itself (same map, same lifetime): id() names that cached object
         return self.crossfire_map.cached(
             ("map_index_on", id(index), str(device)),
@@ -354,6 +364,54 @@ class CrossfireMatcher(Matcher):
         if self.crossfire_map is not None:
             self.index()
 
+    def leave_one_out(self, max_side: int) -> List[Tuple[float, float]]:
+        """``covariance_views`` training views, evenly spread, each localized from its own pose as the prior against
+        the index without its cells (nor the virtual views made from it); measured once per index and stored with
+        it."""
+        views = self.config.covariance_views
+        if views <= 0 or self.crossfire_map is None:
+            return []
+        index = self.index()
+        stored = index.stats.get("leave_one_out")
+        if stored is None or stored.get("views") != views or stored.get("max_side") != max_side:
+            start = time.perf_counter()
+            records = self._leave_one_out(index, views, max_side)
+            stored = {"views": views, "max_side": max_side, "records": records}
+            index.stats["leave_one_out"] = stored
+            CONSOLE.print(
+                f"Covariance self-check: {len(records)} of {min(views, index.training_views)} training views "
+                f"localized without their own cells, {time.perf_counter() - start:.0f} s"
+            )
+            path = index_path(self.crossfire_map)
+            if path is not None and path.is_file():
+                try:
+                    index.save(path)
+                except OSError as err:
+                    CONSOLE.print(f"[yellow]could not store the covariance self-check at {path} ({err}).")
+        return [(float(d2), float(error)) for d2, error in stored["records"]]
+
+    def _leave_one_out(self, index: MapIndex, views: int, max_side: int) -> List[List[float]]:
+        num = index.training_views
+        chosen = np.unique(np.linspace(0, num - 1, min(views, num)).round().astype(np.int64))
+        records = []
+        try:
+            for view in track(chosen.tolist(), description="Covariance self-check", transient=True):
+                made_from = {num + v for v, source in enumerate(index.virtual_sources) if source == view}
+                kept = [without_cells(c) if v == view or v in made_from else c for v, c in enumerate(index.views)]
+                fine = [without_cells(c) if v == view else c for v, c in enumerate(index.fine)]
+                self._index_override = replace(index, views=kept, fine=fine)
+                rgb = (self.crossfire_map.training_image(view)[..., :3].numpy() * 255.0).round().astype(np.uint8)
+                K = self.crossfire_map.training_intrinsics(rgb.shape[1], rgb.shape[0], view)
+                rgb, K = downscale_to(rgb, K, max_side)
+                estimate = self.estimate(rgb, K, [index.c2ws[view]])
+                if estimate.success and estimate.covariance is not None:
+                    error = pose_error_vector(estimate.c2w, index.c2ws[view])
+                    d2 = float(error @ np.linalg.solve(estimate.covariance, error))
+                    records.append([d2, float(estimate.reprojection_error_px)])
+        finally:
+            self._index_override = None
+        return records
+
     def extra_retrieval_views(self):
         """The map index's virtual views (their rendered colour and poses), which retrieval ranks beside the
         training views."""
@@ -363,6 +421,12 @@ class CrossfireMatcher(Matcher):
         if not index.virtual_rgb:
             return None
         return index.virtual_rgb, index.virtual_c2ws
+
+
+def without_cells(cells: ViewCells) -> ViewCells:
+    """``cells`` with none of its cells (the same dtypes and widths)."""
+    patch_points = None if cells.patch_points is None else cells.patch_points[:0]
+    return ViewCells(cells.descriptors[:0], cells.points[:0], cells.pixels[:0], patch_points)
 
 
 def diagnostics(found: IndexLocalization) -> Dict[str, Any]:
