@@ -1,12 +1,15 @@
 """MapLocalizer: a map loaded once, one image at a time (arrays, paths, priors, sequences), bad input as answers."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from crossfire_ns.io.queries import QueryImageError, load_query_set
 from crossfire_ns.localize.api import MapLocalizer, as_rgb
-from crossfire_ns.localize.matchers import PriorMatcherConfig
+from crossfire_ns.localize.matchers import PoseEstimate, PriorMatcherConfig
+from crossfire_ns.localize.pnp import CALIBRATED, CHI2_6_MEDIAN, FIRST_ORDER
 from crossfire_ns.map import load_map
 from tests.helpers import tiny_map_matcher
 
@@ -63,3 +66,44 @@ def test_a_sequence_falls_back_to_retrieval_after_a_lost_frame(loaded, bundled_s
         assert not lost.localized and lost.prior_source == "sequence, then retrieval"
     assert localizer.localize(query.path, K=query.K, sequence="s").prior_source == "retrieval"
     localizer.end_sequence("s")
+
+
+class _Frame:
+    """A map whose original frame is its normalised one."""
+
+    def to_original(self, c2w):
+        return c2w
+
+    def covariance_to_original(self, covariance):
+        return covariance
+
+
+class _Measured:
+    """A matcher whose map's own views were localized with these leave-one-out records."""
+
+    def __init__(self, records):
+        self.records, self.calls = records, 0
+
+    def leave_one_out(self, max_side):
+        self.calls += 1
+        return self.records
+
+
+def _answering(records, widening) -> MapLocalizer:
+    localizer = MapLocalizer.__new__(MapLocalizer)
+    localizer.map, localizer.covariance_widening, localizer.max_image_side = _Frame(), widening, 1024
+    localizer.localizer = SimpleNamespace(matcher=_Measured(records))
+    return localizer
+
+
+def test_an_answers_covariance_is_widened_for_its_error_and_its_maps_leave_one_out_ratio():
+    first_order = np.diag([1e-6] * 3 + [1e-4] * 3)
+    estimate = PoseEstimate(True, c2w=np.eye(4), num_inliers=300, reprojection_error_px=0.3, covariance=first_order)
+    records = [(CHI2_6_MEDIAN * 4.0 * CALIBRATED.query_share(e), e) for e in (0.1, 0.2, 0.3)]  # a map ratio of 4
+    answer = _answering(records, CALIBRATED)._answer(estimate, "retrieval")
+    assert answer.diagnostics["covariance_map_ratio"] == pytest.approx(4.0)
+    np.testing.assert_allclose(answer.covariance, first_order * CALIBRATED.factor(0.3, 4.0))
+    assert CALIBRATED.factor(0.3, 4.0) > 2.0 * CALIBRATED.factor(0.3)  # a map with poor depth states its poses wider
+    unwidened = _answering(records, FIRST_ORDER)
+    np.testing.assert_allclose(unwidened._answer(estimate, "retrieval").covariance, first_order)
+    assert unwidened.localizer.matcher.calls == 0  # the raw figure does not pay for the self-check
