@@ -400,14 +400,19 @@ class CrossfireMatcher(Matcher):
                 kept = [without_cells(c) if v == view or v in made_from else c for v, c in enumerate(index.views)]
                 fine = [without_cells(c) if v == view else c for v, c in enumerate(index.fine)]
                 self._index_override = replace(index, views=kept, fine=fine)
-                rgb = (self.crossfire_map.training_image(view)[..., :3].numpy() * 255.0).round().astype(np.uint8)
-                K = self.crossfire_map.training_intrinsics(rgb.shape[1], rgb.shape[0], view)
-                rgb, K = downscale_to(rgb, K, max_side)
-                estimate = self.estimate(rgb, K, [index.c2ws[view]])
-                if estimate.success and estimate.covariance is not None:
-                    error = pose_error_vector(estimate.c2w, index.c2ws[view])
-                    d2 = float(error @ np.linalg.solve(estimate.covariance, error))
-                    records.append([d2, float(estimate.reprojection_error_px)])
+                try:
+                    rgb = (self.crossfire_map.training_image(view)[..., :3].numpy() * 255.0).round().astype(np.uint8)
+                    K = self.crossfire_map.training_intrinsics(rgb.shape[1], rgb.shape[0], view)
+                    rgb, K = downscale_to(rgb, K, max_side)
+                    estimate = self.estimate(rgb, K, [index.c2ws[view]])
+                    if estimate.success and estimate.covariance is not None:
+                        error = pose_error_vector(estimate.c2w, index.c2ws[view])
+                        d2 = float(error @ np.linalg.solve(estimate.covariance, error))
+                        records.append([d2, float(estimate.reprojection_error_px)])
+                except Exception as err:  # noqa: BLE001  a view that cannot be localized measures nothing
+                    CONSOLE.print(
+                        f"[yellow]Covariance self-check: training view {view} skipped ({type(err).__name__}: {err})"
+                    )
         finally:
             self._index_override = None
         return records
