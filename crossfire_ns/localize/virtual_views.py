@@ -24,7 +24,9 @@ from crossfire_ns.geometry import project_c2w
 from crossfire_ns.localize.render import MapRenderer
 from crossfire_ns.texture import MIN_TEXTURE, local_std
 
-VirtualMove = Literal["closer", "farther", "up", "down", "orbit-left", "orbit-right", "orbit-up", "orbit-down"]
+VirtualMove = Literal[
+    "closer", "farther", "up", "down", "orbit-left", "orbit-right", "orbit-up", "orbit-down", "turn-left", "turn-right"
+]
 
 
 @dataclass
@@ -36,7 +38,8 @@ class VirtualViewsConfig:
     moves: Tuple[VirtualMove, ...] = ("closer", "farther", "up", "down")
     """Poses sampled around each training camera: along its optical axis (closer, farther), along the cameras'
     mean up direction (up, down), or turned ``orbit_deg`` about the point it looks at (its median rendered distance
-    ahead), about the up direction (orbit-left, orbit-right) or its own horizontal axis (orbit-up, orbit-down)."""
+    ahead), about the up direction (orbit-left, orbit-right) or its own horizontal axis (orbit-up, orbit-down), or
+    turned in place by ``turn_deg`` about the up direction (turn-left, turn-right: headings no camera took)."""
     axis_step: float = 0.3
     """closer / farther: the move, as a share of the view's median rendered distance."""
     height_step: float = 0.5
@@ -44,6 +47,8 @@ class VirtualViewsConfig:
     spacing)."""
     orbit_deg: float = 20.0
     """orbit-*: the turn about the point the source camera looks at (degrees)."""
+    turn_deg: float = 30.0
+    """turn-*: the turn of the source camera about its own centre (degrees)."""
     min_clearance: float = 0.25
     """A pose is kept when the nearest surface it renders is at least this share of its source view's median
     distance away and it sees as large a share of opaque cells as its source view, less ``opaque_margin``."""
@@ -89,13 +94,20 @@ def moved_pose(
     up: np.ndarray,
     pivot_distance: float = float("nan"),
     orbit_deg: float = 0.0,
+    turn_deg: float = 0.0,
 ) -> np.ndarray:
     """``c2w`` (4, 4, OpenGL) with its centre moved by ``move``: closer / farther along its optical axis by
     ``median_distance``, up / down along ``up`` by ``height`` (the orientation kept); orbit-* turned by ``orbit_deg``
     about the point ``pivot_distance`` ahead of it, about ``up`` (left, right) or its own x axis (up, down), still
-    looking at that point."""
+    looking at that point; turn-* turned by ``turn_deg`` about ``up`` through its own centre (left: anticlockwise
+    seen from above)."""
     moved = np.array(c2w, dtype=np.float64)
     forward = -moved[:3, 2]
+    if move in ("turn-left", "turn-right"):
+        sign = 1.0 if move == "turn-left" else -1.0
+        turn, _ = cv2.Rodrigues(np.asarray(up, dtype=np.float64) * np.radians(sign * turn_deg))
+        moved[:3, :3] = turn @ moved[:3, :3]
+        return moved
     if move.startswith("orbit-"):
         axis = up if move in ("orbit-left", "orbit-right") else moved[:3, 0]
         sign = -1.0 if move in ("orbit-left", "orbit-up") else 1.0  # the camera circles to its left / upwards
@@ -198,8 +210,15 @@ def render_virtual_views(
     poses = [
         VirtualPose(
             moved_pose(
-                c2ws[i], move, config.axis_step * median_distances[i], height, up, median_distances[i], config.orbit_deg
-            ),
+                c2ws[i],
+                move,
+                config.axis_step * median_distances[i],
+                height,
+                up,
+                median_distances[i],
+                config.orbit_deg,
+                config.turn_deg,
+            ),  # fmt: skip
             int(i),
             move,
         )

@@ -34,6 +34,19 @@ def test_orbit_moves_circle_the_point_the_camera_looks_at():
     np.testing.assert_allclose(-higher[:3, 2] * 2.0, pivot - higher[:3, 3], atol=1e-9)
 
 
+def test_turn_moves_keep_the_centre_and_turn_the_heading_about_up():
+    c2w = look_at([2.0, 0.0, 0.5], [0.0, 0.0, 0.5])  # looking along -x, its right +y
+    up = np.array([0.0, 0.0, 1.0])
+    left = moved_pose(c2w, "turn-left", 0.5, 0.3, up, turn_deg=30.0)
+    right = moved_pose(c2w, "turn-right", 0.5, 0.3, up, turn_deg=30.0)
+    for moved in (left, right):
+        np.testing.assert_allclose(moved[:3, 3], c2w[:3, 3], atol=1e-12)
+        np.testing.assert_allclose(moved[:3, :3] @ moved[:3, :3].T, np.eye(3), atol=1e-9)
+        np.testing.assert_allclose(moved[:3, 1], c2w[:3, 1], atol=1e-9)  # level: its up stays the scene's
+    np.testing.assert_allclose(-left[:3, 2], [-np.cos(np.radians(30)), -np.sin(np.radians(30)), 0.0], atol=1e-9)
+    np.testing.assert_allclose(-right[:3, 2], [-np.cos(np.radians(30)), np.sin(np.radians(30)), 0.0], atol=1e-9)
+
+
 def test_up_direction_and_height_spread_follow_the_cameras():
     ring = np.stack([look_at([np.cos(a), np.sin(a), 0.1 * a], [0, 0, 0]) for a in np.linspace(0, 6, 12)])
     up = up_direction(ring)
