@@ -324,8 +324,8 @@ class CovarianceWidening:
 
     def factor(self, mean_error_px: float, map_ratio: float = 1.0) -> float:
         """The multiplier for a pose whose inliers reproject ``mean_error_px`` off on average, on a map of
-        ``map_ratio`` (NaN: 1)."""
-        ratio = float(map_ratio) if np.isfinite(map_ratio) else 1.0
+        ``map_ratio`` (NaN or not positive: 1, never a zero covariance)."""
+        ratio = float(map_ratio) if np.isfinite(map_ratio) and map_ratio > 0 else 1.0
         map_share = max(self.map_floor, ratio) ** self.map_exponent if self.map_exponent else 1.0
         return float(self.scale * self.query_share(mean_error_px) * map_share)
 

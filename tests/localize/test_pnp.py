@@ -288,6 +288,9 @@ def test_the_map_share_widens_by_the_leave_one_out_ratio_above_its_floor():
     assert widening.factor(0.0) == pytest.approx(2.0)  # a ratio of 1 widens nothing
     assert widening.factor(0.0, map_ratio=4.0) == pytest.approx(4.0)
     assert widening.factor(0.0, map_ratio=0.25) == widening.factor(0.0, float("nan")) == pytest.approx(2.0)
+    unfloored = CovarianceWidening(scale=1.0, map_exponent=0.5, map_floor=0.0)
+    assert unfloored.factor(0.3, map_ratio=0.25) == pytest.approx(0.5)  # a map whose own views fit tightly
+    assert unfloored.factor(0.3, map_ratio=0.0) == 1.0  # an exact self-check never states a zero covariance
     assert widening.factor(0.5, map_ratio=9.0) == pytest.approx(2.0 * 2.0 * 3.0)
     records = [(CHI2_6_MEDIAN * 3.0 * widening.query_share(e), e) for e in (0.1, 0.5, 1.0)]
     assert widening.leave_one_out_ratio(records) == pytest.approx(3.0)  # the query share taken out of each
