@@ -59,6 +59,9 @@ class RefineConfig:
     """PnP inlier threshold of the rounds, in query pixels."""
     fine_round: bool = False
     """A last round on 1-pixel cells (the index stores them); its pose is reported."""
+    placed_points: bool = False
+    """Match the cells at the points the index placed by grey-level patches where it placed them (as the patch rounds
+    do; more precise than the CNN-triangulated or rescaled point), else at their point."""
 
 
 def refinement_views(
@@ -81,13 +84,15 @@ def refinement_views(
     return views[:k]
 
 
-def stacked_cells(cells: List[ViewCells], views: List[int]) -> Tuple[np.ndarray, torch.Tensor]:
-    """The cells of ``views`` as one set: ((N, 3) float64 points, (N, D) descriptors); empty for no view."""
+def stacked_cells(cells: List[ViewCells], views: List[int], placed: bool = False) -> Tuple[np.ndarray, torch.Tensor]:
+    """The cells of ``views`` as one set: ((N, 3) float64 points, (N, D) descriptors); empty for no view. ``placed``:
+    each cell at its patch-placed point where the index has one (``RefineConfig.placed_points``)."""
     if not views:
         dim = cells[0].descriptors.shape[1] if cells else 0
         device = cells[0].descriptors.device if cells else "cpu"
         return np.zeros((0, 3)), torch.zeros((0, dim), device=device)
-    points = torch.cat([cells[v].points for v in views]).numpy().astype(np.float64)
+    chosen = [cells[v].patch_points if placed and cells[v].patch_points is not None else cells[v].points for v in views]
+    points = torch.cat(chosen).numpy().astype(np.float64)
     return points, torch.cat([cells[v].descriptors for v in views])
 
 
@@ -150,7 +155,7 @@ def refinement_round(
     view)."""
     cells = index.fine if fine else index.views
     views = [v for v in refinement_views(index, c2w, K, query.shape, config) if v < len(cells)]  # fine: training only
-    points3d, descriptors = stacked_cells(cells, views)
+    points3d, descriptors = stacked_cells(cells, views, placed=config.placed_points)
     source = np.concatenate([np.full(len(cells[v].points), v) for v in views]) if views else np.zeros(0, int)
     pixels, keep = projected_cells(points3d, c2w, K, query.shape, margin=radius + 1)
     if len(keep) == 0:

@@ -218,7 +218,7 @@ def cell_contrast(points: np.ndarray, descriptors: torch.Tensor, query: QueryFea
 def fitted_contrast(index: MapIndex, query: QueryFeatures, K, c2w: np.ndarray, views_config: RefineConfig) -> float:
     """``cell_contrast`` of the cells of the refinement views at ``c2w`` (the views the pose was fitted to)."""
     views = refinement_views(index, c2w, K, query.shape, views_config)
-    return cell_contrast(*stacked_cells(index.views, views), query, K, c2w)
+    return cell_contrast(*stacked_cells(index.views, views, placed=views_config.placed_points), query, K, c2w)
 
 
 def held_out_agreement(

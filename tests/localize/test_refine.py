@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from crossfire_ns.geometry import c2w_pose_errors
 from crossfire_ns.localize.coarse import CoarseConfig, best_hypotheses, coarse_hypotheses
 from crossfire_ns.localize.map_index import ViewCells
 from crossfire_ns.localize.pnp import PnPConfig, PoseSolver
-from crossfire_ns.localize.refine import RefineConfig, refine, refinement_round
+from crossfire_ns.localize.refine import RefineConfig, refine, refinement_round, stacked_cells
 from tests.localize.stub_index import K, query_features, scene, stub_index
 
 
@@ -68,3 +69,13 @@ def test_a_round_on_views_that_see_nothing_fails_with_a_reason():
     c2w[:3, 3] = [0, -10, 0]  # looking away from every cell
     result = refinement_round(index, query, K, c2w, 3.0, RefineConfig(view_choice="nearest"), PoseSolver(), 0.9)
     assert not result.pnp.success and result.num_projected == 0 and "no index cell" in result.pnp.message
+
+
+def test_stacked_cells_take_the_patch_placed_points_only_when_asked_and_where_the_index_has_them():
+    descriptors = torch.eye(2)
+    placed = ViewCells(descriptors, torch.zeros(2, 3), torch.zeros(2, 2), patch_points=torch.ones(2, 3))
+    unplaced = ViewCells(descriptors, torch.full((2, 3), 2.0), torch.zeros(2, 2))
+    points, stacked = stacked_cells([placed, unplaced], [0, 1])
+    assert points[:2].max() == 0.0 and points[2:].min() == 2.0 and stacked.shape == (4, 2)
+    points, _ = stacked_cells([placed, unplaced], [0, 1], placed=True)
+    assert points[:2].min() == 1.0 and points[2:].min() == 2.0  # a view without placed points keeps its own
