@@ -1,7 +1,5 @@
 """MapLocalizer: a map loaded once, one image at a time (arrays, paths, priors, sequences), bad input as answers."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -71,7 +69,12 @@ def test_a_sequence_falls_back_to_retrieval_after_a_lost_frame(loaded, bundled_s
 class _Frame:
     """A map whose original frame is its normalised one."""
 
+    model = None
+
     def to_original(self, c2w):
+        return c2w
+
+    def to_normalized(self, c2w):
         return c2w
 
     def covariance_to_original(self, covariance):
@@ -79,20 +82,24 @@ class _Frame:
 
 
 class _Measured:
-    """A matcher whose map's own views were localized with these leave-one-out records."""
+    """A localizer that returns one estimate, on a map whose own views were localized with these leave-one-out
+    records."""
 
-    def __init__(self, records):
-        self.records, self.calls = records, 0
+    def __init__(self, estimate, records):
+        self.estimate_given, self.records, self.calls = estimate, records, 0
+        self.matcher = self
+
+    def estimate(self, rgb, K, priors):
+        return self.estimate_given
 
     def leave_one_out(self, max_side):
         self.calls += 1
         return self.records
 
 
-def _answering(records, widening) -> MapLocalizer:
-    localizer = MapLocalizer.__new__(MapLocalizer)
-    localizer.map, localizer.covariance_widening, localizer.max_image_side = _Frame(), widening, 1024
-    localizer.localizer = SimpleNamespace(matcher=_Measured(records))
+def _answering(estimate, records, widening) -> MapLocalizer:
+    localizer = MapLocalizer(_Frame(), PriorMatcherConfig(), match_training_scale=False, covariance_widening=widening)
+    localizer.localizer = _Measured(estimate, records)
     return localizer
 
 
@@ -100,10 +107,11 @@ def test_an_answers_covariance_is_widened_for_its_error_and_its_maps_leave_one_o
     first_order = np.diag([1e-6] * 3 + [1e-4] * 3)
     estimate = PoseEstimate(True, c2w=np.eye(4), num_inliers=300, reprojection_error_px=0.3, covariance=first_order)
     records = [(CHI2_6_MEDIAN * 4.0 * CALIBRATED.query_share(e), e) for e in (0.1, 0.2, 0.3)]  # a map ratio of 4
-    answer = _answering(records, CALIBRATED)._answer(estimate, "retrieval")
-    assert answer.diagnostics["covariance_map_ratio"] == pytest.approx(4.0)
+    image, K = np.zeros((48, 64, 3), np.uint8), np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
+    answer = _answering(estimate, records, CALIBRATED).localize(image, K=K, prior=np.eye(4))
+    assert answer.localized and answer.diagnostics["covariance_map_ratio"] == pytest.approx(4.0)
     np.testing.assert_allclose(answer.covariance, first_order * CALIBRATED.factor(0.3, 4.0))
     assert CALIBRATED.factor(0.3, 4.0) > 2.0 * CALIBRATED.factor(0.3)  # a map with poor depth states its poses wider
-    unwidened = _answering(records, FIRST_ORDER)
-    np.testing.assert_allclose(unwidened._answer(estimate, "retrieval").covariance, first_order)
-    assert unwidened.localizer.matcher.calls == 0  # the raw figure does not pay for the self-check
+    unwidened = _answering(estimate, records, FIRST_ORDER)
+    np.testing.assert_allclose(unwidened.localize(image, K=K, prior=np.eye(4)).covariance, first_order)
+    assert unwidened.localizer.calls == 0  # the raw figure does not pay for the self-check
