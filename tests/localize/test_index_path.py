@@ -268,9 +268,9 @@ class _LeaveOneOutMatcher(StubMatcher):
     def encode(self, image):
         return query_features(self.points, self.descriptors, self.poses[int(image[0, 0, 0])])
 
-    def estimate(self, image, K, priors):
-        self.cells_seen.append([len(cells.points) for cells in self.index_on(torch.device("cpu")).views])
-        return super().estimate(image, K, priors)
+    def estimate(self, image, K, priors, index=None):
+        self.cells_seen.append([len(cells.points) for cells in self.index_on(torch.device("cpu"), index).views])
+        return super().estimate(image, K, priors, index)
 
 
 def test_leave_one_out_localizes_each_view_without_its_own_cells_once_per_index():

@@ -152,20 +152,21 @@ class CrossfireMatcher(Matcher):
     """The index path (see ``CrossfireMatcherConfig``); the render rounds use a ``CrossfireRenderMatcher``."""
 
     config: CrossfireMatcherConfig
-    _index_override: Optional[MapIndex] = None
-    """The index a leave-one-out localization matches against instead of the map's (``leave_one_out``)."""
 
     def __init__(self, config: CrossfireMatcherConfig, model, renderer) -> None:
         super().__init__(config, model, renderer)
         self.solve = PoseSolver(config.pnp)
         self.renders = config.render_matcher().setup(model=model, renderer=renderer)
 
-    def estimate(self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray]) -> PoseEstimate:
+    def estimate(
+        self, image: np.ndarray, K: np.ndarray, priors: Sequence[np.ndarray], index: Optional[MapIndex] = None
+    ) -> PoseEstimate:
         """Retrieve -> coarse hypotheses -> refinement -> patch rounds -> verdict, with a second pass through further
-        retrieved views for a pose the map does not confirm."""
+        retrieved views for a pose the map does not confirm. ``index``: match against it instead of the map's (the
+        covariance self-check's, without one view's cells)."""
         config, start = self.config, time.perf_counter()
         query = self.encode(image)
-        index = self.index_on(query.device)
+        index = self.index_on(query.device, index)
         views = retrieved_views(index, priors, config.retrieval)
         coarse = self.coarse(index, query, K, views.first)
         found = self.localize_from(index, query, K, coarse)
@@ -342,17 +343,18 @@ class CrossfireMatcher(Matcher):
             config = replace(config, fine_cells=True)
         return map_index(self.crossfire_map, config, self.config.patch)
 
-    def index_on(self, device: torch.device) -> MapIndex:
-        """``index()`` with the cells' descriptors on ``device`` (the query features'): on a GPU the matching runs
-        there; points and pixels stay on the CPU for PnP. Moved once per index."""
-        index = self.index() if self._index_override is None else self._index_override
+    def index_on(self, device: torch.device, index: Optional[MapIndex] = None) -> MapIndex:
+        """``index`` (default ``index()``) with the cells' descriptors on ``device`` (the query features'): on a GPU
+        the matching runs there; points and pixels stay on the CPU for PnP. The map's index is moved once."""
+        given = index is not None
+        index = index if given else self.index()
         if torch.device(device).type == "cpu":
             return index
 
         def moved(cells: List[ViewCells]) -> List[ViewCells]:
             return [replace(c, descriptors=c.descriptors.to(device)) for c in cells]
 
-        if self._index_override is not None:  # a passing index: moved each time, never cached under a reusable id()
+        if given:  # a passing index: moved each time, never cached under a reusable id()
             return replace(index, views=moved(index.views), fine=moved(index.fine))
         # cached beside the index itself (same map, same lifetime): id() names that cached object
         return self.crossfire_map.cached(
@@ -394,27 +396,23 @@ class CrossfireMatcher(Matcher):
         num = index.training_views
         chosen = np.unique(np.linspace(0, num - 1, min(views, num)).round().astype(np.int64))
         records = []
-        try:
-            for view in track(chosen.tolist(), description="Covariance self-check", transient=True):
-                made_from = {num + v for v, source in enumerate(index.virtual_sources) if source == view}
-                kept = [without_cells(c) if v == view or v in made_from else c for v, c in enumerate(index.views)]
-                fine = [without_cells(c) if v == view else c for v, c in enumerate(index.fine)]
-                self._index_override = replace(index, views=kept, fine=fine)
-                try:
-                    rgb = (self.crossfire_map.training_image(view)[..., :3].numpy() * 255.0).round().astype(np.uint8)
-                    K = self.crossfire_map.training_intrinsics(rgb.shape[1], rgb.shape[0], view)
-                    rgb, K = downscale_to(rgb, K, max_side)
-                    estimate = self.estimate(rgb, K, [index.c2ws[view]])
-                    if estimate.success and estimate.covariance is not None:
-                        error = pose_error_vector(estimate.c2w, index.c2ws[view])
-                        d2 = float(error @ np.linalg.solve(estimate.covariance, error))
-                        records.append([d2, float(estimate.reprojection_error_px)])
-                except Exception as err:  # noqa: BLE001  a view that cannot be localized measures nothing
-                    CONSOLE.print(
-                        f"[yellow]Covariance self-check: training view {view} skipped ({type(err).__name__}: {err})"
-                    )
-        finally:
-            self._index_override = None
+        for view in track(chosen.tolist(), description="Covariance self-check", transient=True):
+            made_from = {num + v for v, source in enumerate(index.virtual_sources) if source == view}
+            kept = [without_cells(c) if v == view or v in made_from else c for v, c in enumerate(index.views)]
+            fine = [without_cells(c) if v == view else c for v, c in enumerate(index.fine)]
+            try:
+                rgb = (self.crossfire_map.training_image(view)[..., :3].numpy() * 255.0).round().astype(np.uint8)
+                K = self.crossfire_map.training_intrinsics(rgb.shape[1], rgb.shape[0], view)
+                rgb, K = downscale_to(rgb, K, max_side)
+                estimate = self.estimate(rgb, K, [index.c2ws[view]], replace(index, views=kept, fine=fine))
+                if estimate.success and estimate.covariance is not None:
+                    error = pose_error_vector(estimate.c2w, index.c2ws[view])
+                    d2 = float(error @ np.linalg.solve(estimate.covariance, error))
+                    records.append([d2, float(estimate.reprojection_error_px)])
+            except Exception as err:  # noqa: BLE001  a view that cannot be localized measures nothing
+                CONSOLE.print(
+                    f"[yellow]Covariance self-check: training view {view} skipped ({type(err).__name__}: {err})"
+                )
         return records
 
     def extra_retrieval_views(self):
