@@ -32,20 +32,12 @@ from rich.table import Table
 from scipy.optimize import least_squares
 
 from crossfire_ns.io.atomic import write_json_atomic
-from crossfire_ns.localize.pnp import CALIBRATED, FIRST_ORDER, CovarianceWidening
+from crossfire_ns.localize.pnp import CALIBRATED, CHI2_6_MEDIAN, FIRST_ORDER, CovarianceWidening, mahalanobis_squared
 
 CONSOLE = Console(width=170)
 
-CHI2_6 = {0.5: 5.348121, 0.9: 10.644641, 0.99: 16.811894}
+CHI2_6 = {0.5: CHI2_6_MEDIAN, 0.9: 10.644641, 0.99: 16.811894}
 """Quantiles of chi-square with 6 degrees of freedom: the squared Mahalanobis radius of each ellipsoid."""
-
-
-def mahalanobis_squared(error: np.ndarray, covariance: np.ndarray) -> float:
-    """``e^T C^-1 e`` of a (6,) error under a 6x6 covariance (inf when the covariance is singular)."""
-    try:
-        return float(error @ np.linalg.solve(covariance, error))
-    except np.linalg.LinAlgError:
-        return float("inf")
 
 
 def calibration(d2: Sequence[float], scale: float = 1.0) -> Dict[str, float]:

@@ -295,6 +295,14 @@ CHI2_6_MEDIAN = 5.348121
 """The median of chi-square with 6 degrees of freedom: half of calibrated poses lie within this squared distance."""
 
 
+def mahalanobis_squared(error: np.ndarray, covariance: np.ndarray) -> float:
+    """``e^T C^-1 e`` of a (6,) error under a 6x6 covariance (inf when the covariance is singular)."""
+    try:
+        return float(error @ np.linalg.solve(covariance, error))
+    except np.linalg.LinAlgError:
+        return float("inf")
+
+
 @dataclass(frozen=True)
 class CovarianceWidening:
     """How much wider than first order a pose covariance is stated. The inliers' errors share causes, so the first-order

@@ -10,11 +10,10 @@ import pytest
 from benchmarks.covariance_calibration import (
     calibration,
     fit_widening,
-    mahalanobis_squared,
     widening_factor,
     with_leave_one_out,
 )
-from crossfire_ns.localize.pnp import CALIBRATED, CHI2_6_MEDIAN, FIRST_ORDER, CovarianceWidening
+from crossfire_ns.localize.pnp import CALIBRATED, CHI2_6_MEDIAN, FIRST_ORDER, CovarianceWidening, mahalanobis_squared
 
 
 def test_errors_drawn_from_the_covariance_fill_each_ellipsoid_to_its_level_and_need_no_scale():

@@ -36,7 +36,7 @@ from crossfire_ns.localize.matchers.crossfire_render import CrossfireRenderMatch
 from crossfire_ns.localize.matchers.feature import localized
 from crossfire_ns.localize.patch_alignment import PatchConfig
 from crossfire_ns.localize.patch_rounds import PatchRefinement, patch_rounds
-from crossfire_ns.localize.pnp import PnPConfig, PoseSolver
+from crossfire_ns.localize.pnp import PnPConfig, PoseSolver, mahalanobis_squared
 from crossfire_ns.localize.query_features import QueryFeatures, encode_query
 from crossfire_ns.localize.refine import RefineConfig, Refinement, hypothesis_c2w, refine
 from crossfire_ns.localize.verify import (
@@ -406,9 +406,9 @@ class CrossfireMatcher(Matcher):
                 rgb, K = downscale_to(rgb, K, max_side)
                 estimate = self.estimate(rgb, K, [index.c2ws[view]], replace(index, views=kept, fine=fine))
                 if estimate.success and estimate.covariance is not None:
-                    error = pose_error_vector(estimate.c2w, index.c2ws[view])
-                    d2 = float(error @ np.linalg.solve(estimate.covariance, error))
-                    records.append([d2, float(estimate.reprojection_error_px)])
+                    d2 = mahalanobis_squared(pose_error_vector(estimate.c2w, index.c2ws[view]), estimate.covariance)
+                    if np.isfinite(d2):  # a singular covariance measures nothing
+                        records.append([d2, float(estimate.reprojection_error_px)])
             except Exception as err:  # noqa: BLE001  a view that cannot be localized measures nothing
                 CONSOLE.print(
                     f"[yellow]Covariance self-check: training view {view} skipped ({type(err).__name__}: {err})"
