@@ -138,6 +138,11 @@ class ViewCells:
     """(M, 3) float32, the points as grey-level patches place them (``MapIndexConfig.patch_triangulate``), for the
     patch rounds; None: ``points``."""
 
+    @property
+    def placed_points(self) -> torch.Tensor:
+        """(M, 3) ``patch_points`` where the index placed them, else ``points``."""
+        return self.points if self.patch_points is None else self.patch_points
+
 
 @dataclass
 class MapIndex:

@@ -54,7 +54,7 @@ def patch_round(
     points3d, points2d, searched = [], [], 0
     for view in views:
         cells = index.views[view]
-        points = (cells.points if cells.patch_points is None else cells.patch_points).numpy().astype(np.float64)
+        points = cells.placed_points.numpy().astype(np.float64)
         _, keep = projected_cells(points, c2w, K, grey.shape, margin=margin)
         view_grey, contrast = greys[view]
         (K_view, R_view, t_view), scale = view_camera(index, view, view_grey)

@@ -91,8 +91,9 @@ def stacked_cells(cells: List[ViewCells], views: List[int], placed: bool = False
         dim = cells[0].descriptors.shape[1] if cells else 0
         device = cells[0].descriptors.device if cells else "cpu"
         return np.zeros((0, 3)), torch.zeros((0, dim), device=device)
-    chosen = [cells[v].patch_points if placed and cells[v].patch_points is not None else cells[v].points for v in views]
-    points = torch.cat(chosen).numpy().astype(np.float64)
+    points = (
+        torch.cat([cells[v].placed_points if placed else cells[v].points for v in views]).numpy().astype(np.float64)
+    )
     return points, torch.cat([cells[v].descriptors for v in views])
 
 
