@@ -101,6 +101,7 @@ class Collect:
                         "r_err": r_err,
                         "t_rel": t_err / extent,
                         "seconds": answer.seconds,
+                        "reprojection_error_px": answer.reprojection_error_px,
                         **answer.diagnostics,
                     }
                 )

@@ -17,7 +17,7 @@ from crossfire_ns.geometry import opencv_w2c_to_opengl_c2w, opengl_c2w_to_opencv
 from crossfire_ns.localize.map_index import MapIndex
 from crossfire_ns.localize.patch_alignment import PatchConfig, align_patches
 from crossfire_ns.localize.patch_triangulation import cell_contrast, view_camera, view_greys
-from crossfire_ns.localize.pnp import PnPResult, PoseSolver
+from crossfire_ns.localize.pnp import PnPResult, PoseSolver, camera_centre_sigma
 from crossfire_ns.localize.query_features import QueryFeatures
 from crossfire_ns.localize.refine import RefineConfig, projected_cells, refinement_views
 
@@ -31,6 +31,20 @@ class PatchRound:
     """Patches found (peak NCC at least ``min_ncc``)."""
     num_searched: int
     """Patches searched."""
+    points3d: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """(num_matches, 3) the found patches' points, as PnP was given them."""
+    points2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    """(num_matches, 2) where they were found in the query (pixels)."""
+
+    def centre_sigma(self, K: np.ndarray, min_sigma_px: float) -> float:
+        """How loosely the round's inliers hold the camera centre (world units, ``pnp.camera_centre_sigma`` with at
+        least ``min_sigma_px`` of pixel noise); NaN when the round found no pose."""
+        if not self.pnp.success:
+            return float("nan")
+        inliers = self.pnp.inliers
+        return camera_centre_sigma(
+            self.points3d[inliers], self.points2d[inliers], K, self.pnp.R, self.pnp.t, min_sigma_px
+        )
 
 
 def patch_round(
@@ -76,7 +90,7 @@ def patch_round(
         return PatchRound(PnPResult(False, message="no training patch found in the query"), 0, searched)
     points3d, points2d = np.concatenate(points3d), np.concatenate(points2d)
     pnp = solve(points3d, points2d, K, config.reprojection_threshold_px, query.shape)
-    return PatchRound(pnp, len(points3d), searched)
+    return PatchRound(pnp, len(points3d), searched, points3d, points2d)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 A wrong pose reported as localized is worse than an honest failure: a pose is confirmed only when the last
 refinement round explains enough of its matches, enough of the map's cells that project into the query find a match,
-the inliers hold the camera centre tightly (counted wider, as the pose covariance is, for a query that reprojects
-poorly), the fitted views' cells agree with the query where the pose puts them clearly better than a few pixels off,
+the inliers of the pose reported (the patch rounds' when they held) hold the camera centre tightly (counted wider, as
+the pose covariance is, for a query that reprojects poorly), the fitted views' cells agree with the query where the pose puts them clearly better than a few pixels off,
 and a pose found among the further retrieved views also holds its first patch round.
 """
 
@@ -35,6 +35,12 @@ class VerifyConfig:
     """Share of the map cells projected into the query that must find a match."""
     max_centre_sigma: float = 0.01
     """Camera-centre uncertainty allowed, as a share of the camera extent (inf: off)."""
+    centre_from_patches: bool = True
+    """Judge the camera centre by the patch rounds' inliers when they held (the pose reported is theirs, and their
+    patches lie closer than the refinement's CNN matches); else by the last refinement round's."""
+    patch_noise_px: float = 0.35
+    """Pixel noise at least assumed of the patches' inliers when judging the centre by them: their residuals do not
+    show the error the map's depth shares between them."""
     widen_centre: bool = True
     """Judge the camera centre by the covariance widened for the query (``pnp.QUERY_SHARE``) beyond a sharp query's: a
     blurred or dark query's shared errors move the centre more than its inliers say."""
@@ -67,7 +73,7 @@ class Evidence:
     coverage: float
     """The share of that round's projected cells that found a match."""
     centre_sigma: float
-    """Camera-centre uncertainty as a share of the map's camera extent."""
+    """Camera-centre uncertainty as a share of the map's camera extent, from the last refinement round's inliers."""
     contrast: float
     """``cell_contrast`` of the fitted views' cells at the pose."""
     centre_widening: float = 1.0
@@ -76,6 +82,9 @@ class Evidence:
     """Found among the further retrieved views, after the first ones gave no confirmed pose."""
     patches_held: bool = True
     """The first patch round found its share of the query's patches at the pose (True when no patch round ran)."""
+    patch_centre_sigma: float = float("nan")
+    """The same from the last patch round's inliers (``VerifyConfig.patch_noise_px``) when every patch round held;
+    NaN otherwise."""
 
     def __post_init__(self) -> None:
         for name in ("confidence", "coverage"):
@@ -85,8 +94,9 @@ class Evidence:
     @classmethod
     def from_figures(cls, figures: Mapping[str, Any]) -> "Evidence":
         """From recorded figures (``diagnostics``: refine_ratio, refine_coverage, centre_sigma, refine_contrast,
-        centre_widening, second_pass, patches_held); a missing one is a KeyError naming it, never a floor switched
-        off."""
+        centre_widening, second_pass, patches_held, and patch_centre_sigma where the patch rounds held); a missing one
+        is a KeyError naming it, never a floor switched off (a missing patch_centre_sigma: the patch rounds' pose was
+        not taken)."""
         names = {"confidence": "refine_ratio", "coverage": "refine_coverage"}
         names.update(centre_sigma="centre_sigma", contrast="refine_contrast", centre_widening="centre_widening")
         names.update(second_pass="second_pass", patches_held="patches_held")
@@ -94,7 +104,15 @@ class Evidence:
         if missing:
             raise KeyError(f"the figures lack {', '.join(missing)}: the floors cannot judge the pose")
         values = {name: float(figures[recorded]) for name, recorded in names.items()}
+        values["patch_centre_sigma"] = float(figures.get("patch_centre_sigma", float("nan")))
         return cls(**values | {name: bool(values[name]) for name in ("second_pass", "patches_held")})
+
+    def judged_centre_sigma(self, config: "VerifyConfig") -> float:
+        """The centre uncertainty the floor reads under ``config``: the patch rounds' where they held and
+        ``centre_from_patches``, else the refinement's; widened for the query when ``widen_centre``."""
+        patches = config.centre_from_patches and math.isfinite(self.patch_centre_sigma)
+        sigma = self.patch_centre_sigma if patches else self.centre_sigma
+        return sigma * (self.centre_widening if config.widen_centre else 1.0)
 
 
 @dataclass(frozen=True)
@@ -126,7 +144,7 @@ def verdict(evidence: Evidence, config: VerifyConfig) -> Verdict:
         doubts.append(f"confidence {evidence.confidence:.2f}, min {config.min_confidence:.2f}")
     if evidence.coverage < config.min_coverage:
         doubts.append(f"coverage {evidence.coverage:.2f}, min {config.min_coverage:.2f}")
-    centre_sigma = evidence.centre_sigma * (evidence.centre_widening if config.widen_centre else 1.0)
+    centre_sigma = evidence.judged_centre_sigma(config)
     if centre_sigma > config.max_centre_sigma:
         doubts.append(f"camera centre within {centre_sigma:.3f} of the map's extent, max {config.max_centre_sigma:.3f}")
     if evidence.contrast < config.min_contrast:

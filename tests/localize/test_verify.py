@@ -45,9 +45,27 @@ def test_figures_that_could_not_be_computed_are_named_and_missing_ones_are_an_er
     with pytest.raises(KeyError, match="centre_widening, second_pass, patches_held"):
         Evidence.from_figures(recorded)
     recorded.update(centre_widening=1.5, second_pass=1.0, patches_held=0.0)
-    assert Evidence.from_figures(recorded) == Evidence(
-        0.8, 0.5, 0.001, 0.6, centre_widening=1.5, second_pass=True, patches_held=False
+    got = Evidence.from_figures(recorded)
+    assert math.isnan(got.patch_centre_sigma)  # none recorded: the patch rounds' pose was not taken
+    assert replace(got, patch_centre_sigma=0.0) == Evidence(
+        0.8, 0.5, 0.001, 0.6, centre_widening=1.5, second_pass=True, patches_held=False, patch_centre_sigma=0.0
     )
+    assert Evidence.from_figures(recorded | {"patch_centre_sigma": 0.004}).patch_centre_sigma == 0.004
+
+
+def test_the_centre_floor_reads_the_patch_rounds_where_they_held():
+    """The pose reported is the patch rounds': where they held, their inliers judge its centre."""
+    config = VerifyConfig()
+    held = Evidence(0.9, 0.5, 0.015, 0.6, patch_centre_sigma=0.004)
+    assert verdict(held, config).confirmed
+    assert held.judged_centre_sigma(config) == 0.004
+    doubted = verdict(held, replace(config, centre_from_patches=False))  # the refinement's CNN rounds judge it
+    assert doubted.status == "doubted" and "camera centre within 0.015" in doubted.reason
+    assert verdict(Evidence(0.9, 0.5, 0.015, 0.6), config).status == "doubted"  # no patch pose: the refinement's
+    wide = Evidence(0.9, 0.5, 0.001, 0.6, patch_centre_sigma=0.012)  # loose patches doubt a tight refinement too
+    assert verdict(wide, config).status == "doubted"
+    blurred = Evidence(0.9, 0.5, 0.015, 0.6, patch_centre_sigma=0.006, centre_widening=2.0)
+    assert blurred.judged_centre_sigma(config) == pytest.approx(0.012) and not verdict(blurred, config).confirmed
 
 
 def test_the_centre_floor_reads_the_centre_widened_as_the_covariance_is_for_a_poor_query():

@@ -12,7 +12,7 @@ not confirm sends the query on through further retrieved views before it is repo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
@@ -233,9 +233,14 @@ class CrossfireMatcher(Matcher):
             patches_held = found.patches is None or found.patches.first_round_held
             widening = centre_widening(found.estimate.reprojection_error_px)
             found.figures.update(second_pass=int(second_pass), patches_held=int(patches_held), centre_widening=widening)
+            patch_centre = float("nan")
+            if found.patches is not None and found.patches.c2w is not None:  # the pose reported is the patches'
+                patch_centre = found.patches.last.centre_sigma(K, config.verify.patch_noise_px) / index.extent
+                found.figures["patch_centre_sigma"] = patch_centre
             found.evidence = Evidence(
                 last.ratio, last.coverage, last.centre_sigma / index.extent, found.figures["refine_contrast"],
                 centre_widening=widening, second_pass=second_pass, patches_held=patches_held,
+                patch_centre_sigma=patch_centre,
             )  # fmt: skip
             found.verdict = verdict(found.evidence, config.verify)
             if found.verdict.confirmed and config.render.refinements == 0:
@@ -368,17 +373,20 @@ class CrossfireMatcher(Matcher):
 
     def leave_one_out(self, max_side: int) -> List[Tuple[float, float]]:
         """``covariance_views`` training views, evenly spread, each localized from its own pose as the prior against
-        the index without its cells (nor the virtual views made from it); measured once per index and stored with
-        it."""
+        the index without its cells (nor the virtual views made from it); measured once per index and floors
+        (``verify``), and stored with the index."""
         views = self.config.covariance_views
         if views <= 0 or self.crossfire_map is None:
             return []
         index = self.index()
         stored = index.stats.get("leave_one_out")
-        if stored is None or stored.get("views") != views or stored.get("max_side") != max_side:
+        floors = asdict(self.config.verify)  # they decide which views count: measured again when they change
+        if stored is None or (stored.get("views"), stored.get("max_side"), stored.get("floors")) != (
+            views, max_side, floors
+        ):
             start = time.perf_counter()
             records = self._leave_one_out(index, views, max_side)
-            stored = {"views": views, "max_side": max_side, "records": records}
+            stored = {"views": views, "max_side": max_side, "floors": floors, "records": records}
             index.stats["leave_one_out"] = stored
             CONSOLE.print(
                 f"Covariance self-check: {len(records)} of {min(views, index.training_views)} training views "
