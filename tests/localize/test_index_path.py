@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -284,6 +286,8 @@ def test_leave_one_out_localizes_each_view_without_its_own_cells_once_per_index(
     assert matcher.stub_index.stats["leave_one_out"]["records"] == [list(r) for r in records]
     assert matcher.leave_one_out(max_side=1024) == records and len(matcher.cells_seen) == 3  # stored, not rerun
     assert [len(cells.points) for cells in matcher.index_on(torch.device("cpu")).views] == full  # the map's own again
+    matcher.config.verify = replace(matcher.config.verify, min_contrast=0.2)  # other floors count other views
+    assert len(matcher.leave_one_out(max_side=1024)) == 3 and len(matcher.cells_seen) == 6  # measured again
     broken = _LeaveOneOutMatcher(stub_config())
     broken.training_image = lambda view: 1 / 0 if view == 1 else _LeaveOneOutMatcher.training_image(broken, view)
     assert len(broken.leave_one_out(max_side=1024)) == 2  # a view that raises is skipped, the check goes on
