@@ -3,8 +3,9 @@
 A wrong pose reported as localized is worse than an honest failure: a pose is confirmed only when the last
 refinement round explains enough of its matches, enough of the map's cells that project into the query find a match,
 the inliers of the pose reported (the patch rounds' when they held) hold the camera centre tightly (counted wider, as
-the pose covariance is, for a query that reprojects poorly), the fitted views' cells agree with the query where the pose puts them clearly better than a few pixels off,
-and a pose found among the further retrieved views also holds its first patch round.
+the pose covariance is, for a query that reprojects poorly), the fitted views' cells agree with the query where the
+pose puts them clearly better than a few pixels off, and a pose found among the further retrieved views also holds its
+first patch round.
 """
 
 from __future__ import annotations
